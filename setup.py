@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="shears_nncf",
+    version="0.1.0",
+    description="Shears: Wanda sparsity + elastic low-rank adapters (NLS) on NNCF BootstrapNAS, deployed with OpenVINO",
+    packages=find_packages(include=["shears_nncf", "shears_nncf.*"]),
+    package_data={"shears_nncf": ["schema/*.json"]},
+    python_requires=">=3.10,<3.13",
+    install_requires=[
+        # The range admits the CPU build of 2.13.0 that lies on this kind of machine; an open
+        # range would resolve to a multi-GB CUDA build.
+        "torch>=2.9,<2.14",
+        # BootstrapNAS (elastic width) was removed in nncf 3.0.
+        "nncf==2.19.0",
+        # The last optimum-intel that accepts nncf 2.19; it needs transformers<5.6.
+        "optimum-intel==2.1.0",
+        "transformers>=5.5,<5.6",
+        "peft>=0.21,<0.22",
+        "openvino>=2026.4,<2026.5",
+        "openvino-genai>=2026.4,<2026.5",
+        "openvino-tokenizers>=2026.4,<2026.5",
+        "pymoo==0.6.2",
+        "datasets",
+        "jsonschema",
+        "gguf",
+        "accelerate",
+        "tqdm",
+        "matplotlib",
+        "psutil",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["shears=shears_nncf.cli:main"]},
+)

