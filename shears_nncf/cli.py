@@ -65,7 +65,7 @@ def _search(args):
 
 
 def _extract(args):
-    from .export.cli import extract_command
+    from .export.peft import extract_command
 
     extract_command(args)
 
@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="wanda", choices=["wanda", "magnitude"])
     p.add_argument("--pattern", default="unstructured", help="unstructured, 2:4 or 4:8 (N:M needs ratio N/M)")
     p.add_argument("--calibration", default="default", help=".txt file, .jsonl file, hub dataset id, or 'default'")
-    p.add_argument("--nsamples", type=int, default=None, help="calibration samples (default: 128; a .jsonl: its line count)")
-    p.add_argument("--seqlen", type=int, default=None, help="tokens per calibration sample (default 2048, capped by the model)")
+    p.add_argument("--nsamples", type=int, default=None, help="calibration samples (default: 32; a .jsonl: its line count)")
+    p.add_argument("--seqlen", type=int, default=None, help="tokens per calibration sample (default 512, capped by the model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
     p.add_argument("--output", required=True, help="folder for the sparse HF model and its manifest")
@@ -155,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=None, help="maximum number of evaluated configurations")
     p.add_argument("--tasks", type=_csv)
     p.add_argument("--data", default="default")
-    p.add_argument("--limit", type=int, default=None, help="validation examples per task")
+    p.add_argument("--limit", type=int, default=50, help="validation examples per task (a seeded draw; default 50)")
+    p.add_argument("--metric", default="accuracy", help="accuracy (generation, as the paper) or loss (cheaper)")
+    p.add_argument("--cost", default="params", help="params (adapter parameters) or macs (of the subnet, as NNCF counts them)")
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", required=True)
     p.set_defaults(func=_search)
@@ -163,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="write a sub-adapter as a standard PEFT adapter folder")
     p.add_argument("--super-adapter", required=True)
     p.add_argument("--subnet", default="heuristic", help="heuristic|maximal|minimal|FILE.json (search.json or ranks)")
+    p.add_argument("--model", help="base model recorded in the manifest; default: the super-adapter's")
     p.add_argument("--output", required=True)
     p.set_defaults(func=_extract)
 
@@ -180,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--sparse-rate", type=float, default=None, help="CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE, in [0, 1]")
     p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
+    p.add_argument("--threads", type=int, default=None, help="inference threads for every back end (default: their own)")
     p.set_defaults(func=_bench)
 
     return parser

