@@ -82,6 +82,12 @@ def _bench(args):
     bench_command(args)
 
 
+def _run(args):
+    from .pipeline import run_pipeline
+
+    run_pipeline(args.config, args.output, model=args.model, data=args.data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shears",
@@ -186,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     p.add_argument("--threads", type=int, default=None, help="inference threads for every back end (default: their own)")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("run", help="every stage in order (sparsify, train, search, extract, export, evaluate, bench), resumable")
+    p.add_argument("--config", required=True, help="NNCF JSON config; its shears.pipeline section sets the stages")
+    p.add_argument("--model", help="override the config's base model")
+    p.add_argument("--data", help="override the config's training data")
+    p.add_argument("--output", required=True, help="run folder: one sub-folder per stage, summary.md, summary.json")
+    p.set_defaults(func=_run)
 
     return parser
 

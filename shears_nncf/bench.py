@@ -1,0 +1,348 @@
+"""CPU inference benchmark of exported IRs (and a PyTorch eager baseline), honest about sparsity.
+
+Every folder runs in its own subprocess, so peak resident memory is that run's alone and a runtime
+crash becomes a row that says so. Both back ends run the same greedy loop (prefill, then one token
+per step with the KV cache, a fixed number of new tokens, EOS ignored so every row makes the same
+number), so their times compare. OpenVINO's `CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE` is a request, not
+a guarantee: the kernels that really ran are read from the compiled model's runtime graph, and
+the table says "no" wherever no FullyConnected layer ran a sparse kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from .artifacts import MANIFEST, write_json
+from .errors import ShearsError
+
+IR_XML = "openvino_model.xml"  # what optimum-intel writes; kept here so the parent imports no OpenVINO
+TOKENIZER_XML = "openvino_tokenizer.xml"
+DEFAULT_PROMPTS = [
+    "Question: Do penguins live at the North Pole? Answer:",
+    "The three primary colors are",
+    "Write a short story about a robot who learns to paint.",
+    "Explain why the sky is blue in one sentence:",
+]
+_WEIGHT_FILES = ("openvino_model.xml", "openvino_model.bin", "*.safetensors", "pytorch_model*.bin")
+
+
+def benchmark(
+    folders: list[str | os.PathLike],
+    prompts: list[str] | None = None,
+    max_new_tokens: int = 64,
+    sparse_rate: float | None = None,
+    json_out: str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> dict:
+    """Run every folder on the same prompts; IR folders also with the sparse rate set when one is given.
+
+    `threads` pins both back ends to the same number of inference threads (default: each its own choice).
+    """
+    if sparse_rate is not None and not 0.0 <= sparse_rate <= 1.0:
+        raise ShearsError(f"--sparse-rate {sparse_rate} is outside [0, 1]; give e.g. 0.5")
+    if max_new_tokens < 1:
+        raise ShearsError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if threads is not None and threads < 1:
+        raise ShearsError(f"--threads must be at least 1, got {threads}")
+    prompts = prompts or DEFAULT_PROMPTS
+    runs = []
+    for folder in folders:
+        backend = folder_backend(folder)
+        rates = [None] if backend == "pytorch" or sparse_rate is None else [None, sparse_rate]
+        runs += [dict(folder=str(folder), backend=backend, sparse_rate=rate, threads=threads) for rate in rates]
+    load_average = " ".join(f"{x:.1f}" for x in os.getloadavg())  # other work on the machine skews every row
+    rows = [_run_in_subprocess(run, prompts, max_new_tokens) for run in runs]
+    report = {"cpu": cpu_isa(), "load_average": load_average, "prompts": prompts, "max_new_tokens": max_new_tokens,
+              "rows": rows}
+    if json_out is not None:
+        write_json(json_out, report)
+    return report
+
+
+def folder_backend(folder: str | os.PathLike) -> str:
+    """'openvino' for an exported IR folder, 'pytorch' for an HF model or PEFT adapter folder."""
+    folder = Path(folder)
+    if (folder / IR_XML).is_file():
+        if not (folder / TOKENIZER_XML).is_file():
+            raise ShearsError(f"{folder} has an IR but no {TOKENIZER_XML}; export it with `shears export`")
+        return "openvino"
+    if (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file() and _weight_bytes(folder):
+        return "pytorch"
+    raise ShearsError(
+        f"{folder} is not an OpenVINO IR folder ({IR_XML}) nor a PyTorch model or PEFT adapter folder; "
+        f"give the output of `shears export` (or an HF model folder for the eager baseline)"
+    )
+
+
+def cpu_isa() -> dict:
+    """What this CPU offers the sparse path: AMX (Sapphire Rapids or newer) is required for it."""
+    lines = _read_lines("/proc/cpuinfo")
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    model_name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
+    return {
+        "model": model_name,
+        "cores": os.cpu_count(),
+        "amx": {"amx_tile", "amx_int8"} <= flags,
+        "flags": sorted(f for f in flags if f.startswith(("amx", "avx512", "avx2", "avx_vnni"))),
+    }
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _run_in_subprocess(run: dict, prompts: list[str], max_new_tokens: int) -> dict:
+    spec = json.dumps(dict(run, prompts=prompts, max_new_tokens=max_new_tokens))
+    proc = subprocess.run(
+        [sys.executable, "-m", "shears_nncf.bench", spec], capture_output=True, text=True, env=_worker_env()
+    )
+    row = dict(run, size_mb=_folder_size_mb(Path(run["folder"])), weights=_weights_label(Path(run["folder"])))
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        row.update(json.loads(lines[-1]), status="ok")
+        return row
+    stages = [line for line in proc.stderr.splitlines() if line.startswith("stage:")]
+    cause = f"signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    last_error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    row["status"] = f"crashed ({cause}) during {stages[-1][6:].strip() if stages else 'start-up'}"
+    row["error"] = last_error
+    kernels = [line for line in proc.stderr.splitlines() if line.startswith("kernels:")]
+    row["fc_kernels"] = json.loads(kernels[-1][8:]) if kernels else {}
+    return row
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def _weights_label(folder: Path) -> str:
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        if data.get("stage") == "export":
+            return data.get("weights", "?")
+    return "torch fp32"
+
+
+def _weight_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for pattern in _WEIGHT_FILES for f in folder.glob(pattern))
+
+
+def _folder_size_mb(folder: Path) -> float:
+    """Bytes of the model files; an adapter folder adds its base model's."""
+    size = _weight_bytes(folder)
+    adapter_config = folder / "adapter_config.json"
+    if adapter_config.is_file():
+        base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+        if base and Path(base).is_dir():
+            size += _weight_bytes(Path(base))
+    return size / 2**20
+
+
+# ---- the worker: one folder, one configuration, in its own process --------------------------------------------
+
+
+def _stage(name: str) -> None:
+    print(f"stage: {name}", file=sys.stderr, flush=True)
+
+
+def _measure(prefill, decode, prompt_ids: list, max_new_tokens: int) -> dict:
+    """The shared greedy loop: `prefill(ids) -> token`, `decode(token, position) -> token`."""
+    ttft, step_times, total_tokens, total_time = [], [], 0, 0.0
+    for ids in prompt_ids:
+        start = time.perf_counter()
+        token = prefill(ids)
+        first = time.perf_counter()
+        ttft.append(first - start)
+        for step in range(max_new_tokens - 1):
+            t = time.perf_counter()
+            token = decode(token, len(ids) + step)
+            step_times.append(time.perf_counter() - t)
+        total_time += time.perf_counter() - start
+        total_tokens += max_new_tokens
+    return {
+        "ttft_ms": 1e3 * sum(ttft) / len(ttft),
+        "tpot_ms": 1e3 * sum(step_times) / len(step_times) if step_times else None,
+        "tokens_per_s": total_tokens / total_time,
+        "new_tokens": total_tokens,
+    }
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec,
+    so a worker would report its (large) parent's peak."""
+    for line in _read_lines("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fc_kernels(compiled_model) -> dict[str, int]:
+    """Kernel (primitiveType) of every FullyConnected node of the CPU plugin's executed graph."""
+    kernels = Counter()
+    for op in compiled_model.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and info["layerType"].astype(str) == "FullyConnected":
+            kernels[info["primitiveType"].astype(str)] += 1
+    return dict(kernels)
+
+
+def _openvino_worker(folder: Path, prompts: list[str], max_new_tokens: int, sparse_rate: float | None,
+                     threads: int | None) -> dict:
+    import numpy as np
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer ops)
+
+    core = ov.Core()
+    config = {} if sparse_rate is None else {"CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE": sparse_rate}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    _stage("compile")
+    tokenize = core.compile_model(folder / TOKENIZER_XML, "CPU")
+    compiled = core.compile_model(folder / IR_XML, "CPU", config)
+    request = compiled.create_infer_request()
+    prompt_ids = [tokenize([p])["input_ids"][0].astype(np.int64) for p in prompts]
+    kernels = {}
+
+    def infer(ids, positions):
+        logits = request.infer({
+            "input_ids": ids[None],
+            "attention_mask": np.ones((1, positions[-1] + 1), dtype=np.int64),
+            "position_ids": positions[None],
+            "beam_idx": np.zeros(1, dtype=np.int32),
+        })["logits"]
+        return int(logits[0, -1].argmax())
+
+    def prefill(ids):
+        request.reset_state()
+        return infer(ids, np.arange(len(ids), dtype=np.int64))
+
+    def decode(token, position):
+        return infer(np.array([token], dtype=np.int64), np.array([position], dtype=np.int64))
+
+    _stage("prefill (warm-up)")
+    prefill(prompt_ids[0])
+    kernels["prefill"] = _fc_kernels(compiled)
+    print(f"kernels: {json.dumps(kernels)}", file=sys.stderr, flush=True)  # kept even if decode crashes
+    _stage("decode (warm-up)")
+    decode(0, len(prompt_ids[0]))
+    kernels["decode"] = _fc_kernels(compiled)
+    _stage("generation")
+    result = _measure(prefill, decode, prompt_ids, max_new_tokens)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    result["fc_kernels"] = kernels
+    result["openvino"] = ov.get_version()
+    return result
+
+
+def _pytorch_worker(folder: Path, prompts: list[str], max_new_tokens: int, threads: int | None) -> dict:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    from .models import load_model, load_tokenizer
+
+    _stage("load")
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model, tokenizer = PeftModel.from_pretrained(load_model(base), str(folder)).eval(), load_tokenizer(base)
+    else:
+        model, tokenizer = load_model(folder), load_tokenizer(folder)
+    prompt_ids = [tokenizer(p, return_tensors="pt")["input_ids"][0] for p in prompts]
+    cache = {}
+
+    def prefill(ids):
+        out = model(input_ids=ids[None], use_cache=True)
+        cache["past"] = out.past_key_values
+        return int(out.logits[0, -1].argmax())
+
+    def decode(token, position):
+        out = model(input_ids=torch.tensor([[token]]), past_key_values=cache["past"], use_cache=True)
+        cache["past"] = out.past_key_values
+        return int(out.logits[0, -1].argmax())
+
+    with torch.inference_mode():
+        _stage("warm-up")
+        decode(prefill(prompt_ids[0]), len(prompt_ids[0]))
+        _stage("generation")
+        result = _measure(prefill, decode, prompt_ids, max_new_tokens)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["precision"] = "f32"
+    result["fc_kernels"] = {}
+    result["torch"] = torch.__version__
+    return result
+
+
+def _worker(spec: dict) -> dict:
+    folder = Path(spec["folder"])
+    if spec["backend"] == "openvino":
+        return _openvino_worker(folder, spec["prompts"], spec["max_new_tokens"], spec["sparse_rate"], spec["threads"])
+    return _pytorch_worker(folder, spec["prompts"], spec["max_new_tokens"], spec["threads"])
+
+
+# ---- reporting -------------------------------------------------------------------------------------------------
+
+
+def sparse_path(row: dict, amx: bool) -> str:
+    """Whether OpenVINO's sparse-weights kernels ran (per phase), and if not, the likely reason."""
+    if row["backend"] != "openvino":
+        return "n/a (eager)"
+    ran = {phase: (sum(n for k, n in kernels.items() if "sparse" in k), sum(kernels.values()))
+           for phase, kernels in row.get("fc_kernels", {}).items()}
+    if any(sparse for sparse, _ in ran.values()):
+        return "yes: " + ", ".join(f"{phase} {sparse}/{total} FC" for phase, (sparse, total) in ran.items())
+    if row.get("status") != "ok":
+        return "unknown (run failed)"
+    if row["sparse_rate"] is None:
+        return "no (rate not set)"
+    if not amx:
+        return "no (no AMX on this CPU)"
+    return "no (needs INT8 weights+activations)" if row["weights"] != "w8a8" else "no (layers below the rate)"
+
+
+def format_table(report: dict) -> str:
+    amx = report["cpu"]["amx"]
+    header = ["model", "backend", "weights", "rate", "prec", "TTFT ms", "TPOT ms", "tok/s", "peak RSS MB",
+              "size MB", "FC kernels (decode)", "sparse path"]
+    lines = []
+    for row in report["rows"]:
+        ok = row.get("status") == "ok"
+        kernels = ", ".join(f"{k}x{n}" for k, n in sorted(row.get("fc_kernels", {}).get("decode", {}).items()))
+        lines.append([
+            Path(row["folder"]).name, row["backend"], row["weights"],
+            "-" if row["sparse_rate"] is None else f"{row['sparse_rate']:g}",
+            row.get("precision", "-").replace("<Type: '", "").replace("'>", ""),
+            f"{row['ttft_ms']:.1f}" if ok else "-",
+            f"{row['tpot_ms']:.1f}" if ok and row["tpot_ms"] is not None else "-",
+            f"{row['tokens_per_s']:.1f}" if ok else row["status"],
+            f"{row['peak_rss_mb']:.0f}" if ok else "-",
+            f"{row['size_mb']:.0f}",
+            kernels or "-", sparse_path(row, amx),
+        ])
+    widths = [max(len(str(r[i])) for r in [header] + lines) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    cpu = report["cpu"]
+    title = f"CPU: {cpu['model']} ({cpu['cores']} cores), AMX: {'yes' if amx else 'no'}; " \
+            f"{len(report['prompts'])} prompts x {report['max_new_tokens']} new tokens, batch 1, greedy, " \
+            f"threads: {report['rows'][0]['threads'] or 'default'}; load average before: {report['load_average']}"
+    return "\n".join([title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(json.loads(sys.argv[1]))))

@@ -1,0 +1,225 @@
+"""The sparse base plus an *unmerged* sub-adapter, exported to an OpenVINO IR with a stateful KV cache.
+
+Merging a dense `B @ A` into the sparse `W` would fill every pruned zero, so the LoRA branches travel
+as their own small MatMuls next to the sparse base MatMul. optimum-intel does the conversion (on the
+PEFT-injected transformers model), openvino-tokenizers converts the tokenizer, so both
+`optimum.intel.OVModelForCausalLM` and `openvino_genai.LLMPipeline` run the folder. NNCF then
+optionally compresses the weights: INT8 symmetric (a pruned zero stays an exact zero, no zero point),
+or W8A8 (`nncf.quantize`, INT8 weights and activations: what OpenVINO's CPU sparse-weights kernels need).
+The manifest records the zeros found in the IR's own weight constants, layer by layer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import atomic_output_dir, read_json, write_manifest
+from ..data.calibration import calibration_samples, check_calibration_source
+from ..errors import ShearsError
+from ..models import load_model, load_tokenizer, resolve_model
+
+WEIGHT_FORMATS = ("as-is", "int8", "w8a8")
+IR_XML = "openvino_model.xml"
+TASK = "text-generation-with-past"
+# Ops that sit between a weight Constant and its MatMul after compression or quantization.
+_WEIGHT_PATH_OPS = {"Convert", "Multiply", "Subtract", "FakeQuantize", "Reshape", "Transpose"}
+
+
+def export_openvino(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    adapter: str | os.PathLike | None = None,
+    weights: str = "as-is",
+    calibration: str = "default",
+    nsamples: int = 32,
+    seqlen: int = 128,
+) -> Path:
+    """Export `model` (HF folder; sparse or dense) with an optional PEFT `adapter`, unmerged, to `output`.
+
+    `weights`: "as-is" (fp32 constants), "int8" (symmetric INT8 weight compression) or "w8a8" (INT8
+    weights and activations, calibrated on `nsamples` x `seqlen` tokens of `calibration`, read as `shears sparsify` reads it).
+    """
+    if weights not in WEIGHT_FORMATS:
+        raise ShearsError(f"unknown weight format {weights!r}; use one of {', '.join(WEIGHT_FORMATS)}")
+    if weights == "w8a8":
+        check_calibration_source(calibration)
+    model_path = resolve_model(model)
+    torch_model = load_model(model_path)
+    tokenizer = load_tokenizer(model_path)
+    if adapter is not None:
+        check_adapter_matches(torch_model, adapter)
+        torch_model = inject_adapter(torch_model, adapter)
+    samples = calibration_samples(calibration, tokenizer, nsamples, seqlen) if weights == "w8a8" else None
+
+    from optimum.exporters.openvino import export_from_model
+    from optimum.exporters.openvino.convert import export_tokenizer
+
+    with atomic_output_dir(output) as tmp:
+        export_from_model(torch_model, tmp, task=TASK, stateful=True)
+        export_tokenizer(tokenizer, tmp, task=TASK)
+        tokenizer.save_pretrained(tmp)  # the PyTorch-side tokenizer, for OVModelForCausalLM users
+        if not (tmp / "openvino_tokenizer.xml").is_file():
+            raise ShearsError(f"openvino-tokenizers could not convert the tokenizer of {model_path}")
+        if weights != "as-is":
+            _compress_in_place(tmp / IR_XML, weights, samples)
+        layers = ir_weight_sparsity(tmp / IR_XML)
+        write_manifest(tmp, {
+            "stage": "export",
+            "model": str(model_path),
+            "adapter": str(adapter) if adapter is not None else None,
+            "adapter_merged": False,
+            "weights": weights,
+            "calibration": {"source": calibration, "nsamples": len(samples), "seqlen": seqlen} if samples else None,
+            "stateful": True,
+            "sparsity": summarize_sparsity(layers),
+            "layers": layers,
+        })
+    return Path(output)
+
+
+def check_adapter_matches(model, adapter: str | os.PathLike) -> None:
+    """Fail before exporting when the adapter's LoRA weights do not fit the model's linear layers."""
+    from safetensors import safe_open
+    from torch import nn
+
+    adapter = Path(adapter)
+    config = read_json(adapter / "adapter_config.json", what="adapter config")
+    if config.get("peft_type") != "LORA":
+        raise ShearsError(f"adapter {adapter} is a {config.get('peft_type')!r} adapter; a LoRA adapter is expected")
+    weights_file = adapter / "adapter_model.safetensors"
+    if not weights_file.is_file():
+        raise ShearsError(f"adapter {adapter} has no adapter_model.safetensors; give a PEFT adapter folder")
+    modules = dict(model.named_modules())
+    with safe_open(weights_file, framework="pt") as f:
+        shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}
+    if not any(".lora_A." in key for key in shapes):
+        raise ShearsError(f"adapter {adapter} holds no lora_A weights")
+    for key, shape in shapes.items():
+        if ".lora_" not in key:
+            continue
+        name = key.removeprefix("base_model.model.").split(".lora_")[0]
+        target = modules.get(name)
+        if not isinstance(target, nn.Linear):
+            raise ShearsError(
+                f"adapter {adapter} targets {name!r}, which is not a linear layer of the model; "
+                f"give the adapter trained on this base model"
+            )
+        expected = target.in_features if ".lora_A." in key else target.out_features
+        found = shape[1] if ".lora_A." in key else shape[0]
+        if found != expected:
+            raise ShearsError(
+                f"adapter {adapter} does not fit the model: {key} has {found} features where {name} has "
+                f"{expected}; give the adapter trained on this base model"
+            )
+
+
+def inject_adapter(model, adapter: str | os.PathLike):
+    """The transformers model with PEFT's LoRA layers injected and not merged (what optimum exports)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter)).eval().base_model.model
+
+
+def _compress_in_place(xml: Path, weights: str, samples: list | None) -> None:
+    import nncf
+    import openvino as ov
+
+    ov_model = ov.Core().read_model(xml)
+    if weights == "int8":
+        # Symmetric: q = round(w / scale) with no zero point, so w == 0 <=> q == 0.
+        ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_SYM)
+    else:
+        inputs = [_prefill_inputs(ids.numpy()) for ids in samples]
+        ov_model = nncf.quantize(
+            ov_model, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(inputs)
+        )
+    staged = xml.with_name("compressed_" + xml.name)
+    ov.save_model(ov_model, staged, compress_to_fp16=False)
+    del ov_model
+    os.replace(staged, xml)
+    os.replace(staged.with_suffix(".bin"), xml.with_suffix(".bin"))
+
+
+def _prefill_inputs(ids: np.ndarray) -> dict:
+    """One prefill call of the stateful IR (NNCF resets the KV state between samples)."""
+    ids = ids.astype(np.int64)
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
+        "beam_idx": np.zeros(1, dtype=np.int32),
+    }
+
+
+def ir_weight_sparsity(xml: str | os.PathLike) -> list[dict]:
+    """Zeros of every MatMul's weight constant, read from the IR itself (after any compression).
+
+    Layers are named after the MatMul (e.g. `model.layers.0.self_attn.q_proj.base_layer`).
+    """
+    return [
+        {
+            "layer": layer,
+            "shape": list(zeros.shape),
+            "dtype": dtype,
+            "zeros": int(zeros.sum()),
+            "sparsity": float(zeros.mean()),
+            "adapter": ".lora_" in layer,
+        }
+        for layer, (zeros, dtype) in _ir_weights(xml).items()
+    ]
+
+
+def ir_zero_masks(xml: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Where each MatMul weight of the IR is zero (for an asymmetric INT8 weight: equals its zero point)."""
+    return {layer: zeros for layer, (zeros, _) in _ir_weights(xml).items()}
+
+
+def _ir_weights(xml) -> dict[str, tuple[np.ndarray, str]]:
+    import openvino as ov
+
+    weights = {}
+    for op in ov.Core().read_model(xml).get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        weight, zero_point = _weight_constant(op.input_value(1).get_node())
+        if weight is not None:
+            zeros = weight.get_data() == (zero_point if zero_point is not None else 0)
+            weights[_layer_name(op.get_friendly_name())] = (zeros, weight.get_element_type().get_type_name())
+    return weights
+
+
+def _weight_constant(node):
+    """Walk up a MatMul's weight input to its (largest) Constant; also return a zero point if one is subtracted."""
+    zero_point = None
+    while node.get_type_name() in _WEIGHT_PATH_OPS:
+        inputs = [node.input_value(i).get_node() for i in range(node.get_input_size())]
+        if node.get_type_name() == "Subtract":
+            zp = _constant_below(inputs[1])
+            zero_point = zp.get_data() if zp is not None else None
+        node = inputs[0]
+    if node.get_type_name() != "Constant" or len(node.get_output_shape(0)) < 2:
+        return None, None
+    return node, zero_point
+
+
+def _constant_below(node):
+    while node.get_type_name() in ("Convert", "Reshape"):
+        node = node.input_value(0).get_node()
+    return node if node.get_type_name() == "Constant" else None
+
+
+def _layer_name(matmul_name: str) -> str:
+    # optimum names a linear's MatMul "__module.<torch path>/aten::linear/MatMul"
+    return matmul_name.removeprefix("__module.").split("/")[0]
+
+
+def summarize_sparsity(layers: list[dict]) -> dict:
+    """Overall sparsity of the base decoder linears (adapters and lm_head excluded), as the paper counts it."""
+    base = [layer for layer in layers if not layer["adapter"] and "lm_head" not in layer["layer"]]
+    params = sum(int(np.prod(layer["shape"])) for layer in base)
+    zeros = sum(layer["zeros"] for layer in base)
+    return {"base_linears": len(base), "base_params": params, "base_zeros": zeros,
+            "base_sparsity": zeros / params if params else 0.0}
