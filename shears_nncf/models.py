@@ -116,7 +116,19 @@ def load_model(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float
     except OSError as e:
         raise ShearsError(f"could not load model {path!r}: {_first_line(e)}") from None
     architecture(model)
+    _recompute_rotary_buffers(model)
     return model.to(device).eval()
+
+
+def _recompute_rotary_buffers(model: nn.Module) -> None:
+    """Recompute RoPE's non-persistent `inv_freq` buffers, which are not in the checkpoint.
+
+    Once `nncf.torch` has been imported (it patches torch), transformers' loader leaves these buffers
+    as uninitialised memory, and every later forward pass is garbage. Computing them again is cheap.
+    """
+    for module in model.modules():
+        if "RotaryEmbedding" in type(module).__name__ and hasattr(module, "original_inv_freq"):
+            model._init_weights(module)
 
 
 def _first_line(error: Exception) -> str:

@@ -1,9 +1,12 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from shears_nncf.cli import main
 from shears_nncf.errors import ShearsError
-from shears_nncf.models import ARCHITECTURES, architecture, block_linears, decoder_blocks, load_model, resolve_model
+from shears_nncf.models import EMBEDDED_MODEL, ARCHITECTURES, architecture, block_linears, decoder_blocks, load_model, resolve_model
 
 
 def test_tiny_llama_folder_loads_with_its_blocks_and_linears(tiny_llama_dir):
@@ -33,3 +36,19 @@ def test_unknown_architecture_lists_the_known_ones(tiny_llama_factory):
     with pytest.raises(ShearsError) as e:
         architecture(model)
     assert "gpt_neox" in str(e.value) and all(k in str(e.value) for k in ARCHITECTURES)
+
+
+
+
+@pytest.mark.slow
+def test_loaded_model_has_correct_rope_buffers_when_nncf_torch_is_imported_first():
+    """With nncf.torch imported before transformers, the loader left RoPE's inv_freq uninitialised."""
+    script = (
+        "import shears_nncf.nncf_torch, torch\n"
+        "from shears_nncf.models import load_model\n"
+        "for _ in range(2):\n"
+        f"    rotary = load_model({EMBEDDED_MODEL!r}).model.rotary_emb\n"
+        "    expected, _ = rotary.compute_default_rope_parameters(rotary.config)\n"
+        "    assert torch.equal(rotary.inv_freq, expected), rotary.inv_freq\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
