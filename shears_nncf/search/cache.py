@@ -1,0 +1,101 @@
+"""One cache of evaluated configurations per search run, and the per-strategy budget on top of it.
+
+Evaluating a sub-adapter means running the model over the validation subset, which dominates the
+cost of a search; so every configuration is evaluated once per run, whichever strategy asks for it.
+A strategy's budget counts the distinct configurations *it* looked at (a cached one still counts, so
+a strategy's number of evaluations does not depend on what ran before it in the same run).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from ..errors import ShearsError
+from .space import Config
+
+
+class Objective(Protocol):
+    """What a search measures: `metric` is 'accuracy' (higher is better) or 'loss' (lower is better)."""
+
+    metric: str
+
+    def __call__(self, config: Config) -> float: ...
+
+
+@dataclass(frozen=True)
+class Record:
+    ranks: Config
+    value: float  # the metric (accuracy or loss) on the validation subset
+    cost: float  # adapter parameters (or MACs) of the sub-adapter
+    seconds: float  # time the evaluation took
+
+
+class EvaluationCache:
+    """Evaluates each configuration at most once; `evaluations` counts the real objective calls."""
+
+    def __init__(self, objective: Objective, cost: Callable[[Config], float]):
+        if objective.metric not in ("accuracy", "loss"):
+            raise ShearsError(f"unknown metric {objective.metric!r}; expected accuracy or loss")
+        self.objective = objective
+        self.cost = cost
+        self.records: dict[Config, Record] = {}  # in evaluation order
+        self.evaluations = 0
+
+    @property
+    def metric(self) -> str:
+        return self.objective.metric
+
+    def fitness(self, record: Record) -> float:
+        """Higher is better, whatever the metric."""
+        return record.value if self.metric == "accuracy" else -record.value
+
+    def evaluate(self, config: Config) -> Record:
+        config = tuple(config)
+        if config not in self.records:
+            start = time.perf_counter()
+            value = float(self.objective(config))
+            self.evaluations += 1
+            self.records[config] = Record(config, value, float(self.cost(config)), time.perf_counter() - start)
+        return self.records[config]
+
+
+class BudgetExhausted(Exception):
+    """Raised by `Budget.evaluate` when a strategy asks for one configuration more than its budget."""
+
+
+class Budget:
+    """A strategy's view of the cache: at most `limit` distinct configurations (None: no limit)."""
+
+    def __init__(self, cache: EvaluationCache, limit: int | None):
+        if limit is not None:
+            self.check_limit(limit)
+        self.cache = cache
+        self.limit = limit
+        self.seen: dict[Config, Record] = {}
+
+    @staticmethod
+    def check_limit(limit: int) -> None:
+        if limit < 1:
+            raise ShearsError(f"--budget must be at least 1 evaluation, got {limit}")
+
+    @property
+    def used(self) -> int:
+        return len(self.seen)
+
+    @property
+    def left(self) -> int | None:
+        return None if self.limit is None else self.limit - self.used
+
+    def evaluate(self, config: Config) -> Record:
+        config = tuple(config)
+        if config not in self.seen:
+            if self.limit is not None and self.used >= self.limit:
+                raise BudgetExhausted
+            self.seen[config] = self.cache.evaluate(config)
+        return self.seen[config]
+
+    def key(self, record: Record) -> tuple[float, float]:
+        """Sort key, larger is better: the metric first, then the lower cost."""
+        return (self.cache.fitness(record), -record.cost)

@@ -1,0 +1,62 @@
+"""`shears search`: super-adapter -> validation subset -> strategy through one evaluation cache -> search.json, pareto.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ShearsError
+from ..export.peft import adapter_parameters, super_adapter_groups
+from .cache import Budget, EvaluationCache
+from .objective import COSTS, METRICS, AccuracyObjective, LossObjective, adapter_cost, nncf_macs_cost, validation_records
+from .run import SEARCH_FILE, run_search, write_search_folder
+from .space import SearchSpace
+from .strategies import check_strategy
+
+
+def search_command(args) -> None:
+    # Bad flags fail before anything is loaded.
+    check_strategy(args.strategy)
+    if args.budget is not None:
+        Budget.check_limit(args.budget)
+    if args.metric not in METRICS:
+        raise ShearsError(f"unknown metric {args.metric!r}; expected {' or '.join(METRICS)}")
+    if args.cost not in COSTS:
+        raise ShearsError(f"unknown cost {args.cost!r}; expected {' or '.join(COSTS)}")
+    names, widths, modules, manifest = super_adapter_groups(args.super_adapter)
+    space = SearchSpace.of(widths, names)
+    search_config = manifest["config"]["bootstrapNAS"].get("search", {})
+    records, overlap = validation_records(args.data, args.tasks, args.limit, args.seed, manifest)
+
+    from ..models import load_model, load_tokenizer
+
+    base = args.model or manifest["base_model"]
+    tokenizer = load_tokenizer(base)
+    model = load_model(base)  # before nncf.torch is imported (see nls.supernet)
+
+    from ..nls.supernet import load_super_adapter
+
+    supernet = load_super_adapter(args.super_adapter, model)
+    if args.metric == "accuracy":
+        objective = AccuracyObjective(supernet, tokenizer, records, batch_size=args.batch_size)
+    else:
+        max_length = manifest["config"].get("shears", {}).get("training", {}).get("max_length", 256)
+        objective = LossObjective(supernet, tokenizer, records, max_length, batch_size=args.batch_size)
+    if args.cost == "macs":
+        cost, cost_name = nncf_macs_cost(supernet), "MACs (NNCF)"
+    else:
+        cost, cost_name = adapter_cost(adapter_parameters(args.super_adapter, modules)), "adapter parameters"
+    cache = EvaluationCache(objective, cost)
+    run = run_search(space, cache, args.strategy, budget=args.budget, seed=args.seed, search_config=search_config,
+                     cost_name=cost_name)
+    run.summary["validation"] = {
+        "data": args.data, "split": "train (minus the training records)" if args.data == "default" else "validation",
+        "tasks": sorted(records), "examples": sum(len(r) for r in records.values()), "seed": args.seed,
+        "examples_seen_in_training": overlap,
+    }
+    write_search_folder(args.output, run, {
+        "super_adapter": str(Path(args.super_adapter).resolve()), "base_model": base, "metric": args.metric,
+    })
+    chosen = run.summary["chosen"]
+    print(f"{args.strategy}: chose ranks {chosen['ranks']} ({args.metric} {chosen[args.metric]:.4g}, "
+          f"{int(chosen['cost'])} {cost_name}) after {run.summary['strategy_evaluations']} evaluations; "
+          f"wrote {Path(args.output) / SEARCH_FILE}")

@@ -1,0 +1,124 @@
+"""What a sub-adapter is measured by during search: validation accuracy or loss, and its adapter parameters.
+
+The validation subset is fixed and seeded, and disjoint from the test data: for the embedded data the
+test files are the tasks' validation splits, so the subset is drawn from the *train* split, leaving out
+the records the super-adapter was trained on when the training manifest says which they were.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+
+from ..errors import ShearsError
+from .space import Config
+
+METRICS = ("accuracy", "loss")
+COSTS = ("params", "macs")
+
+
+def adapter_cost(per_rank: Sequence[int]):
+    """Adapter parameters of a configuration: each group's rank times its modules' in + out features."""
+    return lambda config: float(sum(r * p for r, p in zip(config, per_rank)))
+
+
+def nncf_macs_cost(supernet):
+    """MACs of the whole active subnet as NNCF's BootstrapNAS counts them (its traced input of `input_info` tokens)."""
+    handler = supernet.ctrl.multi_elasticity_handler
+
+    def cost(config: Config) -> float:
+        supernet.activate(list(config))
+        flops, _ = handler.count_flops_and_weights_for_active_subnet()
+        return flops / 2
+
+    return cost
+
+
+def validation_records(data: str, tasks: list[str] | None, limit: int | None, seed: int, training: dict | None) -> tuple[dict[str, list[dict]], int]:
+    """A seeded validation subset per task, and how many of its records the super-adapter was trained on.
+
+    `training` is the super-adapter's manifest (its data, tasks, limit and seed say which records it saw)."""
+    from ..data.sources import DEFAULT, load_records, load_training_records
+
+    trained_on_all = False
+    if data == DEFAULT:
+        by_task = load_records(data, tasks, split="train")
+        if training and training.get("data") == DEFAULT:
+            if training.get("limit") is None:
+                trained_on_all = True  # every train record was seen: nothing disjoint is left to draw
+            else:
+                trained = load_training_records(DEFAULT, training.get("tasks"), training["limit"], training["settings"]["seed"])
+                seen = {_key(r) for r in trained}
+                by_task = {name: [r for r in records if _key(r) not in seen] for name, records in by_task.items()}
+    else:
+        by_task = load_records(data, tasks, split="validation")
+    subset = {}
+    for name, records in by_task.items():
+        records = list(records)
+        random.Random(f"{seed}:{name}").shuffle(records)
+        subset[name] = records[:limit] if limit is not None else records
+    if not any(subset.values()):
+        raise ShearsError(f"no validation records in {data!r} for tasks {tasks or 'all'}")
+    return subset, sum(len(r) for r in subset.values()) if trained_on_all else 0
+
+
+def _key(record: dict) -> tuple:
+    return (record.get("instruction"), record.get("input"), record.get("output"))
+
+
+class AccuracyObjective:
+    """Average task accuracy (%) of the active sub-adapter, generated and scored by the evaluation harness."""
+
+    metric = "accuracy"
+
+    def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], batch_size: int = 8):
+        from ..evaluation.generation import TorchGenerator
+
+        self.supernet = supernet
+        self.records_by_task = records_by_task
+        self.generator = TorchGenerator(supernet.peft_model, tokenizer, batch_size=batch_size, progress=False)
+
+    def __call__(self, config: Config) -> float:
+        from ..evaluation.harness import evaluate
+
+        self.supernet.activate(list(config))
+        return 100.0 * evaluate(self.generator, self.records_by_task)["average"]
+
+
+class LossObjective:
+    """Mean cross-entropy of the responses (the training loss) of the active sub-adapter: cheaper than generating."""
+
+    metric = "loss"
+
+    def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], max_length: int, batch_size: int = 8):
+        from ..data.prompts import tokenize_for_training
+
+        records = [r for records in records_by_task.values() for r in records]
+        self.examples, _ = tokenize_for_training(records, tokenizer, max_length)
+        self.supernet = supernet
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def __call__(self, config: Config) -> float:
+        self.supernet.activate(list(config))
+        model = self.supernet.peft_model.eval()
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        for start in range(0, len(self.examples), self.batch_size):
+            batch = self.examples[start:start + self.batch_size]
+            width = max(len(e["input_ids"]) for e in batch)
+            ids = torch.tensor([e["input_ids"] + [self.pad_id] * (width - len(e["input_ids"])) for e in batch], device=device)
+            mask = torch.tensor([e["attention_mask"] + [0] * (width - len(e["input_ids"])) for e in batch], device=device)
+            labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in batch], device=device)
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            targets = labels[:, 1:]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                     ignore_index=-100, reduction="sum")
+            total += loss.item()
+            count += int((targets != -100).sum())
+        if count == 0:
+            raise ShearsError("the validation records have no response tokens to score")
+        return total / count

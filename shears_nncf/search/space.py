@@ -1,0 +1,112 @@
+"""The search space of a super-adapter: one descending rank list per group; a configuration picks one rank each.
+
+A configuration is a tuple of ranks in group order. The named configurations need no evaluation:
+`maximal` (every group's first rank, the whole super-adapter), `minimal` (the last) and the paper's
+heuristic (Eq. 3: the middle of every list, `space[(n - 1) // 2]`). Neighbours, the moves of
+hill-climbing, change one group's rank by one step in its list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..artifacts import read_json
+from ..errors import ShearsError
+
+Config = tuple[int, ...]
+NAMED = ("maximal", "heuristic", "minimal")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    ranks: tuple[tuple[int, ...], ...]  # per group, descending; ranks[g][0] is the super-adapter's rank
+    group_names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, ranks: Sequence[Sequence[int]], group_names: Sequence[str] | None = None) -> "SearchSpace":
+        ranks = tuple(tuple(int(r) for r in options) for options in ranks)
+        if not ranks or any(not options for options in ranks):
+            raise ShearsError("the search space needs at least one group with at least one rank")
+        for options in ranks:
+            if any(a <= b for a, b in zip(options, options[1:])):
+                raise ShearsError(f"rank list {list(options)} must be strictly descending")
+        names = tuple(group_names) if group_names is not None else tuple(str(g) for g in range(len(ranks)))
+        if len(names) != len(ranks):
+            raise ShearsError(f"{len(names)} group names for {len(ranks)} rank lists")
+        return cls(ranks, names)
+
+    def __len__(self) -> int:
+        return len(self.ranks)
+
+    @property
+    def maximal(self) -> Config:
+        return tuple(options[0] for options in self.ranks)
+
+    @property
+    def minimal(self) -> Config:
+        return tuple(options[-1] for options in self.ranks)
+
+    @property
+    def heuristic(self) -> Config:
+        """Eq. 3 of the paper: the middle rank of every group, chosen without any evaluation."""
+        return tuple(options[(len(options) - 1) // 2] for options in self.ranks)
+
+    def named(self, name: str) -> Config:
+        if name not in NAMED:
+            raise ShearsError(f"unknown named configuration {name!r}; expected one of {', '.join(NAMED)}")
+        return getattr(self, name)
+
+    def indices(self, config: Config) -> tuple[int, ...]:
+        """Position of each rank in its group's list (0 = largest): the design variables of the GA."""
+        return tuple(options.index(r) for options, r in zip(self.ranks, config))
+
+    def from_indices(self, indices: Sequence[int]) -> Config:
+        return tuple(options[int(i)] for options, i in zip(self.ranks, indices))
+
+    def neighbours(self, config: Config) -> list[Config]:
+        """Every configuration one step away in one group's list, in group order (smaller rank first)."""
+        result = []
+        for g, i in enumerate(self.indices(config)):
+            for j in (i + 1, i - 1):
+                if 0 <= j < len(self.ranks[g]):
+                    result.append(config[:g] + (self.ranks[g][j],) + config[g + 1:])
+        return result
+
+    def validate(self, config: Sequence[int], source: str = "configuration") -> Config:
+        """A configuration from outside (a file, the CLI): one rank per group, each in its group's list."""
+        if len(config) != len(self.ranks):
+            raise ShearsError(f"{source} has {len(config)} ranks, but the super-adapter has {len(self.ranks)} groups; give one rank per group")
+        for name, r, options in zip(self.group_names, config, self.ranks):
+            if not isinstance(r, int) or isinstance(r, bool) or r not in options:
+                raise ShearsError(f"{source}: rank {r!r} of group {name} is not in its rank list {list(options)}")
+        return tuple(config)
+
+    def resolve(self, subnet: str) -> tuple[Config, str]:
+        """`heuristic|maximal|minimal|FILE.json` -> (configuration, how it was chosen).
+
+        A file is a `search.json` (its chosen configuration), or `{"ranks": [...]}` / `{"ranks": {group: rank}}`,
+        or a bare list of ranks."""
+        if subnet in NAMED:
+            return self.named(subnet), subnet
+        path = Path(subnet)
+        if path.suffix != ".json" and not path.exists():
+            raise ShearsError(f"--subnet {subnet!r}: expected heuristic, maximal, minimal or a .json file")
+        data = read_json(path, what="subnet file")
+        how = f"file {path}"
+        if isinstance(data, dict) and isinstance(data.get("chosen"), dict):
+            how = f"{data.get('strategy', 'search')} ({path})"
+            data = data["chosen"]
+        ranks = data.get("ranks") if isinstance(data, dict) else data
+        if isinstance(ranks, dict):
+            unknown = sorted(set(ranks) - set(self.group_names))
+            missing = [n for n in self.group_names if n not in ranks]
+            if unknown or missing:
+                raise ShearsError(
+                    f"{path}: ranks must name every group exactly; unknown {unknown[:3]}, missing {missing[:3]}"
+                )
+            ranks = [ranks[n] for n in self.group_names]
+        if not isinstance(ranks, list):
+            raise ShearsError(f"{path}: expected a list of ranks, {{\"ranks\": [...]}} or a search.json")
+        return self.validate(ranks, source=str(path)), how
