@@ -162,7 +162,7 @@ def test_evaluate_cli_rejects_bad_input_with_exit_2(tmp_path, capsys, tiny_llama
         (["--tasks", "boolk"], "known tasks: boolq"),
         (["--tasks", ""], "task list is empty"),
         (["--tasks", "boolq", "--data", str(bad)], "record 0 has no 'answer'"),
-        (["--tasks", "boolq", "--super-adapter", str(tmp_path)], "not available"),
+        (["--tasks", "boolq", "--super-adapter", str(tmp_path)], "shears_manifest.json does not exist"),
     ]
     for extra, message in cases:
         assert main(["evaluate", "--model", str(tiny_llama_dir), *extra]) == 2

@@ -171,3 +171,18 @@ def test_nncf_macs_cost_and_adapter_parameters_agree_on_what_a_rank_costs(traine
     configs = [[16] * 6, [12] * 6, [8] * 6, [16, 8, 12, 8, 16, 8]]
     for config in configs[1:]:
         assert macs(configs[0]) - macs(config) == tokens * (params(configs[0]) - params(config)) > 0
+
+
+
+def test_evaluate_with_a_super_adapter_subnet_runs_the_same_model_as_the_extracted_adapter(trained_super_adapter, tokenizer, tmp_path):
+    from shears_nncf.cli import build_parser
+    from shears_nncf.evaluation.cli import _load
+
+    folder, _ = trained_super_adapter
+    assert main(["extract", "--super-adapter", str(folder / "super"), "--subnet", "minimal", "--output", str(tmp_path / "sub")]) == 0
+    common = ["evaluate", "--tasks", "boolq", "--device", "cpu"]
+    on_supernet, _, _ = _load(build_parser().parse_args([*common, "--super-adapter", str(folder / "super"), "--subnet", "minimal"]))
+    extracted, _, _ = _load(build_parser().parse_args([*common, "--model", str(folder / "sparse"), "--adapter", str(tmp_path / "sub")]))
+    batch = _ids(tokenizer)
+    with torch.no_grad():
+        torch.testing.assert_close(on_supernet(**batch).logits, extracted(**batch).logits, atol=1e-5, rtol=0)

@@ -9,9 +9,6 @@ from ..errors import ShearsError
 
 
 def evaluate_command(args) -> None:
-    if args.super_adapter:
-        raise ShearsError("--super-adapter is not available in `shears evaluate` yet; "
-                          "use `shears extract` and evaluate the sub-adapter with --adapter")
     if args.perplexity:
         return _perplexity(args)
 
@@ -21,7 +18,8 @@ def evaluate_command(args) -> None:
     # Bad tasks or data fail here, before any model is loaded.
     records = load_records(args.data, args.tasks, split="test", limit=args.limit)
     generator = _generator(args)
-    metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit}
+    metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit,
+                "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None}
     results = evaluate(generator, records, output_path=args.output, metadata=metadata)
     print(format_results_table(results))
     if args.output:
@@ -42,8 +40,10 @@ def _generator(args):
 def _load(args):
     from ..models import load_model, load_tokenizer, resolve_device
 
+    if args.super_adapter:
+        return _load_sub_adapter(args)
     if not args.model:
-        raise ShearsError("give --model (an HF folder, hub id or 'smollm2-135m') or --openvino DIR")
+        raise ShearsError("give --model (an HF folder, hub id or 'smollm2-135m'), --super-adapter DIR or --openvino DIR")
     device = resolve_device(args.device)
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model)
@@ -54,6 +54,29 @@ def _load(args):
             raise ShearsError(f"adapter folder {args.adapter} has no adapter_config.json; give a PEFT adapter folder")
         model = PeftModel.from_pretrained(model, args.adapter)
     return model.to(device).eval(), tokenizer, device
+
+
+def _load_sub_adapter(args):
+    """The trained supernet with one sub-adapter active: evaluated without extracting it first."""
+    from ..export.peft import super_adapter_groups
+    from ..models import load_model, load_tokenizer, resolve_device
+    from ..search.space import SearchSpace
+
+    if args.adapter:
+        raise ShearsError("give either --adapter or --super-adapter, not both")
+    names, widths, _, manifest = super_adapter_groups(args.super_adapter)
+    ranks, how = SearchSpace.of(widths, names).resolve(args.subnet)  # a bad --subnet fails before loading
+    base = args.model or manifest["base_model"]
+    device = resolve_device(args.device)
+    tokenizer = load_tokenizer(base)
+    model = load_model(base)
+
+    from ..nls.supernet import load_super_adapter
+
+    supernet = load_super_adapter(args.super_adapter, model)
+    supernet.activate(list(ranks))
+    print(f"sub-adapter {how}: ranks {list(ranks)}")
+    return supernet.peft_model.to(device).eval(), tokenizer, device
 
 
 def _perplexity(args) -> None:

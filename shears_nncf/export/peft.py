@@ -43,7 +43,7 @@ def super_adapter_groups(folder: str | os.PathLike) -> tuple[list[str], list[lis
     manifest = read_manifest(folder, stage="train")
     if manifest.get("lora_only"):
         raise ShearsError(f"{folder} is a plain LoRA (--lora-only): it has no sub-adapters to choose; use it as it is")
-    # Read without importing nls.supernet: importing nncf.torch before a model is loaded spoils its RoPE buffers.
+    # Read from the files alone: knowing the groups needs neither a model nor NNCF.
     width = read_json(folder / manifest.get("nncf_config", "nncf_config.json"), what="NNCF config")["bootstrapNAS"]["training"]["elasticity"]["width"]
     modules = [[module_path(node) for node in group] for group in width["overwrite_groups"]]
     return list(manifest["groups"]), [list(w) for w in width["overwrite_groups_widths"]], modules, manifest
