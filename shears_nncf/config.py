@@ -1,0 +1,243 @@
+"""Shears configs: an NNCF BootstrapNAS `elasticity.width` section plus a `shears` section of ours.
+
+One JSON file says everything about a super-adapter: the LoRA settings (`shears.lora`), the
+training settings NNCF does not know (`shears.training`), the learning rate and epochs (in the
+BootstrapNAS stage, as the Shears reference writes them) and the adapter groups with their rank
+lists (`bootstrapNAS.training.elasticity.width`). Groups are written once as node-name patterns:
+`{layer}` stands for a decoder layer's index and `{*}` for any text (usually the wrapper prefix),
+and every pattern group is expanded against the traced graph into one group per layer. Every
+mistake is found here, before a model is trained: unknown keys (jsonschema), rank lists that are
+not descending or do not start at the LoRA rank, patterns that match no node, missing modules.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+
+from .artifacts import read_json
+from .errors import ShearsError
+
+LAYER, ANY = "{layer}", "{*}"
+TRAINING_DEFAULTS = {"batch_size": 4, "grad_accum": 4, "max_length": 256, "train_on_inputs": False, "weight_decay": 0.0}
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int  # rank of the super-adapter = the first (largest) rank of every group
+    alpha: float  # scaling alpha / r is the same for every sub-adapter
+    dropout: float
+    target_modules: list[str]
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    epochs: float
+    lr: float
+    batch_size: int  # per-device micro-batch
+    grad_accum: int
+    max_length: int
+    train_on_inputs: bool
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class ShearsConfig:
+    """A validated config file (its content in `raw`, overrides applied) and the settings read from it."""
+
+    raw: dict
+    lora: LoraSettings
+    training: TrainingSettings
+    group_patterns: list[list[str]]
+    group_widths: list[list[int]]
+    frozen_layers_allowed: bool
+    source: str = "config"
+
+    @property
+    def stage(self) -> dict:
+        return self.raw["bootstrapNAS"]["training"]["schedule"]["list_stage_descriptions"][0]
+
+
+@dataclass(frozen=True)
+class AdapterGroups:
+    """The groups expanded for one traced model: a readable name, the lora_A node names and the ranks of each."""
+
+    names: list[str]
+    nodes: list[list[str]]
+    widths: list[list[int]]
+
+
+def _schema() -> dict:
+    return json.loads(resources.files("shears_nncf").joinpath("schema/nncf_config.schema.json").read_text())
+
+
+def load_config(path: str | os.PathLike, **overrides) -> ShearsConfig:
+    """Read, override (CLI flags: epochs, lr, batch_size, grad_accum, max_length) and validate a config file."""
+    raw = read_json(path, what="config")
+    return parse_config(raw, source=str(path), **overrides)
+
+
+def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig:
+    raw = _with_overrides(raw, overrides)
+    _validate_schema(raw, source)
+    lora = raw["shears"]["lora"]
+    training = {**TRAINING_DEFAULTS, **raw["shears"].get("training", {})}
+    nas = raw["bootstrapNAS"]["training"]
+    width = nas["elasticity"]["width"]
+    stage = nas["schedule"]["list_stage_descriptions"][0]
+    patterns, widths = width["overwrite_groups"], width["overwrite_groups_widths"]
+
+    if len(patterns) != len(widths):
+        raise ShearsError(
+            f"{source}: overwrite_groups has {len(patterns)} groups but overwrite_groups_widths has {len(widths)} "
+            "rank lists; give one rank list per group"
+        )
+    for group, ranks in zip(patterns, widths):
+        if ranks[0] != lora["r"] or any(a <= b for a, b in zip(ranks, ranks[1:])):
+            raise ShearsError(
+                f"{source}: rank list {ranks} of group {group[0]!r} must be strictly descending and start at the "
+                f"LoRA rank shears.lora.r={lora['r']}, e.g. {[lora['r'], lora['r'] * 3 // 4, lora['r'] // 2]}"
+            )
+    longest = max(len(ranks) for ranks in widths)
+    if stage.get("width_indicator", longest) < longest:
+        raise ShearsError(
+            f"{source}: width_indicator={stage['width_indicator']} would sample only the first "
+            f"{stage['width_indicator']} ranks of each group; set it to at least {longest}"
+        )
+    return ShearsConfig(
+        raw=raw,
+        lora=LoraSettings(lora["r"], lora["alpha"], lora.get("dropout", 0.05), list(lora["target_modules"])),
+        training=TrainingSettings(epochs=stage["epochs"], lr=stage["init_lr"], **training),
+        group_patterns=patterns,
+        group_widths=widths,
+        frozen_layers_allowed=nas.get("frozen_layers_allowed", True),
+        source=source,
+    )
+
+
+def _with_overrides(raw: dict, overrides: dict) -> dict:
+    """Apply CLI overrides to a copy of the file, so that the saved config is the one that was trained."""
+    raw = copy.deepcopy(raw)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - {"epochs", "lr", "batch_size", "grad_accum", "max_length"}
+    if unknown:
+        raise ShearsError(f"unknown config override(s) {sorted(unknown)}")
+    try:
+        stage = raw["bootstrapNAS"]["training"]["schedule"]["list_stage_descriptions"][0]
+    except (KeyError, IndexError, TypeError):
+        stage = None  # the schema check names what is missing
+    if stage is not None and "epochs" in overrides:
+        stage["epochs"] = stage["epochs_lr"] = overrides["epochs"]
+    if stage is not None and "lr" in overrides:
+        stage["init_lr"] = overrides["lr"]
+    training_keys = {k: overrides[k] for k in ("batch_size", "grad_accum", "max_length") if k in overrides}
+    if training_keys and isinstance(raw.get("shears"), dict):
+        raw["shears"].setdefault("training", {}).update(training_keys)
+    return raw
+
+
+def _validate_schema(raw: dict, source: str) -> None:
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema()).iter_errors(raw))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "top level"
+        raise ShearsError(f"{source}: invalid at {where}: {error.message}")
+
+
+def expand_groups(config: ShearsConfig, node_names: list[str]) -> AdapterGroups:
+    """Expand every pattern group into one group per layer index, in layer order, against the traced node names."""
+    per_layer: dict[int | None, list[tuple[str, list[str], list[int]]]] = {}
+    for patterns, ranks in zip(config.group_patterns, config.group_widths):
+        matched: dict[int | None, list[str]] = {}
+        for pattern in patterns:
+            regex = _pattern_regex(pattern)
+            hits = [(m, n) for n in node_names if (m := regex.fullmatch(n))]
+            if not hits:
+                raise ShearsError(
+                    f"{config.source}: group pattern {pattern!r} matches no node of the traced model; "
+                    f"closest node names: {' | '.join(closest_names(pattern, node_names))}"
+                )
+            for m, name in hits:
+                layer = int(m.group("layer")) if "layer" in m.groupdict() else None
+                matched.setdefault(layer, []).append(name)
+        for layer, nodes in matched.items():
+            per_layer.setdefault(layer, []).append((_group_name(layer, nodes), nodes, list(ranks)))
+
+    names, nodes, widths = [], [], []
+    for layer in sorted(per_layer, key=lambda k: -1 if k is None else k):
+        for name, group_nodes, ranks in per_layer[layer]:
+            names.append(name)
+            nodes.append(group_nodes)
+            widths.append(ranks)
+    duplicated = {n for group in nodes for n in group if sum(n in g for g in nodes) > 1}
+    if duplicated:
+        raise ShearsError(f"{config.source}: node {sorted(duplicated)[0]!r} belongs to more than one group")
+    return AdapterGroups(names, nodes, widths)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    if pattern.count(LAYER) > 1:
+        raise ShearsError(f"group pattern {pattern!r} has {LAYER} more than once")
+    regex = re.escape(pattern).replace(re.escape(LAYER), r"(?P<layer>\d+)").replace(re.escape(ANY), ".*")
+    return re.compile(regex)
+
+
+def closest_names(pattern: str, node_names: list[str], n: int = 3) -> list[str]:
+    """The node names nearest to a pattern (its wildcards read as layer 0 / nothing), for error messages."""
+    probe = pattern.replace(LAYER, "0").replace(ANY, "")
+    # Compare the ends of the names: patterns usually skip the wrapper prefix with {*}.
+    tails = {name[-len(probe):] if probe else name: name for name in node_names}
+    return [tails[t] for t in difflib.get_close_matches(probe, list(tails), n=n, cutoff=0.0)]
+
+
+def _group_name(layer: int | None, nodes: list[str]) -> str:
+    """E.g. '3:q_proj+k_proj+v_proj': the layer and the adapted modules (the scope just above `lora_A`)."""
+    modules = [m.group(1) if (m := re.search(r"\[([^\]]+)\]/ModuleDict\[lora_A\]", n)) else n for n in nodes]
+    return f"{'' if layer is None else layer}:{'+'.join(modules)}"
+
+
+def nncf_config_dict(config: ShearsConfig, groups: AdapterGroups, sequence_length: int) -> dict:
+    """The config file with its groups expanded into concrete node names: what NNCF builds and what is saved."""
+    raw = copy.deepcopy(config.raw)
+    nas = raw["bootstrapNAS"]["training"]
+    nas.setdefault("progressivity_of_elasticity", ["width"])
+    nas.setdefault("batchnorm_adaptation", {"num_bn_adaptation_samples": 0})
+    nas["frozen_layers_allowed"] = config.frozen_layers_allowed
+    nas["elasticity"].setdefault("available_elasticity_dims", ["width"])
+    nas["elasticity"]["width"] = {"overwrite_groups": groups.nodes, "overwrite_groups_widths": groups.widths}
+    stage = nas["schedule"]["list_stage_descriptions"][0]
+    stage.setdefault("epochs_lr", stage["epochs"])
+    stage.setdefault("width_indicator", max(len(w) for w in groups.widths))
+    raw["input_info"] = [{"sample_size": [1, sequence_length], "type": "long", "keyword": "input_ids"}]
+    return raw
+
+
+def check_target_modules(model, target_modules: list[str], source: str = "config") -> None:
+    """Every LoRA target must name at least one linear layer of the model (as PEFT matches it: a name suffix)."""
+    from torch import nn
+
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    suffixes = sorted({name.rsplit(".", 1)[-1] for name in linears})
+    for target in target_modules:
+        if not any(name == target or name.endswith("." + target) for name in linears):
+            raise ShearsError(
+                f"{source}: LoRA target module {target!r} is not a linear layer of this "
+                f"{getattr(model.config, 'model_type', 'model')} model; its linear layers are: {', '.join(suffixes)}"
+            )
+
+
+def bundled_config(name: str) -> Path:
+    """A config shipped in nncf_configs/ (e.g. 'demo/smollm2_commonsense')."""
+    folder = Path(__file__).resolve().parent.parent / "nncf_configs"
+    path = folder / (name if name.endswith(".json") else name + ".json")
+    if not path.is_file():
+        known = sorted(str(p.relative_to(folder))[:-5] for p in folder.rglob("*.json"))
+        raise ShearsError(f"no bundled config {name!r}; bundled: {', '.join(known)}")
+    return path

@@ -1,0 +1,292 @@
+"""The elastic-LoRA super-adapter: PEFT LoRA at the largest rank, made rank-elastic by NNCF BootstrapNAS.
+
+Each group of `lora_A` linears gets NNCF's elastic output width (its first r rows), and NNCF's mask
+propagation trims the matching input columns of `lora_B`, so a sub-adapter is the nested prefix
+`lora_A[:r], lora_B[:, :r]` with PEFT's scaling `alpha / r_max` left as it is. Stock BootstrapNAS
+needs two narrow changes, both made here by subclassing:
+
+* it refuses frozen weights (`_are_frozen_layers_allowed` says no); the sparse base must stay frozen,
+  so `frozen_layers_allowed` in the config lets them through, as the Shears reference does;
+* it inserts an elastic input-width op before every Linear and LayerNorm of the graph, although only
+  the `lora_B` inputs can ever change width; we keep only the ops whose width the smallest
+  sub-adapter actually changes (300 instead of hundreds more on SmolLM2).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from shears_nncf import nncf_torch  # noqa: F401  (legacy tracing must be on before nncf.torch is used)
+
+from nncf import NNCFConfig
+from nncf.common.graph.transformations.commands import TargetType
+from nncf.experimental.torch.nas.bootstrapNAS.elasticity.elasticity_builder import ElasticityBuilder
+from nncf.experimental.torch.nas.bootstrapNAS.training.progressive_shrinking_builder import (
+    ProgressiveShrinkingBuilder,
+)
+from nncf.torch.model_creation import create_nncf_network
+
+from ..artifacts import read_json, read_manifest
+from ..config import AdapterGroups, ShearsConfig, check_target_modules, expand_groups, nncf_config_dict, parse_config
+from ..errors import ShearsError
+
+NNCF_CONFIG_FILE = "nncf_config.json"
+_TRACE_LENGTH = 16  # tokens of the dummy input NNCF traces; the traced graph does not depend on it
+
+
+class _FrozenLayersPolicy:
+    """NNCF's frozen-layer check, answered by the config's `frozen_layers_allowed`.
+
+    When frozen layers are allowed there is nothing to check, and the stock scan (quadratic in the
+    number of modules: a third of the build time on SmolLM2) is skipped."""
+
+    frozen_layers_allowed = False
+
+    def _handle_frozen_layers(self, target_model) -> None:
+        if not self.frozen_layers_allowed:
+            super()._handle_frozen_layers(target_model)  # stock: "Frozen layers are not allowed for ..."
+
+
+class LoRAElasticityBuilder(_FrozenLayersPolicy, ElasticityBuilder):
+    """Stock elasticity builder that keeps only the input-width ops a sub-adapter can change (lora_B's)."""
+
+    def _get_transformation_layout(self, target_model):
+        layout = super()._get_transformation_layout(target_model)
+        width = self._multi_elasticity_handler.width_handler
+        width.activate_subnet_for_config(width.get_minimum_config())
+        input_ops = width._node_name_vs_dynamic_input_width_op_map  # stock handler's map, pruned in place
+        fixed = {name for name, op in input_ops.items() if op.get_active_width() == op.max_width}
+        fixed_ops = {id(input_ops[name]) for name in fixed}
+        layout.transformations[:] = [
+            c for c in layout.transformations if id(getattr(c.fn, "op", None)) not in fixed_ops
+        ]
+        for name in fixed:
+            del input_ops[name]
+        width.activate_supernet()
+        return layout
+
+
+class LoRAProgressiveShrinkingBuilder(_FrozenLayersPolicy, ProgressiveShrinkingBuilder):
+    """Stock progressive shrinking with the builder above in place of the stock elasticity builder."""
+
+    def __init__(self, nncf_config: NNCFConfig, frozen_layers_allowed: bool, should_init: bool = True):
+        super().__init__(nncf_config, should_init)
+        self.frozen_layers_allowed = frozen_layers_allowed
+        self._elasticity_builder = LoRAElasticityBuilder(self.config, self.should_init)
+        self._elasticity_builder.frozen_layers_allowed = frozen_layers_allowed
+
+    def apply_to(self, model):
+        """Every elastic-width command is a pre-op of one NNCF module (lora_A's output rows, lora_B's input
+        columns): register it on that module directly. NNCF's generic model transformer does the same after
+        an addressing check that is quadratic in the number of modules (half of the build time on SmolLM2)."""
+        layout = self.get_transformation_layout(model)
+        for command in layout.transformations:
+            if command.target_point.type != TargetType.PRE_LAYER_OPERATION:
+                raise ShearsError(f"unexpected NNCF transformation {command.target_point} for an elastic LoRA")
+            model.nncf.get_containing_module(command.target_point.target_node_name).register_pre_forward_operation(
+                command.fn
+            )
+        return model
+
+
+class Supernet:
+    """A PEFT LoRA model whose groups of adapters take a rank each; `activate` picks the sub-adapter.
+
+    A configuration is a list of ranks, one per group, in the order of `group_names` / `search_space`.
+    With `elastic=False` (plain LoRA baseline) there is no NNCF and the adapter always runs at full rank.
+    """
+
+    def __init__(self, model: nn.Module, config: ShearsConfig, groups: AdapterGroups | None, ctrl, nncf_config: dict | None):
+        self.model = model  # the PeftModel (extended in place by NNCF when elastic)
+        self.config = config
+        self.groups = groups
+        self.ctrl = ctrl  # NNCF ProgressiveShrinkingController, None for plain LoRA
+        self.nncf_config = nncf_config  # the expanded config NNCF was built from
+        self.build_seconds = 0.0
+
+    @property
+    def elastic(self) -> bool:
+        return self.ctrl is not None
+
+    @property
+    def peft_model(self):
+        return self.model
+
+    @property
+    def group_names(self) -> list[str]:
+        return list(self.groups.names) if self.groups else []
+
+    @property
+    def search_space(self) -> list[list[int]]:
+        space = self._width().get_search_space()
+        return [list(space[i]) for i in range(len(space))]
+
+    @property
+    def active_config(self) -> list[int]:
+        active = self._width().get_active_config()
+        return [active[i] for i in range(len(active))]
+
+    def activate(self, ranks: Sequence[int] | Mapping[str, int]) -> list[int]:
+        """Activate explicit ranks: a list (one per group) or a mapping from group name to rank."""
+        space = self.search_space
+        if isinstance(ranks, Mapping):
+            unknown = set(ranks) - set(self.group_names)
+            if unknown:
+                raise ShearsError(f"unknown adapter group(s) {sorted(unknown)[:3]}; groups are e.g. {self.group_names[:3]}")
+            ranks = [ranks.get(name, options[0]) for name, options in zip(self.group_names, space)]
+        ranks = [int(r) for r in ranks]
+        if len(ranks) != len(space):
+            raise ShearsError(f"a configuration needs {len(space)} ranks (one per group), got {len(ranks)}")
+        for name, rank, options in zip(self.group_names, ranks, space):
+            if rank not in options:
+                raise ShearsError(f"rank {rank} is not in the search space {options} of group {name}")
+        self._width().activate_subnet_for_config(dict(enumerate(ranks)))
+        return ranks
+
+    def activate_maximal(self) -> list[int]:
+        return self.activate([options[0] for options in self.search_space])
+
+    def activate_minimal(self) -> list[int]:
+        return self.activate([options[-1] for options in self.search_space])
+
+    def activate_heuristic(self) -> list[int]:
+        """The paper's Eq. 3: the middle of every group's rank list."""
+        return self.activate([options[(len(options) - 1) // 2] for options in self.search_space])
+
+    def activate_random(self) -> list[int]:
+        """A random rank per group (Python's `random`, as NNCF samples it)."""
+        config = self._width().get_random_config()
+        self._width().activate_subnet_for_config(config)
+        return [config[i] for i in range(len(config))]
+
+    def start_schedule(self, optimizer: torch.optim.Optimizer | None, steps_per_epoch: float) -> None:
+        """NNCF's order: give the controller the optimizer, then `epoch_step()` enters the (only) stage and
+        enables the width elasticity. Training passes its optimizer; loading for search a throwaway one."""
+        if optimizer is None:
+            optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=0.0)
+        self.ctrl.set_training_lr_scheduler_args(optimizer, steps_per_epoch)
+        self.ctrl.scheduler.epoch_step()
+
+    def _width(self):
+        if not self.elastic:
+            raise ShearsError("this is a plain LoRA model (--lora-only): it has no elastic ranks to activate")
+        return self.ctrl.multi_elasticity_handler.width_handler
+
+
+def lora_config(config: ShearsConfig):
+    from peft import LoraConfig
+
+    lora = config.lora
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
+        bias="none", task_type="CAUSAL_LM",
+    )
+
+
+def build_supernet(model: nn.Module, config: ShearsConfig, elastic: bool = True) -> Supernet:
+    """Freeze the (sparse) base, add LoRA at r = the largest rank and, if elastic, make the ranks elastic."""
+    from peft import get_peft_model
+
+    start = time.perf_counter()
+    prepare_model(model)
+    check_target_modules(model, config.lora.target_modules, config.source)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    peft_model = get_peft_model(model, lora_config(config))
+    if not elastic:
+        return Supernet(peft_model, config, None, None, None)
+
+    with _quiet_nncf():
+        network = create_nncf_network(peft_model, NNCFConfig.from_dict(_input_info()))
+        names = [node.node_name for node in network.nncf.get_original_graph().get_all_nodes()]
+        groups = expand_groups(config, names)
+        expanded = nncf_config_dict(config, groups, _TRACE_LENGTH)
+        builder = LoRAProgressiveShrinkingBuilder(NNCFConfig.from_dict(_nncf_part(expanded)), config.frozen_layers_allowed)
+        network = builder.apply_to(network)
+        ctrl = builder.build_controller(network)
+        network.nncf.rebuild_graph()
+    supernet = Supernet(network, config, groups, ctrl, expanded)
+    supernet.build_seconds = time.perf_counter() - start
+    return supernet
+
+
+def prepare_model(model: nn.Module) -> nn.Module:
+    """Architecture-specific preparation before adapters are added (MPT: split the fused Wqkv)."""
+    if getattr(model.config, "model_type", None) == "mpt":
+        from .mpt import split_fused_qkv
+
+        split_fused_qkv(model)
+    return model
+
+
+def _input_info() -> dict:
+    return {"input_info": [{"sample_size": [1, _TRACE_LENGTH], "type": "long", "keyword": "input_ids"}]}
+
+
+def _nncf_part(expanded: dict) -> dict:
+    """What NNCF's own schema accepts: without our sections and our `frozen_layers_allowed` key."""
+    nncf_dict = {k: v for k, v in copy.deepcopy(expanded).items() if k not in ("shears", "comment")}
+    nncf_dict["bootstrapNAS"]["training"].pop("frozen_layers_allowed", None)
+    return nncf_dict
+
+
+class _quiet_nncf:
+    """NNCF logs every frozen layer and elastic op at INFO/WARNING; keep build output readable."""
+
+    def __enter__(self):
+        self._logger = logging.getLogger("nncf")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self._logger.setLevel(self._level)
+
+
+def save_super_adapter(supernet: Supernet, folder: str | os.PathLike) -> None:
+    """Write the super-adapter as a PEFT adapter folder (r = largest rank) plus the expanded NNCF config."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from ..artifacts import write_json
+
+    folder = Path(folder)
+    peft_model = supernet.peft_model
+    state = get_peft_model_state_dict(peft_model)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items() if k.endswith(".weight")}
+    save_file(state, folder / "adapter_model.safetensors", metadata={"format": "pt"})
+    peft_model.peft_config["default"].save_pretrained(folder)
+    write_json(folder / NNCF_CONFIG_FILE, supernet.nncf_config or supernet.config.raw)
+
+
+def load_super_adapter(folder: str | os.PathLike, model: nn.Module | None = None) -> Supernet:
+    """Rebuild the trained supernet of a `shears train` folder on its base model (or the one given)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from ..models import load_model
+
+    folder = Path(folder)
+    manifest = read_manifest(folder, stage="train")
+    expanded = read_json(folder / NNCF_CONFIG_FILE, what="NNCF config")
+    config = parse_config(manifest["config"], source=f"{folder} (its manifest's config)")
+    if model is None:
+        model = load_model(manifest["base_model"])
+    supernet = build_supernet(model, config, elastic=not manifest.get("lora_only", False))
+    if supernet.elastic and supernet.groups.nodes != expanded["bootstrapNAS"]["training"]["elasticity"]["width"]["overwrite_groups"]:
+        raise ShearsError(f"the groups of {folder} do not match this model's traced graph; is it the same base model?")
+    result = set_peft_model_state_dict(supernet.peft_model, load_file(folder / "adapter_model.safetensors"))
+    if getattr(result, "unexpected_keys", None):
+        raise ShearsError(f"{folder}: adapter weights {result.unexpected_keys[:2]} do not fit the model")
+    if supernet.elastic:
+        supernet.start_schedule(None, steps_per_epoch=1)
+        supernet.activate_maximal()
+    return supernet
+
