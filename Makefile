@@ -22,6 +22,6 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q
 
+# The whole pipeline on the embedded default at demonstration size (resumable: rerun to continue).
 demo: install
-	$(VENV)/bin/shears sparsify --model smollm2-135m --ratio 0.5 --calibration default --output runs/demo/sparse
-	$(VENV)/bin/shears report runs/demo/sparse
+	$(VENV)/bin/shears run --config nncf_configs/demo/smollm2_commonsense.json --output runs/demo
