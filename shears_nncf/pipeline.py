@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import read_json, read_manifest, write_json
+from .bench import sparse_path
 from .errors import ShearsError
 
 STATE_FILE = "pipeline.json"
@@ -175,9 +176,10 @@ def summarize(out: Path, settings: dict, state: dict) -> dict:
                         "cost": search["chosen"]["cost"], "cost_name": search["cost"]},
         "openvino": {"weights": export["weights"], "ir_sparsity": export["sparsity"]},
         "accuracy": {name: t["accuracy"] for name, t in results["tasks"].items()} | {"average": results["average"]},
-        "bench": [{k: row.get(k) for k in ("folder", "backend", "sparse_rate", "tokens_per_second", "ttft_ms",
-                                           "tpot_ms", "peak_rss_mb", "fc_kernels", "sparse_path")}
-                  for row in bench["rows"]],
+        "bench": [{"folder": row["folder"], "backend": row["backend"], "sparse_rate": row["sparse_rate"],
+                   "weights": row.get("weights"), "tokens_per_s": row.get("tokens_per_s"), "ttft_ms": row.get("ttft_ms"),
+                   "tpot_ms": row.get("tpot_ms"), "peak_rss_mb": row.get("peak_rss_mb"), "status": row.get("status"),
+                   "sparse_path": sparse_path(row, bench["cpu"]["amx"])} for row in bench["rows"]],
         "cpu": bench.get("cpu"),
         "stage_seconds": {name: s.get("seconds") for name, s in state["stages"].items()},
     }
@@ -185,6 +187,7 @@ def summarize(out: Path, settings: dict, state: dict) -> dict:
 
 def summary_markdown(summary: dict) -> str:
     sp, tr, sub, acc = summary["sparsity"], summary["training"], summary["sub_adapter"], summary["accuracy"]
+    ir = summary["openvino"]["ir_sparsity"]
     lines = [
         "# shears run summary",
         "",
@@ -194,18 +197,22 @@ def summary_markdown(summary: dict) -> str:
         f"- Sparsity ({sp['method']}): decoder linears {sp['decoder_linear_sparsity']:.1%} zero; "
         f"{sp['nonzero_parameters']:,} non-zero of {sp['total_parameters']:,} parameters",
         f"- Training: {tr['optimizer_steps']} optimizer steps on {tr['examples']} examples, "
-        f"loss {tr['first_loss']} -> {tr['last_loss']}",
-        f"- Sub-adapter ({sub['strategy']}): ranks {sub['ranks']}, {int(sub['cost']):,} {sub['cost_name']}",
-        f"- OpenVINO IR ({summary['openvino']['weights']} weights): {json.dumps(summary['openvino']['ir_sparsity'])}",
+        f"loss {tr['first_loss']:.3f} -> {tr['last_loss']:.3f}",
+        f"- Sub-adapter ({sub['strategy']}): {_rank_counts(sub['ranks'])}; {int(sub['cost']):,} {sub['cost_name']}",
+        f"- OpenVINO IR ({summary['openvino']['weights']} weights, adapter unmerged): base linears "
+        f"{ir['base_sparsity']:.1%} zero as counted in the IR ({ir['base_zeros']:,} of {ir['base_params']:,} weights)",
         "",
         "| task | accuracy (%) |",
         "|---|---|",
         *[f"| {name} | {100 * value:.1f} |" for name, value in acc.items()],
         "",
-        "| model | backend | sparse rate | tokens/s | sparse path |",
-        "|---|---|---|---|---|",
-        *[f"| {Path(r['folder']).name} | {r['backend']} | {r['sparse_rate']} | {r['tokens_per_second']} | "
-          f"{r['sparse_path']} |" for r in summary["bench"]],
+        f"CPU: {summary['cpu']['model']}, AMX: {'yes' if summary['cpu']['amx'] else 'no'}",
+        "",
+        "| model | backend | weights | sparse rate | tokens/s | TTFT ms | peak RSS MB | sparse path |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {Path(r['folder']).name} | {r['backend']} | {r['weights']} | {r['sparse_rate'] or '-'} | "
+          f"{_number(r['tokens_per_s'])} | {_number(r['ttft_ms'])} | {_number(r['peak_rss_mb'])} | {r['sparse_path']} |"
+          for r in summary["bench"]],
         "",
         "| stage | seconds (last run) |",
         "|---|---|",
@@ -213,3 +220,12 @@ def summary_markdown(summary: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _rank_counts(ranks: list[int]) -> str:
+    counts = {rank: ranks.count(rank) for rank in sorted(set(ranks), reverse=True)}
+    return ", ".join(f"{n} groups at rank {rank}" for rank, n in counts.items())
+
+
+def _number(value) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
