@@ -40,20 +40,23 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
         tmp.rename(path)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
+            f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:

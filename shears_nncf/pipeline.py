@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifacts import read_json, read_manifest, write_json
+from .artifacts import read_json, read_manifest, write_json, write_text
 from .bench import sparse_path
 from .errors import ShearsError
 
@@ -153,8 +153,9 @@ def run_pipeline(config: str | os.PathLike, output: str | os.PathLike, model: st
         write_json(state_path, state)
     summary = summarize(out, settings, state)
     write_json(out / "summary.json", summary)
-    (out / "summary.md").write_text(summary_markdown(summary))
-    print((out / "summary.md").read_text())
+    markdown = summary_markdown(summary)
+    write_text(out / "summary.md", markdown)
+    print(markdown)
     return summary
 
 
