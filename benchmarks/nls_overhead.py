@@ -39,7 +39,7 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    base = magnitude_sparsify(load_model(EMBEDDED_MODEL))  # loaded before nncf.torch is imported
+    base = magnitude_sparsify(load_model(EMBEDDED_MODEL))
     from shears_nncf.nls.supernet import build_supernet
 
     config = load_config(bundled_config("demo/smollm2_commonsense"))

@@ -21,7 +21,6 @@ from pathlib import Path
 from shears_nncf.artifacts import write_json
 from shears_nncf.data.sources import load_records
 from shears_nncf.export.peft import adapter_parameters, super_adapter_groups
-from shears_nncf.models import load_model, load_tokenizer
 from shears_nncf.search.cache import EvaluationCache
 from shears_nncf.search.objective import AccuracyObjective, adapter_cost, validation_records
 from shears_nncf.search.outputs import pareto_front
@@ -47,12 +46,9 @@ def main():
 
     names, widths, modules, manifest = super_adapter_groups(args.super_adapter)
     space = SearchSpace.of(widths, names)
-    tokenizer = load_tokenizer(manifest["base_model"])
-    model = load_model(manifest["base_model"])  # before nncf.torch is imported
+    from shears_nncf.nls.supernet import open_super_adapter
 
-    from shears_nncf.nls.supernet import load_super_adapter
-
-    supernet = load_super_adapter(args.super_adapter, model)
+    supernet, tokenizer = open_super_adapter(args.super_adapter)
     val, seen = validation_records(args.data, tasks, args.val_limit, args.seed, manifest)
     test = load_records(args.data, tasks, split="test", limit=args.test_limit)
     cost = adapter_cost(adapter_parameters(args.super_adapter, modules))

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from .artifacts import read_json, read_manifest, write_json, write_text
 from .bench import sparse_path
-from .errors import ShearsError
 
 STATE_FILE = "pipeline.json"
 TRAIN_CONFIG = "train_config.json"

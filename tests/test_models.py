@@ -4,7 +4,6 @@ import sys
 import pytest
 import torch
 
-from shears_nncf.cli import main
 from shears_nncf.errors import ShearsError
 from shears_nncf.models import EMBEDDED_MODEL, ARCHITECTURES, architecture, block_linears, decoder_blocks, load_model, resolve_model
 

@@ -59,21 +59,18 @@ def _load(args):
 def _load_sub_adapter(args):
     """The trained supernet with one sub-adapter active: evaluated without extracting it first."""
     from ..export.peft import super_adapter_groups
-    from ..models import load_model, load_tokenizer, resolve_device
+    from ..models import resolve_device
     from ..search.space import SearchSpace
 
     if args.adapter:
         raise ShearsError("give either --adapter or --super-adapter, not both")
-    names, widths, _, manifest = super_adapter_groups(args.super_adapter)
+    names, widths, _, _ = super_adapter_groups(args.super_adapter)
     ranks, how = SearchSpace.of(widths, names).resolve(args.subnet)  # a bad --subnet fails before loading
-    base = args.model or manifest["base_model"]
     device = resolve_device(args.device)
-    tokenizer = load_tokenizer(base)
-    model = load_model(base)
 
-    from ..nls.supernet import load_super_adapter
+    from ..nls.supernet import open_super_adapter
 
-    supernet = load_super_adapter(args.super_adapter, model)
+    supernet, tokenizer = open_super_adapter(args.super_adapter, args.model)
     supernet.activate(list(ranks))
     print(f"sub-adapter {how}: ranks {list(ranks)}")
     return supernet.peft_model.to(device).eval(), tokenizer, device

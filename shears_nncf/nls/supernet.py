@@ -290,3 +290,11 @@ def load_super_adapter(folder: str | os.PathLike, model: nn.Module | None = None
         supernet.activate_maximal()
     return supernet
 
+
+
+def open_super_adapter(folder: str | os.PathLike, model: str | None = None):
+    """The trained supernet on its base model (the manifest's, unless `model` names another) and its tokenizer."""
+    from ..models import load_model, load_tokenizer
+
+    base = model or read_manifest(folder, stage="train")["base_model"]
+    return load_super_adapter(folder, load_model(base)), load_tokenizer(base)

@@ -27,15 +27,10 @@ def search_command(args) -> None:
     search_config = manifest["config"]["bootstrapNAS"].get("search", {})
     records, overlap = validation_records(args.data, args.tasks, args.limit, args.seed, manifest)
 
-    from ..models import load_model, load_tokenizer
+    from ..nls.supernet import open_super_adapter
 
     base = args.model or manifest["base_model"]
-    tokenizer = load_tokenizer(base)
-    model = load_model(base)  # before nncf.torch is imported (see nls.supernet)
-
-    from ..nls.supernet import load_super_adapter
-
-    supernet = load_super_adapter(args.super_adapter, model)
+    supernet, tokenizer = open_super_adapter(args.super_adapter, base)
     if args.metric == "accuracy":
         objective = AccuracyObjective(supernet, tokenizer, records, batch_size=args.batch_size)
     else:
