@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .artifacts import MANIFEST, write_json
+from .artifacts import MANIFEST, read_json, write_json
 from .errors import ShearsError
 
 IR_XML = "openvino_model.xml"  # what optimum-intel writes; kept here so the parent imports no OpenVINO
@@ -129,11 +129,10 @@ def _worker_env() -> dict:
 
 
 def _weights_label(folder: Path) -> str:
-    manifest = folder / MANIFEST
-    if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        if data.get("stage") == "export":
-            return data.get("weights", "?")
+    if (folder / MANIFEST).is_file():
+        manifest = read_json(folder / MANIFEST, what="manifest")
+        if manifest.get("stage") == "export":
+            return manifest.get("weights", "?")
     return "torch fp32"
 
 

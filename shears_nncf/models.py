@@ -87,8 +87,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
         if not Path(name, "config.json").is_file():
             raise ShearsError(f"model folder {name} has no config.json; give an HF model folder")
         return name
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
-    if looks_local:
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a hub id "org/name"
         raise ShearsError(f"model path {name} does not exist; give an HF model folder, a hub id or {EMBEDDED_MODEL!r}")
     return name  # a hub id
 
