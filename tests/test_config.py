@@ -11,7 +11,7 @@ from shears_nncf.nls.supernet import build_supernet
 
 DEMO = bundled_config("demo/smollm2_commonsense")
 PAPER = ["llama7b_math_40", "llama7b_math_50", "llama13b_math_40", "llama13b_math_50", "llama7b_commonsense_40",
-         "llama7b_commonsense_50", "mpt7b_gsm8k_40", "mpt7b_gsm8k_50", "mpt7b_gsm8k_60", "mpt7b_gsm8k_70"]
+         "llama7b_commonsense_50", "llama7b_commonsense15k_40", "llama7b_commonsense15k_50", "mpt7b_gsm8k_40", "mpt7b_gsm8k_50", "mpt7b_gsm8k_60", "mpt7b_gsm8k_70"]
 
 
 def demo_raw():
@@ -35,6 +35,8 @@ def test_paper_configs_target_the_tables_modules():
     qkvud = {"q_proj", "k_proj", "v_proj", "up_proj", "down_proj"}
     assert targets("llama7b_math_40") == qkvud | {"gate_proj"}
     assert targets("llama7b_math_50") == qkvud
+    assert targets("llama7b_commonsense15k_40") == qkvud
+    assert targets("llama7b_commonsense15k_50") == qkvud | {"gate_proj"}
     assert targets("mpt7b_gsm8k_60") == qkvud | {"out_proj"}
 
 

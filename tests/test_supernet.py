@@ -1,5 +1,6 @@
 """The elastic-LoRA supernet on NNCF BootstrapNAS: search space, activation, and the sub-adapter definition."""
 
+import contextlib
 import random
 import re
 
@@ -82,8 +83,10 @@ def _reference_lora(tiny_llama_factory, supernet, ranks):
     return reference
 
 
+@pytest.mark.parametrize("traced", [True, False], ids=["nncf-traced", "untraced"])
 @pytest.mark.parametrize("which", ["maximal", "minimal", "heuristic", "random", "explicit"])
-def test_sub_adapter_logits_equal_a_plain_lora_with_the_first_r_ranks(supernet, tiny_llama_factory, which):
+def test_sub_adapter_logits_equal_a_plain_lora_with_the_first_r_ranks(supernet, tiny_llama_factory, which, traced):
+    """Through NNCF's traced forward and through `untraced()` (what training runs): the same sub-adapter."""
     random.seed(3)
     if which == "explicit":
         ranks = supernet.activate([16, 8, 12, 8, 16, 12])
@@ -91,12 +94,28 @@ def test_sub_adapter_logits_equal_a_plain_lora_with_the_first_r_ranks(supernet, 
         ranks = getattr(supernet, f"activate_{which}")()
     assert supernet.active_config == ranks
     input_ids = torch.randint(0, 1000, (2, 12), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        got = supernet.peft_model(input_ids=input_ids).logits
+    with torch.no_grad(), contextlib.nullcontext(supernet.peft_model) if traced else supernet.untraced() as model:
+        got = model(input_ids=input_ids).logits
         expected = _reference_lora(tiny_llama_factory, supernet, ranks)(input_ids=input_ids).logits
         base = tiny_llama_factory()(input_ids=input_ids).logits
     assert not torch.allclose(got, base, atol=1e-3)  # the adapters do contribute
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_untraced_runs_outside_nncf_tracing_and_only_inside_the_context(supernet):
+    from nncf.torch.dynamic_graph.context import get_current_context
+
+    seen = []
+    lora_a = next(m for n, m in supernet.peft_model.named_modules() if n.endswith("lora_A.default"))
+    handle = lora_a.register_forward_pre_hook(lambda *_: seen.append(get_current_context() is not None))
+    input_ids = torch.arange(6).unsqueeze(0)
+    with torch.no_grad():
+        supernet.peft_model(input_ids=input_ids)
+        with supernet.untraced() as model:
+            model(input_ids=input_ids)
+        supernet.peft_model(input_ids=input_ids)
+    handle.remove()
+    assert seen == [True, False, True]
 
 
 def test_different_configurations_give_different_logits(supernet):

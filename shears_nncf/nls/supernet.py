@@ -10,10 +10,14 @@ needs two narrow changes, both made here by subclassing:
 * it inserts an elastic input-width op before every Linear and LayerNorm of the graph, although only
   the `lora_B` inputs can ever change width; we keep only the ops whose width the smallest
   sub-adapter actually changes (300 instead of hundreds more on SmolLM2).
+
+Training and scoring then run the model outside NNCF's per-op tracing (`Supernet.untraced`): the
+elastic ops are pre-ops of the lora modules, which run on every call, traced or not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -174,6 +178,24 @@ class Supernet:
             optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=0.0)
         self.ctrl.set_training_lr_scheduler_args(optimizer, steps_per_epoch)
         self.ctrl.scheduler.epoch_step()
+
+    @contextlib.contextmanager
+    def untraced(self):
+        """Calls of the model inside run its own forward, not NNCF's tracing wrapper around it.
+
+        NNCF traced the graph once at build time and re-traces it only on `rebuild_graph`; its elastic
+        ops are pre-ops of the lora modules, which NNCF modules run on every call. So tracing every op
+        of every step buys nothing here and costs about a sixth of a training step on SmolLM2. The
+        override is an instance attribute, so wrappers that call the model (DDP) see it too."""
+        if not self.elastic:
+            yield self.model
+            return
+        with _quiet_nncf():  # NNCF warns on any `forward` assignment; this one is scoped and tested
+            self.model.forward = self.model.nncf.get_original_forward()
+        try:
+            yield self.model
+        finally:
+            del self.model.forward
 
     def _width(self):
         if not self.elastic:

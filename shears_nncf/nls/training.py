@@ -156,7 +156,8 @@ def train(
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt"),
         supernet=supernet,
     )
-    trainer.train(resume_from_checkpoint=str(last) if resume else None)
+    with supernet.untraced():
+        run = trainer.train(resume_from_checkpoint=str(last) if resume else None)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     if supernet.elastic:
         supernet.activate_maximal()
@@ -178,6 +179,7 @@ def train(
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "supernet_build_seconds": round(supernet.build_seconds, 2),
+            "train_seconds": round(run.metrics["train_runtime"], 1),  # this run's; a resumed one's last leg
         })
     shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(Path(output), trainer.state.global_step, losses, supernet, list(trainer.sampled_configs), trainer.learning_rates)

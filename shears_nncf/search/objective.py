@@ -104,7 +104,13 @@ class LossObjective:
     @torch.inference_mode()
     def __call__(self, config: Config) -> float:
         self.supernet.activate(list(config))
-        model = self.supernet.peft_model.eval()
+        with self.supernet.untraced() as model:
+            total, count = self._sum_losses(model.eval())
+        if count == 0:
+            raise ShearsError("the validation records have no response tokens to score")
+        return total / count
+
+    def _sum_losses(self, model) -> tuple[float, int]:
         device = next(model.parameters()).device
         total, count = 0.0, 0
         for start in range(0, len(self.examples), self.batch_size):
@@ -119,6 +125,4 @@ class LossObjective:
                                                      ignore_index=-100, reduction="sum")
             total += loss.item()
             count += int((targets != -100).sum())
-        if count == 0:
-            raise ShearsError("the validation records have no response tokens to score")
-        return total / count
+        return total, count
