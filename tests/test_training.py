@@ -142,5 +142,6 @@ def test_shears_train_demo_on_smollm2_lowers_the_loss_and_reloads(tmp_path):
     assert manifest["base_model"] == "smollm2-135m" and manifest["optimizer_steps"] == 6
     assert len(manifest["groups"]) == 90
     assert manifest["last_loss"] < manifest["first_loss"]
+    assert 0 < manifest["train_seconds"] < 600
     reloaded = load_super_adapter(out)
     assert reloaded.search_space == manifest["search_space"]
