@@ -9,8 +9,9 @@ the eight commonsense tasks.
 
 Every step is one `shears` command in its own process, writing its own folder under --output
 atomically. A step whose output exists is skipped, so an interrupted study resumes where it stopped
-(an interrupted training from its last checkpoint), and `--rows` runs a subset. Once every row is
-complete, the table and what it says against the paper's claims go to --results.
+(an interrupted training from its last checkpoint), and `--rows` runs a subset. A step is known by
+its folder alone: after changing a setting, use a new --output. Once every row is complete, the
+table and what it says against the paper's claims go to --results.
 
     python benchmarks/reproduce_small.py --jobs 2 --output runs/reproduce --results benchmarks/RESULTS.md
 """
@@ -79,8 +80,11 @@ class Study:
         self.out = Path(args.output)
         (self.out / "steps").mkdir(parents=True, exist_ok=True)
 
+    def record(self, name: str) -> Path:
+        return self.out / "steps" / f"{name.replace(' ', '_')}.json"
+
     def seconds(self, name: str) -> float:
-        path = self.out / "steps" / f"{name.replace(' ', '_')}.json"
+        path = self.record(name)
         return read_json(path, what="step record")["seconds"] if path.exists() else 0.0
 
     def total_seconds(self) -> float:
@@ -94,7 +98,7 @@ class Study:
         subprocess.run([sys.executable, "-m", "shears_nncf", *argv], check=True)
         # an interrupted training resumes, so its seconds add up over the runs it took
         seconds = round(self.seconds(name) + time.perf_counter() - start, 1)
-        write_json(self.out / "steps" / f"{name.replace(' ', '_')}.json", {"argv": argv, "seconds": seconds})
+        write_json(self.record(name), {"argv": argv, "seconds": seconds})
         return product
 
     def base_model(self, row: Row) -> str:
