@@ -19,6 +19,7 @@ table and what it says against the paper's claims go to --results.
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import os
 import platform
@@ -149,8 +150,8 @@ class Study:
             "evaluate", "--model", base, *(["--adapter", str(adapter)] if adapter else []), "--data", "default",
             "--tasks", ",".join(COMMONSENSE), "--limit", str(self.args.eval_limit),
             "--batch-size", str(self.args.batch_size), "--output", str(result)], result)
-        accuracy = read_json(result, what="evaluation results")["tasks"]
-        return {"row": row, "accuracy": accuracy, **self.sizes(row, base, adapter)}
+        scored = read_json(result, what="evaluation results")
+        return {"row": row, "accuracy": scored["tasks"], "examples": scored["examples"], **self.sizes(row, base, adapter)}
 
     def sizes(self, row: Row, base: str, adapter: Path | None) -> dict:
         sizes = {"nonzero": folder_sparsity(resolve_model(base))["nonzero_parameters"],
@@ -167,23 +168,51 @@ def _numel(safetensors_file: Path) -> int:
         return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
 
 
+CONSTANT_SHARE = 0.9  # a row giving one answer to this share of a task's examples has not learned the task
+
+
 def average(result: dict) -> float:
     return 100 * sum(t["accuracy"] for t in result["accuracy"].values()) / len(result["accuracy"])
 
 
+def constant_tasks(result: dict) -> int:
+    """Tasks on which the row (almost) always gives the same answer, or none: there its accuracy is that
+    answer's base rate, and comparing it with another row says nothing about the method."""
+    count = 0
+    for examples in result["examples"].values():
+        top = collections.Counter(e["extracted"] for e in examples).most_common(1)[0][1]
+        count += top >= CONSTANT_SHARE * len(examples)
+    return count
+
+
+def majority_accuracy(result: dict) -> dict[str, float]:
+    """What always giving each task's most frequent gold answer scores on the same examples (%)."""
+    shares = {}
+    for task in COMMONSENSE:
+        gold = collections.Counter(e["answer"] for e in result["examples"][task])
+        shares[task] = 100 * gold.most_common(1)[0][1] / sum(gold.values())
+    return shares
+
+
+def majority_row(result: dict) -> list[str]:
+    shares = majority_accuracy(result)
+    return ["*most frequent gold answer (reference)*", *(f"*{shares[t]:.1f}*" for t in COMMONSENSE),
+            f"*{sum(shares.values()) / len(shares):.1f}*", "", "", "", "", "8/8"]
+
+
 def table(results: list[dict]) -> list[str]:
-    header = ["row", *(SHORT[t] for t in COMMONSENSE), "avg", "non-zero base", "trainable", "deployed adapter", "train min"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in results:
-        cells = [r["row"].title, *(f"{100 * r['accuracy'][t]['accuracy']:.1f}" for t in COMMONSENSE),
-                 f"**{average(r):.1f}**", f"{r['nonzero'] / 1e6:.1f}M", f"{r['trainable'] / 1e6:.2f}M",
-                 f"{r['adapter'] / 1e6:.2f}M", f"{r['train_minutes']:.1f}" if r["train_minutes"] else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    header = ["row", *(SHORT[t] for t in COMMONSENSE), "avg", "non-zero base", "trainable", "deployed adapter",
+              "train min", "constant-answer tasks"]
+    rows = [[r["row"].title, *(f"{100 * r['accuracy'][t]['accuracy']:.1f}" for t in COMMONSENSE),
+             f"**{average(r):.1f}**", f"{r['nonzero'] / 1e6:.1f}M", f"{r['trainable'] / 1e6:.2f}M",
+             f"{r['adapter'] / 1e6:.2f}M", f"{r['train_minutes']:.1f}" if r["train_minutes"] else "-",
+             f"{constant_tasks(r)}/{len(COMMONSENSE)}"] for r in results]
+    rows.append(majority_row(results[0]))
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 # The paper's claims this study can check, each as: the claim, the paper's figures, and the two rows
-# whose averages it compares (first minus second), with the smallest difference that still "holds".
+# whose averages it compares (first minus second), with the smallest difference that is still consistent.
 CLAIMS = (
     ("Shears at 50% sparsity stays close to LoRA on the dense model",
      "LLaMA-7B commonsense-170k average: LoRA dense 74.7, Shears 50% 72.5 (-2.2)", "shears-wanda50", "lora-dense", -3.0),
@@ -198,21 +227,32 @@ CLAIMS = (
      "shears-wanda50", 0.0),
     ("Wanda keeps more accuracy than magnitude pruning at 50%",
      "why Shears prunes with Wanda (Sun et al., 2023)", "shears-wanda50", "shears-magnitude50", 0.0),
-    ("Fine-tuning recovers what sparsity cost",
-     "sparse zero-shot is the starting point of every Shears row", "shears-wanda50", "zero-wanda50", 0.0),
 )
 
 
-def claims(results: list[dict]) -> list[str]:
-    averages = {r["row"].slug: average(r) for r in results}
-    lines = ["| claim | paper | here (average, points) | holds? |", "|---|---|---|---|"]
+def claims(results: list[dict], examples_per_row: int) -> list[str]:
+    """Each claim's verdict: not testable when either row does not beat always giving the most frequent
+    answer, or answers (almost) constantly on most tasks; contradicted only when the difference is more
+    than two standard errors below what the claim allows."""
+    by_slug = {r["row"].slug: r for r in results}
+    majority = sum(majority_accuracy(results[0]).values()) / len(COMMONSENSE)
+    noise = 2 * 100 * math.sqrt(2 * 0.25 / examples_per_row)  # two standard errors of a difference of averages
+    lines = ["| claim | paper | here (average, points) | verdict |", "|---|---|---|---|"]
     for claim, paper, first, second, tolerance in CLAIMS:
-        if first not in averages or second not in averages:
+        if first not in by_slug or second not in by_slug:
             continue
-        delta = averages[first] - averages[second]
-        verdict = "yes" if delta >= tolerance else "no"
-        lines.append(f"| {claim} | {paper} | {averages[first]:.1f} vs {averages[second]:.1f} ({delta:+.1f}) "
-                     f"| {verdict}{'' if tolerance == 0 else f' (within {-tolerance:.1f})'} |")
+        a, b = average(by_slug[first]), average(by_slug[second])
+        if min(a, b) <= majority:
+            verdict = f"not testable: a row does not beat always giving the most frequent answer ({majority:.1f})"
+        elif max(constant_tasks(by_slug[first]), constant_tasks(by_slug[second])) > len(COMMONSENSE) // 2:
+            verdict = "not testable: a row gives (almost) one answer on most tasks"
+        elif a - b >= tolerance:
+            verdict = "consistent" + (f" (allowing {-tolerance:.1f})" if tolerance else "")
+        elif a - b < tolerance - noise:
+            verdict = "contradicted"
+        else:
+            verdict = f"within noise (two standard errors: {noise:.1f})"
+        lines.append(f"| {claim} | {paper} | {a:.1f} vs {b:.1f} ({a - b:+.1f}) | {verdict} |")
     return lines
 
 
@@ -248,13 +288,15 @@ def report(args, results: list[dict], seconds: float) -> str:
         f"{100 * math.sqrt(0.25 / args.eval_limit):.1f} points, the average's about {100 * math.sqrt(0.25 / n):.1f}.",
         "- Columns: non-zero parameters of the base model (embeddings included); trainable parameters of the "
         "(super-)adapter; parameters of the adapter that is deployed (the sub-adapter for Shears); training minutes "
-        "(wall time of `shears train`, model loading included).",
+        "(wall time of `shears train`, model loading included); constant-answer tasks: tasks on which the row gives "
+        f"one answer (or no answer) to at least {CONSTANT_SHARE:.0%} of the examples, where its accuracy is only "
+        "that answer's base rate. The last row is what always giving each task's most frequent gold answer scores.",
         "",
         *table(results),
         "",
         "## Against the paper's claims",
         "",
-        *claims(results),
+        *claims(results, n),
         "",
     ]
     return "\n".join(lines)
