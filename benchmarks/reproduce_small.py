@@ -256,6 +256,45 @@ def claims(results: list[dict], examples_per_row: int) -> list[str]:
     return lines
 
 
+def plain_words(results: list[dict]) -> list[str]:
+    """What the table says, computed from it, so that a rerun cannot leave the words behind the numbers."""
+    majority = sum(majority_accuracy(results[0]).values()) / len(COMMONSENSE)
+    trained = [r for r in results if r["row"].training]
+    learned = [r["row"].title for r in trained if average(r) > majority]
+    by_slug = {r["row"].slug: r for r in results}
+    lines = []
+    if trained and not learned:
+        lines.append(
+            f"- No fine-tuned row beats always giving each task's most frequent answer ({majority:.1f}). At this size "
+            "fine-tuning teaches the answer format (the zero-shot rows mostly give no answer word at all) but not the "
+            "tasks: most trained rows give one answer to nearly every example of several tasks. So this table can "
+            "neither confirm nor refute the paper's accuracy claims; their verdicts below say so rather than read "
+            "noise as a finding.")
+    elif learned:
+        lines.append(f"- Rows that beat always giving the most frequent answer ({majority:.1f}): {', '.join(learned)}.")
+    if "lora-wanda50" in by_slug and "shears-wanda50" in by_slug:
+        lora, nls = by_slug["lora-wanda50"], by_slug["shears-wanda50"]
+        lines.append(
+            f"- Cost, which does not depend on accuracy: on the same Wanda-50% model NLS trained in "
+            f"{nls['train_minutes']:.1f} min against LoRA's {lora['train_minutes']:.1f} "
+            f"({nls['train_minutes'] / lora['train_minutes']:.2f}x) with the same {nls['trainable'] / 1e6:.2f}M trainable "
+            f"parameters, and its heuristic sub-adapter deploys {nls['adapter'] / 1e6:.2f}M parameters "
+            f"({nls['adapter'] / lora['adapter']:.2f}x LoRA's) on a base with {nls['nonzero'] / 1e6:.1f}M non-zero "
+            "parameters.")
+    if "zero-dense" in by_slug and "zero-wanda50" in by_slug:
+        dense, sparse = by_slug["zero-dense"], by_slug["zero-wanda50"]
+        lines.append(
+            f"- Zero-shot, the Wanda-50% model scores {average(sparse):.1f} against the dense model's "
+            f"{average(dense):.1f}; it gives no answer word to {no_answer(sparse):.0f}% of the examples "
+            f"(dense: {no_answer(dense):.0f}%).")
+    return lines
+
+
+def no_answer(result: dict) -> float:
+    examples = [e for task in result["examples"].values() for e in task]
+    return 100 * sum(e["extracted"] is None for e in examples) / len(examples)
+
+
 def report(args, results: list[dict], seconds: float) -> str:
     raw = read_json(CONFIG, what="config")
     config, ranks = raw["shears"], raw["bootstrapNAS"]["training"]["elasticity"]["width"]["overwrite_groups_widths"][0]
@@ -272,7 +311,8 @@ def report(args, results: list[dict], seconds: float) -> str:
         "```",
         "",
         f"- Model: SmolLM2-135M (embedded), fp32 on the CPU ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, {args.jobs} worker(s) of {max(1, (os.cpu_count() or 1) // args.jobs)} thread(s)); the steps took {seconds / 60:.0f} min in all.",
+        f"{os.cpu_count()} cores, {args.jobs} worker(s) of {max(1, (os.cpu_count() or 1) // args.jobs)} thread(s) side by side); "
+        f"the steps add up to {seconds / 60:.0f} min of worker time.",
         f"- Training (every trained row alike): config `{CONFIG.relative_to(CONFIG.parents[2])}` (LoRA r "
         f"{config['lora']['r']}, alpha {config['lora']['alpha']}, targets {', '.join(config['lora']['target_modules'])}; "
         f"NLS ranks {ranks}), "
@@ -293,6 +333,10 @@ def report(args, results: list[dict], seconds: float) -> str:
         "that answer's base rate. The last row is what always giving each task's most frequent gold answer scores.",
         "",
         *table(results),
+        "",
+        "## In plain words",
+        "",
+        *plain_words(results),
         "",
         "## Against the paper's claims",
         "",
