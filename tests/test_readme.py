@@ -27,3 +27,16 @@ def test_the_demo_command_in_the_readme_is_the_one_make_demo_runs():
     makefile = (README.parent / "Makefile").read_text()
     demo = re.search(r"shears run [^\n]+", makefile).group(0)
     assert demo in README.read_text()
+
+
+def test_the_readme_results_are_those_of_benchmarks_results_md():
+    """The README's results table is a cut of RESULTS.md: every row's cells must be found there, in order."""
+    results = (README.parent / "benchmarks" / "RESULTS.md").read_text()
+    section = README.read_text().split("## Results", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert len(rows) == 9
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        source = next(line for line in results.splitlines() if line.startswith(f"| {cells[0]} |"))
+        source_cells = [c.strip() for c in source.strip("|").split("|")]
+        assert cells[:10] == source_cells[:10]
