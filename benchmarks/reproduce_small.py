@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import math
 import os
 import platform
@@ -154,13 +155,23 @@ class Study:
         return {"row": row, "accuracy": scored["tasks"], "examples": scored["examples"], **self.sizes(row, base, adapter)}
 
     def sizes(self, row: Row, base: str, adapter: Path | None) -> dict:
-        sizes = {"nonzero": folder_sparsity(resolve_model(base))["nonzero_parameters"],
+        sizes = {"nonzero": nonzero_parameters(base),
                  "adapter": _numel(adapter / "adapter_model.safetensors") if adapter else 0,
                  "trainable": 0, "train_minutes": None}
         if row.training:
             sizes["trainable"] = _numel(self.out / "train" / row.train_name / "adapter_model.safetensors")
             sizes["train_minutes"] = self.seconds(f"train {row.train_name}") / 60
         return sizes
+
+
+@functools.cache
+def nonzero_parameters(base: str) -> int:
+    """Read once per base model: several rows share one, and each read scans the whole checkpoint."""
+    return folder_sparsity(resolve_model(base))["nonzero_parameters"]
+
+
+def worker_threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def _numel(safetensors_file: Path) -> int:
@@ -194,10 +205,15 @@ def majority_accuracy(result: dict) -> dict[str, float]:
     return shares
 
 
+def majority_average(result: dict) -> float:
+    shares = majority_accuracy(result)
+    return sum(shares.values()) / len(shares)
+
+
 def majority_row(result: dict) -> list[str]:
     shares = majority_accuracy(result)
     return ["*most frequent gold answer (reference)*", *(f"*{shares[t]:.1f}*" for t in COMMONSENSE),
-            f"*{sum(shares.values()) / len(shares):.1f}*", "", "", "", "", "8/8"]
+            f"*{majority_average(result):.1f}*", "", "", "", "", "8/8"]
 
 
 def table(results: list[dict]) -> list[str]:
@@ -235,7 +251,7 @@ def claims(results: list[dict], examples_per_row: int) -> list[str]:
     answer, or answers (almost) constantly on most tasks; contradicted only when the difference is more
     than two standard errors below what the claim allows."""
     by_slug = {r["row"].slug: r for r in results}
-    majority = sum(majority_accuracy(results[0]).values()) / len(COMMONSENSE)
+    majority = majority_average(results[0])
     noise = 2 * 100 * math.sqrt(2 * 0.25 / examples_per_row)  # two standard errors of a difference of averages
     lines = ["| claim | paper | here (average, points) | verdict |", "|---|---|---|---|"]
     for claim, paper, first, second, tolerance in CLAIMS:
@@ -258,7 +274,7 @@ def claims(results: list[dict], examples_per_row: int) -> list[str]:
 
 def plain_words(results: list[dict]) -> list[str]:
     """What the table says, computed from it, so that a rerun cannot leave the words behind the numbers."""
-    majority = sum(majority_accuracy(results[0]).values()) / len(COMMONSENSE)
+    majority = majority_average(results[0])
     trained = [r for r in results if r["row"].training]
     learned = [r["row"].title for r in trained if average(r) > majority]
     by_slug = {r["row"].slug: r for r in results}
@@ -311,7 +327,7 @@ def report(args, results: list[dict], seconds: float) -> str:
         "```",
         "",
         f"- Model: SmolLM2-135M (embedded), fp32 on the CPU ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, {args.jobs} worker(s) of {max(1, (os.cpu_count() or 1) // args.jobs)} thread(s) side by side); "
+        f"{os.cpu_count()} cores, {args.jobs} worker(s) of {worker_threads(args.jobs)} thread(s) side by side); "
         f"the steps add up to {seconds / 60:.0f} min of worker time.",
         f"- Training (every trained row alike): config `{CONFIG.relative_to(CONFIG.parents[2])}` (LoRA r "
         f"{config['lora']['r']}, alpha {config['lora']['alpha']}, targets {', '.join(config['lora']['target_modules'])}; "
@@ -389,7 +405,7 @@ def run_workers(args, rows: list[Row], out: Path) -> None:
     shares: list[list[Row]] = [[] for _ in range(args.jobs)]
     for group in sorted(groups.values(), key=len, reverse=True):
         min(shares, key=len).extend(group)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = worker_threads(args.jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     argv = _without(sys.argv[1:], "--jobs", "--rows", "--results")
     workers = []
@@ -415,6 +431,7 @@ def _without(argv: list[str], *options: str) -> list[str]:
         elif not arg.startswith(tuple(f"{o}=" for o in options)):
             kept.append(arg)
     return kept
+
 
 if __name__ == "__main__":
     main()

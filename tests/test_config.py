@@ -10,8 +10,9 @@ from shears_nncf.errors import ShearsError
 from shears_nncf.nls.supernet import build_supernet
 
 DEMO = bundled_config("demo/smollm2_commonsense")
-PAPER = ["llama7b_math_40", "llama7b_math_50", "llama13b_math_40", "llama13b_math_50", "llama7b_commonsense_40",
-         "llama7b_commonsense_50", "llama7b_commonsense15k_40", "llama7b_commonsense15k_50", "mpt7b_gsm8k_40", "mpt7b_gsm8k_50", "mpt7b_gsm8k_60", "mpt7b_gsm8k_70"]
+PAPER = ["llama7b_math_40", "llama7b_math_50", "llama13b_math_40", "llama13b_math_50",
+         "llama7b_commonsense_40", "llama7b_commonsense_50", "llama7b_commonsense15k_40", "llama7b_commonsense15k_50",
+         "mpt7b_gsm8k_40", "mpt7b_gsm8k_50", "mpt7b_gsm8k_60", "mpt7b_gsm8k_70"]
 
 
 def demo_raw():
