@@ -33,7 +33,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from shears_nncf.artifacts import read_json, read_manifest, write_json, write_text
-from shears_nncf.evaluation.tasks import COMMONSENSE
+from shears_nncf.data.tasks import COMMONSENSE
 from shears_nncf.models import EMBEDDED_MODEL, resolve_model
 from shears_nncf.nls.training import checkpoint_dir
 from shears_nncf.sparsity.report import folder_sparsity

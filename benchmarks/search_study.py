@@ -20,7 +20,7 @@ from pathlib import Path
 
 from shears_nncf.artifacts import write_json
 from shears_nncf.data.sources import load_records
-from shears_nncf.export.peft import adapter_parameters, super_adapter_groups
+from shears_nncf.nls.folder import adapter_parameters, super_adapter_groups
 from shears_nncf.search.cache import EvaluationCache
 from shears_nncf.search.objective import AccuracyObjective, adapter_cost, validation_records
 from shears_nncf.search.outputs import pareto_front

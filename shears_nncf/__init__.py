@@ -24,7 +24,7 @@ _VERBS = {
     "load_super_adapter": "shears_nncf.nls.supernet",
     "train": "shears_nncf.nls.training",
     "run_search": "shears_nncf.search.run",
-    "extract": "shears_nncf.export.peft",
+    "extract": "shears_nncf.export.sub_adapter",
     "export_openvino": "shears_nncf.export.openvino",
     "evaluate": "shears_nncf.evaluation.harness",
     "load_model": "shears_nncf.models",

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from .artifacts import MANIFEST, read_json, write_json
 from .errors import ShearsError
+from .export import IR_XML
 
-IR_XML = "openvino_model.xml"  # what optimum-intel writes; kept here so the parent imports no OpenVINO
 TOKENIZER_XML = "openvino_tokenizer.xml"
 DEFAULT_PROMPTS = [
     "Question: Do penguins live at the North Pole? Answer:",

@@ -65,7 +65,7 @@ def _search(args):
 
 
 def _extract(args):
-    from .export.peft import extract_command
+    from .export.sub_adapter import extract_command
 
     extract_command(args)
 

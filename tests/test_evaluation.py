@@ -10,7 +10,7 @@ from shears_nncf.errors import ShearsError
 from shears_nncf.evaluation.answers import extract_answer, is_correct
 from shears_nncf.evaluation.generation import TorchGenerator
 from shears_nncf.evaluation.harness import evaluate, format_results_table
-from shears_nncf.evaluation.tasks import COMMONSENSE, MATH_TASKS, get_task
+from shears_nncf.data.tasks import COMMONSENSE, MATH_TASKS, get_task
 
 LLM_ADAPTERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "llm_adapters"
 RECORD = {"instruction": "Is the sky blue?\n\nAnswer format: true/false", "input": "", "output": "the correct answer is true", "answer": "true"}

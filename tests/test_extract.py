@@ -10,7 +10,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from shears_nncf.artifacts import read_manifest
 from shears_nncf.cli import main
 from shears_nncf.config import bundled_config, load_config
-from shears_nncf.export.peft import module_path, write_sub_adapter
+from shears_nncf.export.sub_adapter import write_sub_adapter
+from shears_nncf.nls.folder import module_path
 from shears_nncf.nls import training
 
 DEMO = bundled_config("demo/smollm2_commonsense")
@@ -152,7 +153,7 @@ def test_search_then_extract_pipeline_through_the_cli(trained_super_adapter, tmp
 def test_nncf_macs_cost_and_adapter_parameters_agree_on_what_a_rank_costs(trained_super_adapter):
     """NNCF counts the MACs of the whole subnet for its traced input; per token a LoRA module of rank r costs
     r * (in + out) MACs, which is also its parameter count: the two costs differ only by the token count."""
-    from shears_nncf.export.peft import adapter_parameters, super_adapter_groups
+    from shears_nncf.nls.folder import adapter_parameters, super_adapter_groups
     from shears_nncf.search.objective import adapter_cost, nncf_macs_cost
 
     folder, supernet = trained_super_adapter

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 from ..errors import ShearsError
-from ..evaluation.tasks import COMMONSENSE, Task, get_task, resolve_tasks
+from .tasks import COMMONSENSE, Task, get_task, resolve_tasks
 from .olmo import CONVERTERS, olmo_records
 
 DEFAULT = "default"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .tasks import MATH, OPTION_LETTER, Task, get_task
+from ..data.tasks import MATH, OPTION_LETTER, Task, get_task
 
 MATH_TOLERANCE = 1e-3
 

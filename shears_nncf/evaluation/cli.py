@@ -58,7 +58,7 @@ def _load(args):
 
 def _load_sub_adapter(args):
     """The trained supernet with one sub-adapter active: evaluated without extracting it first."""
-    from ..export.peft import super_adapter_groups
+    from ..nls.folder import super_adapter_groups
     from ..models import resolve_device
     from ..search.space import SearchSpace
 
@@ -95,7 +95,7 @@ def _perplexity(args) -> None:
 def score_command(args) -> None:
     """Score {"prediction", "answer"} lines with the task's extractor; --json prints only the summary."""
     from .answers import is_correct
-    from .tasks import get_task
+    from ..data.tasks import get_task
 
     task = get_task(args.task)
     path = Path(args.predictions)

@@ -11,7 +11,7 @@ import os
 from ..artifacts import write_json
 from ..data.prompts import format_prompt
 from .answers import answer_matches, extract_answer
-from .tasks import get_task
+from ..data.tasks import get_task
 
 
 def evaluate(generator, records_by_task: dict[str, list[dict]], output_path: str | os.PathLike | None = None,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import ShearsError
-from ..export.openvino import IR_XML
+from ..export import IR_XML
 
 
 class OpenVINOGenerator:

@@ -20,9 +20,9 @@ from ..artifacts import atomic_output_dir, read_json, write_manifest
 from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
 from ..models import load_model, load_tokenizer, resolve_model
+from . import IR_XML
 
 WEIGHT_FORMATS = ("as-is", "int8", "w8a8")
-IR_XML = "openvino_model.xml"
 TASK = "text-generation-with-past"
 # Ops that sit between a weight Constant and its MatMul after compression or quantization.
 _WEIGHT_PATH_OPS = {"Convert", "Multiply", "Subtract", "FakeQuantize", "Reshape", "Transpose"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ShearsError
-from ..export.peft import adapter_parameters, super_adapter_groups
+from ..nls.folder import adapter_parameters, super_adapter_groups
 from .cache import Budget, EvaluationCache
 from .objective import COSTS, METRICS, AccuracyObjective, LossObjective, adapter_cost, nncf_macs_cost, validation_records
 from .run import SEARCH_FILE, run_search, write_search_folder
