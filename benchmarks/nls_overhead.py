@@ -20,17 +20,7 @@ import torch
 
 from shears_nncf.config import bundled_config, load_config
 from shears_nncf.models import EMBEDDED_MODEL, load_model
-
-
-def magnitude_sparsify(model, ratio=0.5):
-    with torch.no_grad():
-        for module in model.model.layers.modules():
-            if isinstance(module, torch.nn.Linear):
-                w = module.weight
-                k = int(w.shape[1] * ratio)
-                idx = w.abs().topk(k, dim=1, largest=False).indices
-                w.scatter_(1, idx, 0.0)
-    return model
+from shears_nncf.sparsity.masks import magnitude_
 
 
 def main():
@@ -41,7 +31,8 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    base = magnitude_sparsify(load_model(EMBEDDED_MODEL))
+    base = load_model(EMBEDDED_MODEL)
+    magnitude_(base, 0.5)
     from shears_nncf.nls.supernet import build_supernet
 
     config = load_config(bundled_config("demo/smollm2_commonsense"))

@@ -16,7 +16,6 @@ same rank; pass a real extracted sub-adapter (`shears extract`) with --adapter t
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -26,31 +25,18 @@ import torch
 from shears_nncf.bench import benchmark, format_table
 from shears_nncf.cli import main as shears
 from shears_nncf.export.openvino import export_openvino
-from shears_nncf.models import EMBEDDED_MODEL, block_linears, cache_dir, decoder_blocks, architecture, load_model, \
-    load_tokenizer, resolve_model
+from shears_nncf.models import EMBEDDED_MODEL, cache_dir, load_model, resolve_model
 
 STAND_IN_RANK, STAND_IN_TARGETS = 24, ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
 
 def make_sparse_model(out: Path, ratio: float) -> str:
-    """`shears sparsify` (Wanda) when that stage is installed, else a row-wise magnitude mask here."""
-    if importlib.util.find_spec("shears_nncf.sparsity.api") is not None:
-        code = shears(["sparsify", "--model", EMBEDDED_MODEL, "--ratio", str(ratio), "--output", str(out),
-                       "--nsamples", "16", "--seqlen", "256"])
-        if code != 0:
-            raise SystemExit(f"shears sparsify failed with exit {code}")
-        return "wanda (shears sparsify)"
-    model, tokenizer = load_model(EMBEDDED_MODEL), load_tokenizer(EMBEDDED_MODEL)
-    with torch.no_grad():
-        for block in decoder_blocks(model):
-            for linear in block_linears(block, architecture(model)).values():
-                w = linear.weight
-                k = int(w.shape[1] * ratio)
-                drop = w.abs().argsort(dim=1)[:, :k]
-                w.scatter_(1, drop, 0.0)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return "magnitude, row-wise (in this script; shears sparsify not installed)"
+    """The embedded model pruned by `shears sparsify` (Wanda), as a user would."""
+    code = shears(["sparsify", "--model", EMBEDDED_MODEL, "--ratio", str(ratio), "--output", str(out),
+                   "--nsamples", "16", "--seqlen", "256"])
+    if code != 0:
+        raise SystemExit(f"shears sparsify failed with exit {code}")
+    return "wanda (shears sparsify)"
 
 
 def make_stand_in_adapter(sparse: Path, out: Path) -> None:

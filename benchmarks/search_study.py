@@ -25,7 +25,7 @@ from shears_nncf.search.cache import EvaluationCache
 from shears_nncf.search.objective import AccuracyObjective, adapter_cost, validation_records
 from shears_nncf.search.outputs import pareto_front
 from shears_nncf.search.run import run_search
-from shears_nncf.search.space import SearchSpace
+from shears_nncf.nls.space import SearchSpace
 
 STRATEGIES = ("maximal", "heuristic", "hill-climbing", "rnsga2", "minimal")
 

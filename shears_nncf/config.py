@@ -75,6 +75,11 @@ class AdapterGroups:
     widths: list[list[int]]
 
 
+def strictly_descending(ranks) -> bool:
+    """A rank list is strictly descending: NNCF's elastic width and the nested sub-adapters both assume it."""
+    return all(a > b for a, b in zip(ranks, ranks[1:]))
+
+
 def _schema() -> dict:
     return json.loads(resources.files("shears_nncf").joinpath("schema/nncf_config.schema.json").read_text())
 
@@ -101,7 +106,7 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
             "rank lists; give one rank list per group"
         )
     for group, ranks in zip(patterns, widths):
-        if ranks[0] != lora["r"] or any(a <= b for a, b in zip(ranks, ranks[1:])):
+        if ranks[0] != lora["r"] or not strictly_descending(ranks):
             raise ShearsError(
                 f"{source}: rank list {ranks} of group {group[0]!r} must be strictly descending and start at the "
                 f"LoRA rank shears.lora.r={lora['r']}, e.g. {[lora['r'], lora['r'] * 3 // 4, lora['r'] // 2]}"

@@ -9,7 +9,8 @@ from shears_nncf.errors import ShearsError
 from shears_nncf.search.cache import Budget, EvaluationCache
 from shears_nncf.search.outputs import pareto_front
 from shears_nncf.search.run import run_search, write_search_folder
-from shears_nncf.search.space import SearchSpace
+from shears_nncf.nls.space import SearchSpace
+from shears_nncf.search.subnet import resolve_subnet
 from shears_nncf.search.strategies import hill_climbing, run_strategy
 
 SPACE = SearchSpace.of([[32, 24, 16]] * 6)
@@ -173,17 +174,17 @@ def test_configuration_files_with_wrong_groups_or_ranks_are_rejected(tmp_path):
     space = SearchSpace.of([[32, 24, 16]] * 3, ["0:qkv", "0:up", "0:down"])
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"ranks": {"0:qkv": 32, "0:up": 16, "0:down": 24}}))
-    assert space.resolve(str(good)) == ((32, 16, 24), f"file {good}")
+    assert resolve_subnet(space, str(good)) == ((32, 16, 24), f"file {good}")
     short = tmp_path / "short.json"
     short.write_text(json.dumps([32, 24]))
     with pytest.raises(ShearsError, match="has 2 ranks, but the super-adapter has 3 groups"):
-        space.resolve(str(short))
+        resolve_subnet(space, str(short))
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps({"ranks": [32, 20, 16]}))
     with pytest.raises(ShearsError, match="rank 20 of group 0:up is not in its rank list"):
-        space.resolve(str(odd))
+        resolve_subnet(space, str(odd))
     with pytest.raises(ShearsError, match="expected heuristic, maximal, minimal or a .json file"):
-        space.resolve("middle")
+        resolve_subnet(space, "middle")
 
 
 def test_cli_rejects_a_budget_of_zero_and_an_unknown_strategy(tmp_path, capsys):

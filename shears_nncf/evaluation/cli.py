@@ -60,12 +60,13 @@ def _load_sub_adapter(args):
     """The trained supernet with one sub-adapter active: evaluated without extracting it first."""
     from ..nls.folder import super_adapter_groups
     from ..models import resolve_device
-    from ..search.space import SearchSpace
+    from ..nls.space import SearchSpace
+    from ..search.subnet import resolve_subnet
 
     if args.adapter:
         raise ShearsError("give either --adapter or --super-adapter, not both")
     names, widths, _, _ = super_adapter_groups(args.super_adapter)
-    ranks, how = SearchSpace.of(widths, names).resolve(args.subnet)  # a bad --subnet fails before loading
+    ranks, how = resolve_subnet(SearchSpace.of(widths, names), args.subnet)  # a bad --subnet fails before loading
     device = resolve_device(args.device)
 
     from ..nls.supernet import open_super_adapter

@@ -83,11 +83,12 @@ def write_sub_adapter(
 
 def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.PathLike, model: str | None = None) -> dict:
     """`shears extract`: resolve `subnet` (heuristic|maximal|minimal|FILE.json) and write the PEFT folder."""
-    from ..search.space import SearchSpace
+    from ..nls.space import SearchSpace
+    from ..search.subnet import resolve_subnet
 
     names, widths, modules, manifest = super_adapter_groups(super_adapter)
     space = SearchSpace.of(widths, names)
-    ranks, how = space.resolve(subnet)
+    ranks, how = resolve_subnet(space, subnet)
     write_sub_adapter(super_adapter, modules, ranks, output, {
         "super_adapter": str(Path(super_adapter).resolve()),
         "base_model": model or manifest.get("base_model"),

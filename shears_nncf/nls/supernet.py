@@ -42,6 +42,7 @@ from nncf.torch.model_creation import create_nncf_network
 from ..artifacts import read_json, read_manifest
 from ..config import AdapterGroups, ShearsConfig, check_target_modules, expand_groups, nncf_config_dict, parse_config
 from ..errors import ShearsError
+from .space import SearchSpace
 
 NNCF_CONFIG_FILE = "nncf_config.json"
 _TRACE_LENGTH = 16  # tokens of the dummy input NNCF traces; the traced graph does not depend on it
@@ -156,15 +157,18 @@ class Supernet:
         self._width().activate_subnet_for_config(dict(enumerate(ranks)))
         return ranks
 
+    @property
+    def space(self) -> SearchSpace:
+        return SearchSpace.of(self.search_space, self.group_names)
+
     def activate_maximal(self) -> list[int]:
-        return self.activate([options[0] for options in self.search_space])
+        return self.activate(self.space.maximal)
 
     def activate_minimal(self) -> list[int]:
-        return self.activate([options[-1] for options in self.search_space])
+        return self.activate(self.space.minimal)
 
     def activate_heuristic(self) -> list[int]:
-        """The paper's Eq. 3: the middle of every group's rank list."""
-        return self.activate([options[(len(options) - 1) // 2] for options in self.search_space])
+        return self.activate(self.space.heuristic)
 
     def activate_random(self) -> list[int]:
         """A random rank per group (Python's `random`, as NNCF samples it)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..errors import ShearsError
-from .space import Config
+from ..nls.space import Config
 
 
 class Objective(Protocol):

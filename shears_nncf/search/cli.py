@@ -9,7 +9,7 @@ from ..nls.folder import adapter_parameters, super_adapter_groups
 from .cache import Budget, EvaluationCache
 from .objective import COSTS, METRICS, AccuracyObjective, LossObjective, adapter_cost, nncf_macs_cost, validation_records
 from .run import SEARCH_FILE, run_search, write_search_folder
-from .space import SearchSpace
+from ..nls.space import SearchSpace
 from .strategies import check_strategy
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from ..errors import ShearsError
-from .space import Config
+from ..nls.space import Config
 
 METRICS = ("accuracy", "loss")
 COSTS = ("params", "macs")

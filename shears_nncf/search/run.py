@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..artifacts import atomic_output_dir, write_json, write_manifest
 from .cache import Budget, EvaluationCache, Record
 from .outputs import pareto_front, plot_pareto, record_json
-from .space import NAMED, SearchSpace
+from ..nls.space import NAMED, SearchSpace
 from .strategies import run_strategy
 
 SEARCH_FILE = "search.json"

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ShearsError
 from .cache import Budget, BudgetExhausted, Record
-from .space import NAMED, Config, SearchSpace
+from ..nls.space import NAMED, Config, SearchSpace
 
 STRATEGIES = ("maximal", "heuristic", "minimal", "hill-climbing", "nsga2", "rnsga2")
 DEFAULT_BUDGET = 50  # when neither --budget nor the config's num_evals says

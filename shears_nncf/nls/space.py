@@ -3,16 +3,16 @@
 A configuration is a tuple of ranks in group order. The named configurations need no evaluation:
 `maximal` (every group's first rank, the whole super-adapter), `minimal` (the last) and the paper's
 heuristic (Eq. 3: the middle of every list, `space[(n - 1) // 2]`). Neighbours, the moves of
-hill-climbing, change one group's rank by one step in its list.
+hill-climbing, change one group's rank by one step in its list. The space is the super-adapter's (its
+config's rank lists), so it lives with the super-adapter; `search.subnet` reads a chosen one from a file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
-from ..artifacts import read_json
+from ..config import strictly_descending
 from ..errors import ShearsError
 
 Config = tuple[int, ...]
@@ -30,7 +30,7 @@ class SearchSpace:
         if not ranks or any(not options for options in ranks):
             raise ShearsError("the search space needs at least one group with at least one rank")
         for options in ranks:
-            if any(a <= b for a, b in zip(options, options[1:])):
+            if not strictly_descending(options):
                 raise ShearsError(f"rank list {list(options)} must be strictly descending")
         names = tuple(group_names) if group_names is not None else tuple(str(g) for g in range(len(ranks)))
         if len(names) != len(ranks):
@@ -82,31 +82,3 @@ class SearchSpace:
             if not isinstance(r, int) or isinstance(r, bool) or r not in options:
                 raise ShearsError(f"{source}: rank {r!r} of group {name} is not in its rank list {list(options)}")
         return tuple(config)
-
-    def resolve(self, subnet: str) -> tuple[Config, str]:
-        """`heuristic|maximal|minimal|FILE.json` -> (configuration, how it was chosen).
-
-        A file is a `search.json` (its chosen configuration), or `{"ranks": [...]}` / `{"ranks": {group: rank}}`,
-        or a bare list of ranks."""
-        if subnet in NAMED:
-            return self.named(subnet), subnet
-        path = Path(subnet)
-        if path.suffix != ".json" and not path.exists():
-            raise ShearsError(f"--subnet {subnet!r}: expected heuristic, maximal, minimal or a .json file")
-        data = read_json(path, what="subnet file")
-        how = f"file {path}"
-        if isinstance(data, dict) and isinstance(data.get("chosen"), dict):
-            how = f"{data.get('strategy', 'search')} ({path})"
-            data = data["chosen"]
-        ranks = data.get("ranks") if isinstance(data, dict) else data
-        if isinstance(ranks, dict):
-            unknown = sorted(set(ranks) - set(self.group_names))
-            missing = [n for n in self.group_names if n not in ranks]
-            if unknown or missing:
-                raise ShearsError(
-                    f"{path}: ranks must name every group exactly; unknown {unknown[:3]}, missing {missing[:3]}"
-                )
-            ranks = [ranks[n] for n in self.group_names]
-        if not isinstance(ranks, list):
-            raise ShearsError(f"{path}: expected a list of ranks, {{\"ranks\": [...]}} or a search.json")
-        return self.validate(ranks, source=str(path)), how
