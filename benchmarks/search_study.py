@@ -23,7 +23,7 @@ from shears_nncf.data.sources import load_records
 from shears_nncf.nls.folder import adapter_parameters, super_adapter_groups
 from shears_nncf.search.cache import EvaluationCache
 from shears_nncf.search.objective import AccuracyObjective, adapter_cost, validation_records
-from shears_nncf.search.outputs import pareto_front
+from shears_nncf.search.outputs import plot_pareto
 from shears_nncf.search.run import run_search
 from shears_nncf.nls.space import SearchSpace
 
@@ -80,7 +80,7 @@ def main():
         "rows": rows, "evaluated": [{"ranks": list(r.ranks), "accuracy": r.value, "cost": r.cost}
                                     for r in val_cache.records.values()],
     })
-    _plot(out / "pareto.png", val_cache, chosen)
+    plot_pareto(out / "pareto.png", val_cache, chosen, "Sub-adapter search (Table 6 study)", "adapter parameters")
 
     maximal_params = rows[0]["adapter_parameters"]
     print(f"\nsuper-adapter {args.super_adapter}; tasks {','.join(tasks)}; validation {args.val_limit}/task "
@@ -89,28 +89,6 @@ def main():
     for row in rows:
         print(f"{row['strategy']:<14} {row['validation_accuracy']:>9.1f} {row['test_accuracy']:>10.1f} {row['evaluations']:>6} "
               f"{row['search_seconds']:>9.1f} {row['adapter_parameters']:>15,} {row['adapter_parameters'] / maximal_params:>10.2f}")
-
-
-def _plot(path, cache, chosen):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = list(cache.records.values())
-    front = pareto_front(records, cache)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    ax.scatter([r.cost for r in records], [r.value for r in records], s=14, c="lightgray", edgecolors="gray", label="evaluated")
-    ax.plot([r.cost for r in front], [r.value for r in front], "-", lw=1, label="Pareto front")
-    for (name, record), marker in zip(chosen.items(), "sD*^v"):
-        ax.scatter([record.cost], [record.value], s=90, marker=marker, edgecolors="black", label=name, zorder=3)
-    ax.set_xlabel("adapter parameters")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("Sub-adapter search (Table 6 study)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

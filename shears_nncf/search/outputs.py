@@ -28,9 +28,9 @@ def record_json(record: Record, cache: EvaluationCache, group_names) -> dict:
     }
 
 
-def plot_pareto(path: str | Path, cache: EvaluationCache, anchors: dict[str, Record], chosen: Record, title: str,
-                cost_name: str) -> None:
-    """Metric against cost for every evaluated configuration; the front, the named anchors and the choice marked."""
+def plot_pareto(path: str | Path, cache: EvaluationCache, marked: dict[str, Record], title: str, cost_name: str,
+                chosen: Record | None = None) -> None:
+    """Metric against cost for every evaluated configuration; the front, the named points and the choice marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,9 +41,10 @@ def plot_pareto(path: str | Path, cache: EvaluationCache, anchors: dict[str, Rec
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     ax.scatter([r.cost for r in records], [r.value for r in records], s=14, c="lightgray", edgecolors="gray", label="evaluated")
     ax.plot([r.cost for r in front], [r.value for r in front], "-", c="tab:blue", lw=1, label="Pareto front")
-    for (name, record), marker in zip(anchors.items(), ("s", "D", "v")):
+    for (name, record), marker in zip(marked.items(), "sDv^P<>ph"):
         ax.scatter([record.cost], [record.value], s=70, marker=marker, edgecolors="black", label=name, zorder=3)
-    ax.scatter([chosen.cost], [chosen.value], s=160, marker="*", c="gold", edgecolors="black", label="chosen", zorder=4)
+    if chosen is not None:
+        ax.scatter([chosen.cost], [chosen.value], s=160, marker="*", c="gold", edgecolors="black", label="chosen", zorder=4)
     ax.set_xlabel(cost_name)
     ax.set_ylabel(f"validation {cache.metric}" + (" (%)" if cache.metric == "accuracy" else ""))
     ax.set_title(title)

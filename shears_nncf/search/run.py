@@ -74,5 +74,5 @@ def write_search_folder(output: str | os.PathLike, run: SearchRun, manifest: dic
     with atomic_output_dir(output) as tmp:
         write_json(tmp / SEARCH_FILE, summary)
         title = f"{summary['strategy']}: {summary['metric']} vs {summary['cost']}"
-        plot_pareto(tmp / "pareto.png", run.cache, run.anchors, run.chosen, title, summary["cost"])
+        plot_pareto(tmp / "pareto.png", run.cache, run.anchors, title, summary["cost"], chosen=run.chosen)
         write_manifest(tmp, {"stage": "search", **manifest, "strategy": summary["strategy"], "chosen": summary["chosen"]["ranks"]})
