@@ -6,6 +6,7 @@ succeeded, so an interrupted run never leaves a folder that looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -84,3 +85,21 @@ def read_manifest(folder: str | os.PathLike, stage: str | None = None) -> dict:
             f"{folder} was written by stage {manifest.get('stage')!r}, expected a {stage!r} folder"
         )
     return manifest
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, or of a folder's files (relative names and bytes, in sorted order).
+
+    What keys a result to the inputs it was computed from: a rerun with an edited input does not reuse it."""
+    path = Path(path)
+    if not path.exists():
+        raise ShearsError(f"{path} does not exist")
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+

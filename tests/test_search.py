@@ -111,6 +111,37 @@ def test_the_cache_evaluates_each_configuration_once_across_strategies():
     assert len(set(objective.calls)) == len(objective.calls)  # never the same configuration twice
 
 
+class Killed(Exception):
+    """Stands in for an interrupted process."""
+
+
+def test_a_search_killed_after_n_evaluations_evaluates_none_of_them_again(tmp_path):
+    store, settings = tmp_path / "out" / "evaluations.json", {"data": "synthetic", "limit": 5}
+    interrupted = Unimodal(WIDE, (4, 16, 6, 14))
+
+    def dies_after_five(config):
+        if len(interrupted.calls) == 5:
+            raise Killed
+        return interrupted(config)
+
+    dies_after_five.metric = "accuracy"
+    with pytest.raises(Killed):
+        run_search(WIDE, EvaluationCache(dies_after_five, params, store=store, settings=settings), "hill-climbing", seed=0)
+    assert len(interrupted.calls) == 5
+
+    rerun = Unimodal(WIDE, (4, 16, 6, 14))
+    cache = EvaluationCache(rerun, params, store=store, settings=settings)
+    assert cache.reused == 5
+    resumed = run_search(WIDE, cache, "hill-climbing", seed=0)
+    assert not set(rerun.calls) & set(interrupted.calls)  # none of the first five evaluated again
+    uninterrupted = run_search(WIDE, EvaluationCache(Unimodal(WIDE, (4, 16, 6, 14)), params), "hill-climbing", seed=0)
+    assert resumed.chosen.ranks == uninterrupted.chosen.ranks
+    assert len(cache.records) == len(uninterrupted.cache.records)
+
+    other = EvaluationCache(Unimodal(WIDE, (4, 16, 6, 14)), params, store=store, settings={**settings, "limit": 6})
+    assert other.reused == 0 and not other.records  # other settings: nothing stored applies
+
+
 @pytest.mark.parametrize("strategy", ["nsga2", "rnsga2"])
 def test_evolutionary_search_returns_a_non_dominated_set_within_its_budget(strategy):
     objective = Tradeoff()

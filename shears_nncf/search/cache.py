@@ -4,14 +4,20 @@ Evaluating a sub-adapter means running the model over the validation subset, whi
 cost of a search; so every configuration is evaluated once per run, whichever strategy asks for it.
 A strategy's budget counts the distinct configurations *it* looked at (a cached one still counts, so
 a strategy's number of evaluations does not depend on what ran before it in the same run).
+Given a `store` file, the cache writes every evaluation there as it happens and starts from the
+records of an earlier run with the same `settings`, so an interrupted search loses nothing.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
+from ..artifacts import read_json, write_json
 from ..errors import ShearsError
 from ..nls.space import Config
 
@@ -35,13 +41,30 @@ class Record:
 class EvaluationCache:
     """Evaluates each configuration at most once; `evaluations` counts the real objective calls."""
 
-    def __init__(self, objective: Objective, cost: Callable[[Config], float]):
+    def __init__(self, objective: Objective, cost: Callable[[Config], float],
+                 store: str | os.PathLike | None = None, settings: dict | None = None):
         if objective.metric not in ("accuracy", "loss"):
             raise ShearsError(f"unknown metric {objective.metric!r}; expected accuracy or loss")
         self.objective = objective
         self.cost = cost
         self.records: dict[Config, Record] = {}  # in evaluation order
         self.evaluations = 0
+        self.store = Path(store) if store is not None else None
+        # As it reads back from JSON, so that a stored run's settings compare equal.
+        self.settings = json.loads(json.dumps({"metric": objective.metric, **(settings or {})}, default=str))
+        self.reused = self._load()
+
+    def _load(self) -> int:
+        """Records of an earlier run with the same settings (none when they differ); returns how many."""
+        if self.store is None or not self.store.is_file():
+            return 0
+        saved = read_json(self.store, what="evaluation cache")
+        if saved.get("settings") != self.settings:
+            return 0
+        for row in saved["records"]:
+            record = Record(**{**row, "ranks": tuple(row["ranks"])})
+            self.records[record.ranks] = record
+        return len(self.records)
 
     @property
     def metric(self) -> str:
@@ -58,6 +81,9 @@ class EvaluationCache:
             value = float(self.objective(config))
             self.evaluations += 1
             self.records[config] = Record(config, value, float(self.cost(config)), time.perf_counter() - start)
+            if self.store is not None:
+                write_json(self.store, {"settings": self.settings,
+                                        "records": [asdict(r) for r in self.records.values()]})
         return self.records[config]
 
 

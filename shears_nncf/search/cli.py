@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..artifacts import content_digest
 from ..errors import ShearsError
-from ..nls.folder import adapter_parameters, super_adapter_groups
+from ..nls.folder import ADAPTER_WEIGHTS, adapter_parameters, super_adapter_groups
 from .cache import Budget, EvaluationCache
 from .objective import COSTS, METRICS, AccuracyObjective, LossObjective, adapter_cost, nncf_macs_cost, validation_records
-from .run import SEARCH_FILE, run_search, write_search_folder
+from .run import SEARCH_FILE, evaluations_file, run_search, write_search_folder
 from ..nls.space import SearchSpace
 from .strategies import check_strategy
 
@@ -40,7 +41,13 @@ def search_command(args) -> None:
         cost, cost_name = nncf_macs_cost(supernet), "MACs (NNCF)"
     else:
         cost, cost_name = adapter_cost(adapter_parameters(args.super_adapter, modules)), "adapter parameters"
-    cache = EvaluationCache(objective, cost)
+    # Everything an evaluation's value depends on: a rerun with the same settings reuses every stored one.
+    settings = {"adapter": content_digest(Path(args.super_adapter) / ADAPTER_WEIGHTS), "base_model": base,
+                "data": content_digest(args.data) if Path(args.data).exists() else args.data, "tasks": args.tasks, "limit": args.limit, "seed": args.seed,
+                "batch_size": args.batch_size, "cost": cost_name}
+    cache = EvaluationCache(objective, cost, store=evaluations_file(args.output), settings=settings)
+    if cache.reused:
+        print(f"reusing {cache.reused} evaluations stored in {evaluations_file(args.output)}")
     run = run_search(space, cache, args.strategy, budget=args.budget, seed=args.seed, search_config=search_config,
                      cost_name=cost_name)
     run.summary["validation"] = {

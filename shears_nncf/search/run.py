@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from ..artifacts import atomic_output_dir, write_json, write_manifest
+from ..artifacts import MANIFEST, write_json, write_manifest
 from .cache import Budget, EvaluationCache, Record
 from .outputs import pareto_front, plot_pareto, record_json
 from ..nls.space import NAMED, SearchSpace
 from .strategies import run_strategy
 
 SEARCH_FILE = "search.json"
+EVALUATIONS_FILE = "evaluations.json"
 
 
 @dataclass
@@ -68,11 +70,21 @@ def run_search(
     return SearchRun(summary, cache, anchors, chosen, result.evaluated)
 
 
+def evaluations_file(output: str | os.PathLike) -> Path:
+    """Where a search keeps every evaluation as it happens (the cache's store), inside its output folder."""
+    return Path(output) / EVALUATIONS_FILE
+
+
 def write_search_folder(output: str | os.PathLike, run: SearchRun, manifest: dict) -> None:
-    """search.json, pareto.png and a manifest (stage "search"), written atomically."""
-    summary = run.summary
-    with atomic_output_dir(output) as tmp:
-        write_json(tmp / SEARCH_FILE, summary)
-        title = f"{summary['strategy']}: {summary['metric']} vs {summary['cost']}"
-        plot_pareto(tmp / "pareto.png", run.cache, run.anchors, title, summary["cost"], chosen=run.chosen)
-        write_manifest(tmp, {"stage": "search", **manifest, "strategy": summary["strategy"], "chosen": summary["chosen"]["ranks"]})
+    """search.json, pareto.png, then the manifest (stage "search") that marks the folder complete.
+
+    The folder already holds the evaluation cache, so it is filled file by file, each written atomically;
+    the old manifest goes first, so a folder is complete exactly when it has one."""
+    summary, out = run.summary, Path(output)
+    (out / MANIFEST).unlink(missing_ok=True)
+    write_json(out / SEARCH_FILE, summary)
+    title = f"{summary['strategy']}: {summary['metric']} vs {summary['cost']}"
+    partial = out / ".pareto.partial.png"
+    plot_pareto(partial, run.cache, run.anchors, title, summary["cost"], chosen=run.chosen)
+    os.replace(partial, out / "pareto.png")
+    write_manifest(out, {"stage": "search", **manifest, "strategy": summary["strategy"], "chosen": summary["chosen"]["ranks"]})
