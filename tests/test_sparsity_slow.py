@@ -15,7 +15,7 @@ def test_wanda_50_percent_has_lower_heldout_perplexity_than_magnitude_on_smollm2
     samples = calibration_samples("default", tokenizer, nsamples=16, seqlen=256, seed=0)  # BoolQ train passages
     text = heldout_text()[:40_000]  # BoolQ validation passages: ~9k tokens, enough for 4 windows
     ppl = lambda model: perplexity(model, tokenizer, text, seqlen=256, nsamples=4, device="cpu")
-    wanda, magnitude = copy.deepcopy(dense), copy.deepcopy(dense)  # the fixture's model is shared
+    wanda, magnitude = copy.deepcopy(dense), copy.deepcopy(dense)  # the fixture's model is used by other tests too
     sparsify(wanda, samples, 0.5, "wanda")
     sparsify(magnitude, None, 0.5, "magnitude")
     dense_ppl, wanda_ppl, magnitude_ppl = ppl(dense), ppl(wanda), ppl(magnitude)

@@ -1,44 +1,69 @@
-"""The Alpaca-style prompt template of LLM-Adapters and Shears, and tokenization for training.
+"""The Alpaca-style prompt of LLM-Adapters and Shears, and tokenization for training.
 
-Training sees the whole text with the prompt part of the labels masked (-100), so the loss is
-the response's; evaluation sees the same text without the response and generates it.
+The text of each prompt is the protocol's (`shears_nncf.protocol`): under `reference` the
+reference's templates byte for byte, indentation and trailing spaces included, a training one and
+an evaluation one per task family; under `shears` one clean template for both. Training sees the
+whole text; the prompt part of the labels is masked (-100) unless the protocol or config trains on
+inputs. Evaluation sees the evaluation prompt and generates the response.
 """
 
 from __future__ import annotations
 
+from ..errors import ShearsError
+from ..protocol import Protocol, get_protocol
+from .tasks import MULTIPLE_CHOICE, Task, get_task
+
 IGNORE_INDEX = -100
 
-_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-_PREAMBLE_WITH_INPUT = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request."
-)
+
+def format_prompt(record: dict, with_response: bool, protocol: str | Protocol | None = None) -> str:
+    """The record in the protocol's *training* template; without the response it is the prompt the loss masks."""
+    template = get_protocol(protocol).training_template.pick(record)
+    return template.format(instruction=record["instruction"], input=record.get("input", ""),
+                           output=record["output"] if with_response else "")
 
 
-def format_prompt(record: dict, with_response: bool) -> str:
-    """The record as one prompt; without the response it ends with "### Response:\\n", ready to generate."""
-    if record.get("input"):
-        text = f"{_PREAMBLE_WITH_INPUT}\n\n### Instruction:\n{record['instruction']}\n\n### Input:\n{record['input']}\n\n### Response:\n"
-    else:
-        text = f"{_PREAMBLE}\n\n### Instruction:\n{record['instruction']}\n\n### Response:\n"
-    return text + record["output"] if with_response else text
+def generation_prompt(record: dict, task: str | Task, protocol: str | Protocol | None = None) -> str:
+    """The record in the protocol's *evaluation* template for the task's family (math or commonsense)."""
+    task = get_task(task) if isinstance(task, str) else task
+    family = "commonsense" if task.kind == MULTIPLE_CHOICE else "math"
+    template = get_protocol(protocol).evaluation_templates[family].pick(record)
+    return template.format(instruction=record["instruction"], input=record.get("input", ""), output="")
 
 
-def tokenize_for_training(records, tokenizer, max_length: int, train_on_inputs: bool = False) -> tuple[list[dict], int]:
-    """Tokenize records for causal-LM training: EOS appended, cut at `max_length`, prompt labels masked.
+def tokenize_for_training(records, tokenizer, max_length: int, train_on_inputs: bool = False,
+                          protocol: str | Protocol | None = None) -> tuple[list[dict], int]:
+    """Tokenize records for causal-LM training: EOS appended, prompt labels masked unless `train_on_inputs`.
 
-    Returns the examples ({"input_ids", "attention_mask", "labels"}, lists of ints) and how many
-    were truncated, so a caller can say how much of its data did not fit.
+    An example longer than `max_length` loses the *start of its prompt* (the first token stays when it
+    is the tokenizer's BOS), never its response; only a response longer than `max_length` on its own
+    is cut, at its end. Returns the examples ({"input_ids", "attention_mask", "labels"}, lists of ints)
+    and how many were truncated, so a caller can say how much of its data did not fit.
     """
     examples, truncated = [], 0
     for record in records:
-        full = tokenizer(format_prompt(record, with_response=True))["input_ids"] + [tokenizer.eos_token_id]
+        full = tokenizer(format_prompt(record, True, protocol))["input_ids"] + [tokenizer.eos_token_id]
+        # Split where the reference masks: after as many tokens as the prompt alone has.
+        n_prompt = min(len(tokenizer(format_prompt(record, False, protocol))["input_ids"]), len(full) - 1)
+        prompt, response = full[:n_prompt], full[n_prompt:]
         if len(full) > max_length:
             truncated += 1
-            full = full[:max_length]
-        labels = list(full)
-        if not train_on_inputs:
-            n_prompt = min(len(tokenizer(format_prompt(record, with_response=False))["input_ids"]), len(full))
-            labels[:n_prompt] = [IGNORE_INDEX] * n_prompt
-        examples.append({"input_ids": full, "attention_mask": [1] * len(full), "labels": labels})
+            head = prompt[:1] if prompt and prompt[0] == tokenizer.bos_token_id else []
+            room = max_length - len(head) - len(response)
+            if room >= 0:
+                prompt = head + (prompt[len(head):][-room:] if room else [])
+            else:
+                prompt, response = head, response[:max_length - len(head)]
+        labels = (list(prompt) if train_on_inputs else [IGNORE_INDEX] * len(prompt)) + response
+        input_ids = prompt + response
+        examples.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels})
     return examples, truncated
+
+
+def require_supervised_tokens(examples: list[dict], source: str) -> int:
+    """The number of supervised (unmasked) label tokens; none at all is an error, found before any step."""
+    supervised = sum(label != IGNORE_INDEX for example in examples for label in example["labels"])
+    if supervised == 0:
+        raise ShearsError(f"training data {source} leaves no supervised token ({len(examples)} examples): "
+                          "give records with an 'output' to learn (check --data, --tasks and --limit)")
+    return supervised

