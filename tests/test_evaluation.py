@@ -1,7 +1,6 @@
 """Answer extraction and scoring, the task table, generation, the harness and the evaluate/score CLI."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -10,9 +9,10 @@ from shears_nncf.errors import ShearsError
 from shears_nncf.evaluation.answers import extract_answer, is_correct
 from shears_nncf.evaluation.generation import TorchGenerator
 from shears_nncf.evaluation.harness import evaluate, format_results_table
+from shears_nncf.data.sources import shipped_folder
 from shears_nncf.data.tasks import COMMONSENSE, MATH_TASKS, get_task
 
-LLM_ADAPTERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "llm_adapters"
+LLM_ADAPTERS = shipped_folder()  # the LLM-Adapters test files shipped in the package
 RECORD = {"instruction": "Is the sky blue?\n\nAnswer format: true/false", "input": "", "output": "the correct answer is true", "answer": "true"}
 
 
@@ -20,7 +20,7 @@ def _records(task):
     return json.loads((LLM_ADAPTERS / get_task(task).folder / "test.json").read_text())
 
 
-@pytest.mark.parametrize("task", [t for t in COMMONSENSE if t != "hellaswag"])  # no HellaSwag test file in shared/
+@pytest.mark.parametrize("task", [t for t in COMMONSENSE if t != "hellaswag"])  # LLM-Adapters' HellaSwag test file is not shipped
 def test_extracting_from_every_commonsense_output_recovers_its_answer(task):
     records = _records(task)
     assert records
@@ -191,3 +191,31 @@ def test_evaluate_perplexity_mode_prints_the_perplexity(tmp_path, capsys, tiny_l
     value = float(capsys.readouterr().out.split("perplexity: ")[1].split()[0])
     assert value > 1 and json.loads(out.read_text())["perplexity"] == pytest.approx(value, rel=1e-3)
     assert main(["evaluate", "--model", str(tiny_llama_dir), "--perplexity", str(tmp_path / "none.txt")]) == 2
+
+
+class InterruptedGenerator(CannedGenerator):
+    """A canned runtime that stops (as Ctrl-C would) when it is asked for its `stop_at`-th task."""
+
+    def __init__(self, answers, stop_at=None):
+        super().__init__(answers)
+        self.stop_at = stop_at
+
+    def generate(self, prompts, max_new_tokens):
+        if len(self.calls) + 1 == self.stop_at:
+            raise KeyboardInterrupt
+        return super().generate(prompts, max_new_tokens)
+
+
+def test_an_interrupted_evaluation_keeps_finished_tasks_and_a_rerun_generates_only_the_rest(tmp_path):
+    records = {task: [{**RECORD, "instruction": f"q{i}"}] for i, task in enumerate(["boolq", "piqa", "gsm8k", "svamp"])}
+    answers = {"q0": "true", "q1": "solution1", "q2": "The answer is 1", "q3": "The answer is 2"}
+    out, settings = tmp_path / "results.json", {"model": "m", "limit": 1}
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(InterruptedGenerator(answers, stop_at=3), records, output_path=out, metadata=settings)
+    saved = json.loads(out.read_text())
+    assert list(saved["tasks"]) == ["boolq", "piqa"] and list(saved["examples"]) == ["boolq", "piqa"]
+    rerun = InterruptedGenerator(answers)
+    results = evaluate(rerun, records, output_path=out, metadata=settings)
+    assert rerun.calls == [256, 256]  # only gsm8k and svamp were generated
+    assert list(results["tasks"]) == list(records) and results["examples"]["boolq"] == saved["examples"]["boolq"]
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ..errors import ShearsError
@@ -11,34 +12,75 @@ from ..errors import ShearsError
 def evaluate_command(args) -> None:
     if args.perplexity:
         return _perplexity(args)
+    if args.scoring == "loglik":
+        return _loglik(args)
 
     from ..data.sources import load_records
     from .harness import evaluate, format_results_table
 
     # Bad tasks or data fail here, before any model is loaded.
     records = load_records(args.data, args.tasks, split="test", limit=args.limit)
-    generator = _generator(args)
+    protocol = _protocol(args)
+    generator = _generator(args, protocol)
     metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit,
-                "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None}
-    results = evaluate(generator, records, output_path=args.output, metadata=metadata)
+                "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None,
+                "protocol": protocol, "dtype": None if args.openvino else args.dtype}
+    results = evaluate(generator, records, output_path=args.output, metadata=metadata, protocol=protocol)
     print(format_results_table(results))
     if args.output:
         print(f"every example written to {args.output}")
 
 
-def _generator(args):
+def _loglik(args) -> None:
+    """Ranked-choice scoring of the commonsense tasks through lm-evaluation-harness (see loglik.py)."""
+    from . import loglik
+    from .harness import format_results_table, run_tasks
+
+    # Bad tasks, data, wording or IR folder fail here, before any model is loaded and anything is written.
+    style = loglik.check_prompt_style(args.prompt_style)
+    tasks = loglik.loglik_tasks(args.tasks) if args.tasks is not None else None
+    protocol = _protocol(args)
+    documents = loglik.source_documents(args.data, tasks, style, protocol)
+    if args.openvino:
+        from .openvino_backend import openvino_lm
+
+        lm = openvino_lm(args.openvino, args.batch_size)
+    else:
+        model, tokenizer, _ = _load(args)
+        lm = loglik.torch_lm(model, tokenizer, args.batch_size)
+    scorer = loglik.LoglikScorer(lm, loglik.task_folder(documents, style))
+    metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit,
+                "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None,
+                "scoring": "loglik", "prompt_style": style, "protocol": protocol if style == "llm-adapters" else None,
+                "dtype": None if args.openvino else args.dtype}
+    start = time.perf_counter()
+    results = run_tasks(list(documents), lambda task: (scorer.score(task, args.limit), None), args.output, metadata)
+    print(format_results_table(results))
+    print(f"wall time {time.perf_counter() - start:.1f} s" + (f"; results written to {args.output}" if args.output else ""))
+
+
+def _protocol(args) -> str:
+    """--protocol, else the one the super-adapter was trained under, else shears."""
+    if args.protocol or not args.super_adapter:
+        return args.protocol or "shears"
+    from ..artifacts import read_manifest
+
+    return read_manifest(args.super_adapter, stage="train").get("protocol") or "shears"
+
+
+def _generator(args, protocol: str):
     if args.openvino:
         from .openvino_backend import OpenVINOGenerator
 
-        return OpenVINOGenerator(args.openvino, batch_size=args.batch_size)
+        return OpenVINOGenerator(args.openvino, batch_size=args.batch_size, protocol=protocol)
     from .generation import TorchGenerator
 
     model, tokenizer, device = _load(args)
-    return TorchGenerator(model, tokenizer, batch_size=args.batch_size, device=device)
+    return TorchGenerator(model, tokenizer, batch_size=args.batch_size, device=device, protocol=protocol)
 
 
 def _load(args):
-    from ..models import load_model, load_tokenizer, resolve_device
+    from ..models import load_model, load_tokenizer, resolve_device, resolve_dtype
 
     if args.super_adapter:
         return _load_sub_adapter(args)
@@ -46,9 +88,13 @@ def _load(args):
         raise ShearsError("give --model (an HF folder, hub id or 'smollm2-135m'), --super-adapter DIR or --openvino DIR")
     device = resolve_device(args.device)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model)
+    model = load_model(args.model, dtype=resolve_dtype(args.dtype, device))
     if args.adapter:
         from peft import PeftModel
+
+        from ..nls.mpt import prepare_for_adapters
+
+        prepare_for_adapters(model)  # MPT: the adapter names attn.q_proj/k_proj/v_proj
 
         if not Path(args.adapter, "adapter_config.json").is_file():
             raise ShearsError(f"adapter folder {args.adapter} has no adapter_config.json; give a PEFT adapter folder")
@@ -59,7 +105,7 @@ def _load(args):
 def _load_sub_adapter(args):
     """The trained supernet with one sub-adapter active: evaluated without extracting it first."""
     from ..nls.folder import super_adapter_groups
-    from ..models import resolve_device
+    from ..models import resolve_device, resolve_dtype
     from ..nls.space import SearchSpace
     from ..search.subnet import resolve_subnet
 
@@ -71,7 +117,7 @@ def _load_sub_adapter(args):
 
     from ..nls.supernet import open_super_adapter
 
-    supernet, tokenizer = open_super_adapter(args.super_adapter, args.model)
+    supernet, tokenizer = open_super_adapter(args.super_adapter, args.model, resolve_dtype(args.dtype, device))
     supernet.activate(list(ranks))
     print(f"sub-adapter {how}: ranks {list(ranks)}")
     return supernet.peft_model.to(device).eval(), tokenizer, device
@@ -94,8 +140,9 @@ def _perplexity(args) -> None:
 
 
 def score_command(args) -> None:
-    """Score {"prediction", "answer"} lines with the task's extractor; --json prints only the summary."""
-    from .answers import is_correct
+    """Score {"prediction", "answer"} lines with the task's extractor; --json prints only the summary,
+    --output writes every line's verdict ({"line", "extracted", "correct"}, JSONL)."""
+    from .answers import score_prediction
     from ..data.tasks import get_task
 
     task = get_task(args.task)
@@ -103,6 +150,7 @@ def score_command(args) -> None:
     if not path.is_file():
         raise ShearsError(f"predictions file {path} does not exist")
     correct = count = 0
+    verdicts = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -113,11 +161,17 @@ def score_command(args) -> None:
         if not isinstance(row, dict) or not isinstance(row.get("prediction"), str) or "answer" not in row:
             raise ShearsError(f"{path} line {number} lacks \"prediction\" (a string) or \"answer\"; "
                               "expected {\"prediction\": str, \"answer\": str}")
-        correct += is_correct(task, row["prediction"], str(row["answer"]))
+        extracted, right = score_prediction(task, row["prediction"], str(row["answer"]), args.protocol)
+        verdicts.append({"line": number, "extracted": extracted, "correct": right})
+        correct += right
         count += 1
     if count == 0:
         raise ShearsError(f"{path} has no predictions; expected JSONL lines {{\"prediction\": str, \"answer\": str}}")
     accuracy = correct / count
+    if args.output:
+        from ..artifacts import write_text
+
+        write_text(args.output, "".join(json.dumps(v) + "\n" for v in verdicts))
     if args.json:
         print(json.dumps({"task": task.name, "accuracy": accuracy, "count": count}))
     else:

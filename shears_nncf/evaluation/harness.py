@@ -6,50 +6,118 @@ OpenVINO), so a deployed model is scored exactly as the PyTorch one.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
-from ..artifacts import write_json
-from ..data.prompts import format_prompt
-from .answers import answer_matches, extract_answer
+from ..artifacts import read_json, write_json
+from ..data.prompts import generation_prompt
+from .answers import answer_matches, extract_answer, response_text
 from ..data.tasks import get_task
 
 
 def evaluate(generator, records_by_task: dict[str, list[dict]], output_path: str | os.PathLike | None = None,
-             metadata: dict | None = None) -> dict:
-    """Accuracy per task (a fraction), the average over tasks, and every example; optionally saved as JSON."""
-    results = {**(metadata or {}), "tasks": {}, "examples": {}}
-    for name, records in records_by_task.items():
-        task = get_task(name)
-        prompts = [format_prompt(record, with_response=False) for record in records]
+             metadata: dict | None = None, protocol=None) -> dict:
+    """Accuracy per task (a fraction), the average over tasks, and every example; optionally saved as JSON
+    (after each task: see `run_tasks`).
+
+    `protocol` (a name or `shears_nncf.protocol.Protocol`) sets the prompt and how the answer is read."""
+    given = {get_task(name).name: name for name in records_by_task}  # our task name -> the caller's key
+
+    def score(name: str) -> tuple[dict, list[dict]]:
+        task, records = get_task(name), records_by_task[given[name]]
+        prompts = [generation_prompt(record, task, protocol) for record in records]
         generations = generator.generate(prompts, task.max_new_tokens)
         examples = []
         for record, prompt, generation in zip(records, prompts, generations):
-            extracted = extract_answer(task, generation)
+            extracted = extract_answer(task, response_text(generation, prompt, protocol), protocol)
             examples.append({
                 "prompt": prompt, "generation": generation, "extracted": extracted,
-                "answer": record["answer"], "correct": answer_matches(task, extracted, record["answer"]),
+                "answer": record["answer"], "correct": answer_matches(task, extracted, record["answer"], protocol),
             })
         correct = sum(e["correct"] for e in examples)
-        results["tasks"][task.name] = {"accuracy": correct / len(examples) if examples else 0.0,
-                                       "correct": correct, "count": len(examples)}
-        results["examples"][task.name] = examples
-    accuracies = [t["accuracy"] for t in results["tasks"].values()]
-    results["average"] = sum(accuracies) / len(accuracies) if accuracies else 0.0
-    if output_path is not None:
-        write_json(output_path, results)
+        return {"accuracy": correct / len(examples) if examples else 0.0, "correct": correct, "count": len(examples)}, examples
+
+    return run_tasks(list(given), score, output_path, metadata)
+
+
+def run_tasks(tasks: list[str], score_task, output_path: str | os.PathLike | None = None,
+              metadata: dict | None = None) -> dict:
+    """Score each task in turn with `score_task(name) -> (summary, examples or None)`.
+
+    The results file is rewritten after every task, so an interrupted run keeps the tasks it finished,
+    and a rerun with the same output file and settings (`metadata`) scores only the tasks still missing.
+    """
+    results = {**(metadata or {}), "tasks": {}}
+    finished = _finished(output_path, metadata or {})
+    for name in tasks:
+        if name in finished.get("tasks", {}):
+            print(f"{name}: already in {output_path}, not scored again")
+            summary, examples = finished["tasks"][name], finished.get("examples", {}).get(name)
+        else:
+            summary, examples = score_task(name)
+        results["tasks"][name] = summary
+        if examples is not None:
+            results.setdefault("examples", {})[name] = examples
+        results["average"] = sum(map(headline, results["tasks"].values())) / len(results["tasks"])
+        if output_path is not None:
+            write_json(output_path, results)
+    results.setdefault("average", 0.0)
     return results
 
 
+def headline(summary: dict) -> float:
+    """A task's number in the average: generation accuracy; for log-likelihood acc_norm, or acc where lm-eval defines no acc_norm."""
+    return summary["accuracy"] if "accuracy" in summary else summary.get("acc_norm", summary.get("acc"))
+
+
+def _finished(output_path, settings: dict) -> dict:
+    """The results already in `output_path` when they were made with the same settings, else nothing."""
+    if output_path is None or not Path(output_path).is_file():
+        return {}
+    previous = read_json(output_path, "results file")
+    if {k: v for k, v in previous.items() if k not in ("tasks", "examples", "average")} != json.loads(json.dumps(settings, default=str)):
+        print(f"{output_path} holds results of other settings; they will be replaced")
+        return {}
+    return previous
+
+
 def format_results_table(results: dict) -> str:
-    """One row per task (accuracy in %, count) and the average over tasks, as the paper's Tables 1-2 read."""
+    """One row per task and the average over tasks: generation accuracy (%) and count, as the paper's
+    Tables 1-2 read; for log-likelihood scoring acc and acc_norm (%) with their standard errors, and n."""
+    tasks = results["tasks"].values()
+    if any("acc" in t for t in tasks):
+        return _loglik_table(results)
     rows = [(name, f"{100 * t['accuracy']:.1f}", str(t["count"])) for name, t in results["tasks"].items()]
-    rows.append(("average", f"{100 * results['average']:.1f}", str(sum(t["count"] for t in results["tasks"].values()))))
-    header = ("task", "accuracy (%)", "count")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-    lines = [f"{header[0]:<{widths[0]}}  {header[1]:>{widths[1]}}  {header[2]:>{widths[2]}}"]
-    lines.append("-" * len(lines[0]))
+    rows.append(("average", f"{100 * results['average']:.1f}", str(sum(t["count"] for t in tasks))))
+    return _table(("task", "accuracy (%)", "count"), rows)
+
+
+def _loglik_table(results: dict) -> str:
+    def cell(summary: dict, metric: str) -> str:
+        if metric not in summary:
+            return "-"
+        return f"{100 * summary[metric]:.1f} ± {100 * summary[metric + '_stderr']:.1f}"
+
+    tasks = results["tasks"].values()
+    rows = [(name, cell(t, "acc"), cell(t, "acc_norm"), str(t["n"])) for name, t in results["tasks"].items()]
+    mean_acc = sum(t["acc"] for t in tasks) / len(tasks) if tasks else 0.0
+    rows.append(("average", f"{100 * mean_acc:.1f}", f"{100 * results['average']:.1f}", str(sum(t["n"] for t in tasks))))
+    return _table(("task", "acc (%)", "acc_norm (%)", "n"), rows) + "\n(average acc_norm takes acc where lm-eval defines no acc_norm)"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned first column, right-aligned numbers, a rule under the header and above the last row."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row):
+        return "  ".join([f"{row[0]:<{widths[0]}}"] + [f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:])])
+
+    lines = [line(header)]
+    rule = "-" * len(lines[0])
+    lines.append(rule)
     for i, row in enumerate(rows):
         if i == len(rows) - 1:
-            lines.append("-" * len(lines[0]))
-        lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}")
+            lines.append(rule)
+        lines.append(line(row))
     return "\n".join(lines)

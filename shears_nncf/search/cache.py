@@ -20,6 +20,7 @@ from typing import Callable, Protocol
 from ..artifacts import read_json, write_json
 from ..errors import ShearsError
 from ..nls.space import Config
+from .objective import HIGHER_IS_BETTER, METRICS
 
 
 class Objective(Protocol):
@@ -43,8 +44,8 @@ class EvaluationCache:
 
     def __init__(self, objective: Objective, cost: Callable[[Config], float],
                  store: str | os.PathLike | None = None, settings: dict | None = None):
-        if objective.metric not in ("accuracy", "loss"):
-            raise ShearsError(f"unknown metric {objective.metric!r}; expected accuracy or loss")
+        if objective.metric not in METRICS:
+            raise ShearsError(f"unknown metric {objective.metric!r}; expected {' or '.join(METRICS)}")
         self.objective = objective
         self.cost = cost
         self.records: dict[Config, Record] = {}  # in evaluation order
@@ -72,7 +73,11 @@ class EvaluationCache:
 
     def fitness(self, record: Record) -> float:
         """Higher is better, whatever the metric."""
-        return record.value if self.metric == "accuracy" else -record.value
+        return record.value if self.higher_is_better else -record.value
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
 
     def evaluate(self, config: Config) -> Record:
         config = tuple(config)

@@ -2,7 +2,9 @@
 
 The validation subset is fixed and seeded, and disjoint from the test data: for the embedded data the
 test files are the tasks' validation splits, so the subset is drawn from the *train* split, leaving out
-the records the super-adapter was trained on when the training manifest says which they were.
+the records the super-adapter was trained on when the training manifest says which they were. Under the
+`reference` protocol it is what the reference sets aside: `val_set_size` (120) records carved from the
+training data with seed 42, which training under that protocol never saw.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Sequence
 import torch
 
 from ..errors import ShearsError
+from ..protocol import Protocol, get_protocol
 from ..nls.space import Config
 
-METRICS = ("accuracy", "loss")
+METRICS = ("accuracy", "loss", "loglik")
+HIGHER_IS_BETTER = ("accuracy", "loglik")  # percentages; a loss is better lower
 COSTS = ("params", "macs")
 
 
@@ -36,11 +40,16 @@ def nncf_macs_cost(supernet):
     return cost
 
 
-def validation_records(data: str, tasks: list[str] | None, limit: int | None, seed: int, training: dict | None) -> tuple[dict[str, list[dict]], int]:
+def validation_records(data: str, tasks: list[str] | None, limit: int | None, seed: int, training: dict | None,
+                       protocol: str | Protocol | None = None, metric: str = "accuracy") -> tuple[dict[str, list[dict]], int]:
     """A seeded validation subset per task, and how many of its records the super-adapter was trained on.
 
     `training` is the super-adapter's manifest (its data, tasks, limit and seed say which records it saw)."""
     from ..data.sources import DEFAULT, load_records, load_training_records
+
+    protocol = get_protocol(protocol)
+    if protocol.val_set_size:
+        return _carved_validation(tasks, training, protocol, metric), 0
 
     trained_on_all = False
     if data == DEFAULT:
@@ -64,8 +73,50 @@ def validation_records(data: str, tasks: list[str] | None, limit: int | None, se
     return subset, sum(len(r) for r in subset.values()) if trained_on_all else 0
 
 
+def _carved_validation(tasks: list[str] | None, training: dict | None, protocol: Protocol, metric: str) -> dict[str, list[dict]]:
+    """The protocol's validation records, carved from the training data the manifest names, under one task name."""
+    from ..data.sources import reference_validation_records
+
+    if not training or "data" not in training:
+        raise ShearsError(f"the {protocol.name} protocol validates on records carved from the training data, "
+                          "but the super-adapter's manifest names no training data")
+    names = tasks or training.get("tasks") or []
+    if metric != "loss" and len(names) != 1:  # accuracy and loglik score each record as its task
+        raise ShearsError(f"the {protocol.name} protocol's {protocol.val_set_size} validation records are carved from "
+                          f"the mixed training data; score them with --metric loss, or name their one task with --tasks")
+    records = reference_validation_records(training["data"], training.get("tasks"), protocol)
+    return {names[0] if len(names) == 1 else "validation": records}
+
+
 def _key(record: dict) -> tuple:
     return (record.get("instruction"), record.get("input"), record.get("output"))
+
+
+class LoglikObjective:
+    """Average log-likelihood score (%) of the active sub-adapter: acc_norm (acc where lm-eval defines none),
+    ranked by lm-evaluation-harness. Cheap, and far less noisy than generation for small models."""
+
+    metric = "loglik"
+
+    def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], batch_size: int = 8,
+                 prompt_style: str = "lm-eval", protocol: str | Protocol | None = None):
+        from ..evaluation import loglik
+
+        self.tasks = loglik.loglik_tasks(list(records_by_task))
+        style = loglik.check_prompt_style(prompt_style)
+        documents = {task: loglik.record_documents(task, records, style, protocol, source="validation records")
+                     for task, records in zip(self.tasks, records_by_task.values())}
+        self.supernet = supernet
+        self.scorer = loglik.LoglikScorer(loglik.torch_lm(supernet.peft_model, tokenizer, batch_size),
+                                          loglik.task_folder(documents, style))
+
+    def __call__(self, config: Config) -> float:
+        from ..evaluation.harness import headline
+
+        self.supernet.activate(list(config))
+        with self.supernet.untraced():
+            scores = [headline(self.scorer.score(task)) for task in self.tasks]
+        return 100.0 * sum(scores) / len(scores)
 
 
 class AccuracyObjective:
@@ -73,18 +124,21 @@ class AccuracyObjective:
 
     metric = "accuracy"
 
-    def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], batch_size: int = 8):
+    def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], batch_size: int = 8,
+                 protocol: str | Protocol | None = None):
         from ..evaluation.generation import TorchGenerator
 
         self.supernet = supernet
         self.records_by_task = records_by_task
-        self.generator = TorchGenerator(supernet.peft_model, tokenizer, batch_size=batch_size, progress=False)
+        self.protocol = protocol
+        self.generator = TorchGenerator(supernet.peft_model, tokenizer, batch_size=batch_size, progress=False,
+                                        protocol=protocol)
 
     def __call__(self, config: Config) -> float:
         from ..evaluation.harness import evaluate
 
         self.supernet.activate(list(config))
-        return 100.0 * evaluate(self.generator, self.records_by_task)["average"]
+        return 100.0 * evaluate(self.generator, self.records_by_task, protocol=self.protocol)["average"]
 
 
 class LossObjective:
@@ -92,11 +146,13 @@ class LossObjective:
 
     metric = "loss"
 
-    def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], max_length: int, batch_size: int = 8):
+    def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], max_length: int, batch_size: int = 8,
+                 protocol: str | Protocol | None = None):
         from ..data.prompts import tokenize_for_training
 
         records = [r for records in records_by_task.values() for r in records]
-        self.examples, _ = tokenize_for_training(records, tokenizer, max_length)
+        # The responses' loss in the protocol's training prompt, whatever the protocol trains on.
+        self.examples, _ = tokenize_for_training(records, tokenizer, max_length, protocol=protocol)
         self.supernet = supernet
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.batch_size = batch_size

@@ -46,7 +46,7 @@ def plot_pareto(path: str | Path, cache: EvaluationCache, marked: dict[str, Reco
     if chosen is not None:
         ax.scatter([chosen.cost], [chosen.value], s=160, marker="*", c="gold", edgecolors="black", label="chosen", zorder=4)
     ax.set_xlabel(cost_name)
-    ax.set_ylabel(f"validation {cache.metric}" + (" (%)" if cache.metric == "accuracy" else ""))
+    ax.set_ylabel(f"validation {cache.metric}" + (" (%)" if cache.higher_is_better else ""))
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -157,12 +157,12 @@ def _aspiration_points(space: SearchSpace, budget: Budget, search_config: dict) 
     From the config: `aspiration_points` as [cost, metric] pairs, in the units search.json reports. By default
     one point at the utopia (the minimal sub-adapter's cost with a perfect metric: 100% or zero loss), which
     steers the search towards the knee of the accuracy/cost front."""
-    perfect = 100.0 if budget.cache.metric == "accuracy" else 0.0
+    perfect = 100.0 if budget.cache.higher_is_better else 0.0
     points = search_config.get("aspiration_points") or [[budget.cache.cost(space.minimal), perfect]]
     points = np.array(points, dtype=float)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ShearsError(f"bootstrapNAS.search.aspiration_points must be [[cost, {budget.cache.metric}], ...], got {points.tolist()}")
-    sign = -1.0 if budget.cache.metric == "accuracy" else 1.0
+    sign = -1.0 if budget.cache.higher_is_better else 1.0
     return np.column_stack([points[:, 0], sign * points[:, 1]])
 
 
@@ -171,7 +171,7 @@ def _select(evaluated: list[Record], budget: Budget, params, space: SearchSpace)
     (`ref_acc`, or by default the maximal sub-adapter's), else the best-scoring one."""
     fitness = budget.cache.fitness
     if params.ref_acc is not None and params.ref_acc >= 0:
-        reference = params.ref_acc if budget.cache.metric == "accuracy" else -params.ref_acc
+        reference = params.ref_acc if budget.cache.higher_is_better else -params.ref_acc
     else:
         reference = fitness(budget.cache.evaluate(space.maximal))
     within = [r for r in evaluated if fitness(r) >= reference - params.acc_delta]

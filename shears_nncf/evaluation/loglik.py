@@ -1,0 +1,272 @@
+"""Log-likelihood (ranked-choice) scoring of the commonsense tasks through lm-evaluation-harness.
+
+lm-eval does the scoring; this module only hands it documents. Each task's documents are written
+once as JSONL into the cache (a folder keyed by their content), beside a task YAML that includes
+our template from `lm_eval_tasks/` (lm-eval's own templates, reading local JSON), so lm-eval's
+library and its CLI (`--include_path FOLDER`) score the same thing, offline.
+
+Two wordings: "lm-eval" documents carry the fields of lm-eval's templates (the embedded splits hold
+them; LLM-Adapters files are parsed back into them); "llm-adapters" documents are the paper's
+prompt with the answer sentences of its training data as choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from functools import partial
+from pathlib import Path
+
+from ..artifacts import atomic_output_dir
+from ..data.tasks import COMMONSENSE, MULTIPLE_CHOICE, resolve_tasks
+from ..errors import ShearsError
+
+PROMPT_STYLES = ("lm-eval", "llm-adapters")
+TEMPLATES = Path(__file__).with_name("lm_eval_tasks")
+# Our task name -> its template in TEMPLATES (for the lm-eval wording).
+_TEMPLATE = {"boolq": "boolq", "piqa": "piqa", "social_i_qa": "social_i_qa", "hellaswag": "hellaswag",
+             "winogrande": "winogrande", "arc_easy": "arc", "arc_challenge": "arc", "openbookqa": "openbookqa"}
+_LLM_ADAPTERS_TEMPLATE = "llm_adapters"
+_ANSWER_SENTENCE = "the correct answer is "  # how every LLM-Adapters commonsense output begins
+
+
+def lm_eval_name(task: str) -> str:
+    """The name our task has inside lm-eval: distinct from its built-in task of the same data."""
+    return f"shears_{task}"
+
+
+def check_prompt_style(style: str) -> str:
+    if style not in PROMPT_STYLES:
+        raise ShearsError(f"unknown prompt style {style!r}; expected {' or '.join(PROMPT_STYLES)}")
+    return style
+
+
+def loglik_tasks(names: list[str]) -> list[str]:
+    """Our task names for `names`; only tasks with choices to rank."""
+    tasks = resolve_tasks(names)
+    for task in tasks:
+        if task.kind != MULTIPLE_CHOICE:
+            raise ShearsError(f"task {task.name} has free-form answers, nothing to rank: --scoring loglik takes "
+                              f"{', '.join(COMMONSENSE)}; score {task.name} with --scoring generate")
+    return [task.name for task in tasks]
+
+
+def source_documents(data: str, tasks: list[str] | None, prompt_style: str, protocol: str | None = None) -> dict[str, list[dict]]:
+    """Each task's documents from `--data` ("default": the embedded validation splits); `tasks` None:
+    every commonsense task the source has. `protocol` picks the training template of the llm-adapters wording."""
+    from ..data.sources import DEFAULT, load_records
+
+    if data == DEFAULT and prompt_style == "lm-eval":
+        return {task: olmo_documents(task) for task in tasks or COMMONSENSE}
+    records = load_records(data, tasks, split="test")
+    if tasks is None:
+        records = {task: task_records for task, task_records in records.items() if task in COMMONSENSE}
+        if not records:
+            raise ShearsError(f"{data} has none of the tasks --scoring loglik ranks ({', '.join(COMMONSENSE)})")
+    return {task: record_documents(task, task_records, prompt_style, protocol, source=data)
+            for task, task_records in records.items()}
+
+
+def olmo_documents(task: str) -> list[dict]:
+    """The embedded validation split of `task` in the fields of lm-eval's template."""
+    from ..data.olmo import CONVERTERS, olmo_documents as documents
+
+    folder, _ = CONVERTERS[task]
+    return [_OLMO[task](doc) for doc in documents(folder, "validation")]
+
+
+def record_documents(task: str, records: list[dict], prompt_style: str, protocol: str | None = None,
+                     source: str = "") -> list[dict]:
+    """LLM-Adapters records ({"instruction", "answer", ...}) as documents of the given wording."""
+    convert = partial(_llm_adapters_document, protocol=protocol) if prompt_style == "llm-adapters" else _PARSERS[task]
+    documents = []
+    for index, record in enumerate(records):
+        try:
+            documents.append(convert(record))
+        except (KeyError, ValueError) as e:
+            raise ShearsError(f"{source or task} ({task}): record {index} does not have LLM-Adapters' {task} wording "
+                              f"({e}); expected an instruction like its {task}/test.json") from None
+    return documents
+
+
+def task_folder(documents_by_task: dict[str, list[dict]], prompt_style: str) -> Path:
+    """The lm-eval task folder for these documents, written to the cache once (keyed by its content)."""
+    from ..models import cache_dir
+
+    templates = {task: _LLM_ADAPTERS_TEMPLATE if prompt_style == "llm-adapters" else _TEMPLATE[task] for task in documents_by_task}
+    files = {}
+    for task, documents in documents_by_task.items():
+        files[f"{task}.jsonl"] = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents)
+        files[f"_{templates[task]}_template_yaml"] = (TEMPLATES / f"{templates[task]}.yaml").read_text()
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_dir() / "lm_eval_tasks" / digest
+    if not folder.is_dir():
+        with atomic_output_dir(folder) as tmp:
+            for name, text in files.items():
+                (tmp / name).write_text(text)
+            for task, template in templates.items():
+                # lm-eval reads a relative data path from the working directory, so it is absolute.
+                data_file = json.dumps(str(folder / f"{task}.jsonl"))
+                (tmp / f"{task}.yaml").write_text(f"include: _{template}_template_yaml\ntask: {lm_eval_name(task)}\n"
+                                                  f"dataset_kwargs:\n  data_files:\n    validation: {data_file}\n")
+    return folder
+
+
+class LoglikScorer:
+    """Scores one task at a time with lm-eval's `simple_evaluate` on an lm-eval model (`HFLM` and kin)."""
+
+    def __init__(self, lm, folder: Path):
+        from lm_eval.tasks import TaskManager
+
+        self.lm = lm
+        self.task_manager = TaskManager(include_path=str(folder), include_defaults=False)
+
+    def score(self, task: str, limit: int | None = None) -> dict:
+        """{"acc", "acc_stderr", "acc_norm", "acc_norm_stderr" (where lm-eval defines it), "n"} of the first `limit` documents."""
+        import lm_eval
+
+        name = lm_eval_name(task)
+        out = lm_eval.simple_evaluate(model=self.lm, tasks=[name], task_manager=self.task_manager, limit=limit,
+                                      log_samples=False, verbosity="WARNING")
+        return task_metrics(out, name)
+
+
+def task_metrics(out: dict, name: str) -> dict:
+    """Our summary of one task from lm-eval's results (its keys are "<metric>,<filter>")."""
+    raw = out["results"][name]
+    metrics = {}
+    for metric in ("acc", "acc_norm"):
+        if f"{metric},none" in raw:
+            metrics[metric] = raw[f"{metric},none"]
+            metrics[f"{metric}_stderr"] = raw[f"{metric}_stderr,none"]
+    metrics["n"] = out["n-samples"][name]["effective"]
+    return metrics
+
+
+def torch_lm(model, tokenizer, batch_size: int):
+    """lm-eval's HF model around an in-memory model (a PeftModel or a supernet's model too); for an
+    OpenVINO IR see `openvino_backend.openvino_lm`."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+
+
+# ---- documents of the embedded splits (OLMES "rc" documents) in lm-eval's fields
+
+
+def _olmes_question(query: str) -> str:
+    """The question of an OLMES query "...Question: <q>\\nAnswer:"."""
+    return query.rpartition("Question: ")[2].removesuffix("Answer:").strip()
+
+
+def _lettered(choices: list[str], gold: int) -> dict:
+    labels = [chr(ord("A") + i) for i in range(len(choices))]
+    return {"choices": {"text": list(choices), "label": labels}, "answerKey": labels[gold]}
+
+
+def _olmo_boolq(doc: dict) -> dict:
+    passage, _, question = doc["query"].rpartition("\nQuestion: ")
+    # OLMES ends the question with "?"; lm-eval's template adds it to the raw question.
+    return {"passage": passage, "question": question.removesuffix("\nAnswer:").strip().removesuffix("?"),
+            "label": ["no", "yes"].index(doc["choices"][doc["gold"]])}
+
+
+_OLMO = {
+    "boolq": _olmo_boolq,
+    "piqa": lambda d: {"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": d["label"]},
+    "social_i_qa": lambda d: {k: d[k] for k in ("context", "question", "answerA", "answerB", "answerC", "label")},
+    "hellaswag": lambda d: {"query": d["query"], "choices": d["choices"], "label": d["gold"]},
+    "winogrande": lambda d: {k: d[k] for k in ("sentence", "option1", "option2", "answer")},
+    "arc_easy": lambda d: {"question": _olmes_question(d["query"]), **_lettered(d["choices"], d["gold"])},
+    "arc_challenge": lambda d: {"question": _olmes_question(d["query"]), **_lettered(d["choices"], d["gold"])},
+    "openbookqa": lambda d: {"question_stem": _olmes_question(d["query"]), **_lettered(d["choices"], d["gold"])},
+}
+
+
+# ---- documents of LLM-Adapters records
+
+
+def _match(pattern: str, record: dict) -> re.Match:
+    found = re.fullmatch(pattern, record["instruction"].strip(), flags=re.DOTALL)
+    if found is None:
+        raise ValueError("its instruction does not match")
+    return found
+
+
+def _numbered(word: str, text: str) -> list[str]:
+    """The items of "Word1: a Word2: b ..." (one space, a newline or a blank line between them), as written."""
+    return re.split(rf"(?:\n\n| |\n)?\b{word}\d+: ", text)[1:]
+
+
+def _gold(record: dict, word: str, n: int) -> int:
+    answer = record["answer"].strip().lower()
+    index = int(answer.removeprefix(word)) - 1 if answer.startswith(word) and answer[len(word):].isdigit() else -1
+    if not 0 <= index < n:
+        raise ValueError(f"answer {record['answer']!r} is not {word}1..{word}{n}")
+    return index
+
+
+def _parse_boolq(record: dict) -> dict:
+    question = _match(r".*question: (.*)\n\nAnswer format: true/false", record)[1]
+    if record["answer"] not in ("true", "false"):
+        raise ValueError(f"answer {record['answer']!r} is not true or false")
+    return {"passage": "", "question": question.removesuffix("?"), "label": int(record["answer"] == "true")}
+
+
+def _parse_piqa(record: dict) -> dict:
+    goal, sol1, sol2 = _match(r".*the question: (.*)\n\nSolution1: (.*)\n\nSolution2: (.*)\n\nAnswer format: solution1/solution2", record).groups()
+    return {"goal": goal, "sol1": sol1, "sol2": sol2, "label": _gold(record, "solution", 2)}
+
+
+def _parse_social_i_qa(record: dict) -> dict:
+    question, answers = _match(r".*the question: (.*?)\n\n(Answer1: .*)\n\nAnswer format: [a-z0-9/]+", record).groups()
+    a, b, c = _numbered("Answer", answers)
+    return {"context": question, "question": "", "answerA": a, "answerB": b, "answerC": c,
+            "label": str(_gold(record, "answer", 3) + 1)}
+
+
+def _parse_hellaswag(record: dict) -> dict:
+    from lm_eval.tasks.hellaswag.utils import preprocess
+
+    context, endings = _match(r".*the given sentence: (.*?)\n\n(Ending1: .*?)\s*Answer format: [a-z0-9/]+", record).groups()
+    choices = [preprocess(e) for e in _numbered("Ending", endings)]
+    return {"query": preprocess(context), "choices": choices, "label": _gold(record, "ending", len(choices))}
+
+
+def _parse_winogrande(record: dict) -> dict:
+    sentence, option1, option2 = _match(r".*the given sentence: (.*)\n\nOption1: (.*) Option2: (.*) Answer format: option1/option2", record).groups()
+    if "_" not in sentence:
+        raise ValueError("its sentence has no blank '_'")
+    return {"sentence": sentence, "option1": option1, "option2": option2,
+            "answer": str(_gold(record, "option", 2) + 1)}
+
+
+def _parse_question_answer(field: str):
+    def parse(record: dict) -> dict:
+        question, answers = _match(r".*the question: (.*?)\n\n(Answer1: .*)\n\nAnswer format: [a-z0-9/]+", record).groups()
+        choices = _numbered("Answer", answers)
+        return {field: question, **_lettered(choices, _gold(record, "answer", len(choices)))}
+
+    return parse
+
+
+_PARSERS = {
+    "boolq": _parse_boolq, "piqa": _parse_piqa, "social_i_qa": _parse_social_i_qa, "hellaswag": _parse_hellaswag,
+    "winogrande": _parse_winogrande, "arc_easy": _parse_question_answer("question"),
+    "arc_challenge": _parse_question_answer("question"), "openbookqa": _parse_question_answer("question_stem"),
+}
+
+
+def _llm_adapters_document(record: dict, protocol: str | None) -> dict:
+    """The paper's (training) prompt; as choices the answer sentences of the words its "Answer format:" line offers."""
+    from ..data.prompts import format_prompt
+
+    words = re.findall(r"Answer format: ([\w/ ]+?)\s*$", record["instruction"].strip())
+    if not words:
+        raise ValueError("its instruction has no 'Answer format: a/b/...' line")
+    choices = [w.strip() for w in words[0].split("/")]
+    if record["answer"] not in choices:
+        raise ValueError(f"answer {record['answer']!r} is not one of {'/'.join(choices)}")
+    return {"prompt": format_prompt(record, with_response=False, protocol=protocol), "choices": [_ANSWER_SENTENCE + w for w in choices],
+            "gold": choices.index(record["answer"])}
