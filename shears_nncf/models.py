@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .artifacts import atomic_output_dir
+from .config import PRECISIONS
 from .errors import ShearsError
 
 EMBEDDED_MODEL = "smollm2-135m"
@@ -105,11 +106,72 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     return tokenizer
 
 
+def load_model_config(name_or_path: str | os.PathLike):
+    """The model's HF config alone (a few KB): what a dry run sizes and what `shears run` checks before writing.
+
+    A hub id that is neither cached nor reachable (offline, `HF_HUB_OFFLINE=1`) fails here, at once."""
+    from transformers import AutoConfig
+
+    path = resolve_model(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        if Path(path).exists():
+            raise ShearsError(f"could not read the model config of {path!r}: {_first_line(e)}") from None
+        raise ShearsError(
+            f"model {path!r} is not in the local Hugging Face cache and the hub cannot be reached "
+            f"({_first_line(e)[:120]}); download it first (`hf download {path}`) or give a local model folder"
+        ) from None
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """`--dtype`: bf16|fp16|fp32, or auto: bf16 on CUDA where supported, fp16 on other CUDA, fp32 on CPU."""
+    if name == "auto":
+        if torch.device(device).type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name not in DTYPES:
+        raise ShearsError(f"unknown dtype {name!r}; use one of {', '.join(PRECISIONS)}")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The `--dtype` spelling of a torch dtype, as manifests record it."""
+    return next(name for name, d in DTYPES.items() if d == dtype)
+
+
+def context_length(config) -> int | None:
+    """The longest sequence the model was trained on (LLaMA: max_position_embeddings, MPT: max_seq_len)."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "max_seq_len", None)
+
+
+def meta_model(config) -> nn.Module:
+    """The model a config describes, on the meta device: every shape, no memory, no weights read.
+
+    accelerate moves each parameter to the meta device as it is registered (`torch.device("meta")` as
+    a context does not reach torch's factories once nncf.torch has wrapped them), and transformers skips
+    the random initialisation of each parameter during the moment it is on the CPU."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    with init_empty_weights(), no_init_weights():
+        return AutoModelForCausalLM.from_config(config)
+
+
+def parameter_count(config) -> int:
+    return sum(p.numel() for p in meta_model(config).parameters())
+
+
 def load_model(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """Load a causal LM and check that its architecture is one we know how to sparsify."""
+    """Load a causal LM in `dtype` and check that its architecture is one we know how to sparsify."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name_or_path)
+    load_model_config(path)  # an unreachable hub id fails with the one line that says what is needed
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as e:

