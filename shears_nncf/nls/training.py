@@ -5,23 +5,38 @@ patched): before every micro-batch a random rank is drawn for every adapter grou
 rate follows NNCF's BootstrapNAS stage schedule (cosine from the stage's `init_lr` over `epochs_lr`,
 no warm-up) instead of HF's scheduler. With `lora_only` the same loop trains a plain LoRA baseline
 (full rank, HF's cosine without warm-up) for the paper's ablations.
+
+Several processes (`torchrun`, `accelerate launch`) train data-parallel as HF's Trainer does it (DDP;
+gloo on CPU, NCCL on GPU): each rank takes its share of every global micro-batch, and DDP averages
+the gradients. That is only the paper's method if every rank trains the *same* sub-adapter at the same
+micro-batch, which `sub_adapter_rng` guarantees. Only the main process writes the output folder and
+the checkpoints' shared files; every rank writes its own RNG state into a checkpoint, so checkpoints and
+the output live on a file system all nodes share, as HF's Trainer assumes.
+
+Setting `SHEARS_SUB_ADAPTER_LOG=<folder>` makes every rank append the sub-adapter of each micro-batch
+to `<folder>/sub_adapters.rank<R>.jsonl` (`{"micro_batch": i, "ranks": [...]}`), so that a run can
+show the ranks agreed.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
+import json
 import os
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-from ..artifacts import atomic_output_dir, write_manifest
+from ..artifacts import atomic_output_dir, write_json, write_manifest
 from ..config import ShearsConfig
 from ..errors import ShearsError
-from ..models import resolve_device
+from ..models import dtype_name, resolve_device, resolve_dtype
 from .supernet import NNCF_CONFIG_FILE, Supernet, build_supernet, save_super_adapter
 
 
@@ -56,22 +71,49 @@ class NNCFStageLR:
             self.step()
 
 
+SUB_ADAPTER_LOG = "SHEARS_SUB_ADAPTER_LOG"
+TRAINING_LOG = "training_log.json"  # HF's log history, as the reference keeps it in trainer_state.json
+
+
+def sub_adapter_rng(seed: int, micro_batch: int) -> random.Random:
+    """The generator that draws the sub-adapter of global micro-batch `micro_batch`.
+
+    Every rank builds the same generator from (seed, micro-batch index), so all ranks activate the same
+    sub-adapter without any communication. We chose this over broadcasting rank 0's draw because it needs
+    no collective per micro-batch (on NCCL that is a device tensor and a sync before every forward), it
+    holds however the global `random` is used elsewhere on one rank but not another (NNCF's own sampler
+    draws from the global `random`; the Shears reference relies on every rank seeding and consuming it
+    alike, as NNCF's `compression_ctrl.distributed()`, which it calls, is a no-op for progressive
+    shrinking in NNCF 2.19), a one-process run with a W times larger batch draws the same sequence, and
+    a resumed run needs no saved generator state: the index is the optimizer step times the accumulation
+    plus the micro-batch within the step. A string seed is hashed with SHA-512 by `random`, the same in
+    every process whatever PYTHONHASHSEED is.
+    """
+    return random.Random(f"shears-nls:{seed}:{micro_batch}")
+
+
 class NLSTrainer(Trainer):
     """`transformers.Trainer` training a super-adapter: a random sub-adapter at every micro-batch."""
 
-    def __init__(self, *args, supernet: Supernet, **kwargs):
+    def __init__(self, *args, supernet: Supernet, sub_adapter_log=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.supernet = supernet
+        self.sub_adapter_log = sub_adapter_log  # an open text file, or None
         self.sampled_configs: collections.deque[list[int]] = collections.deque(maxlen=256)
         self.learning_rates: list[float] = []  # the rate each optimizer step of this run used
-        self._micro_batches = 0
+        self._step, self._in_step = -1, 0  # the optimizer step being accumulated, its micro-batches so far
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self._micro_batches % self.args.gradient_accumulation_steps == 0:
+        if self.state.global_step != self._step:
+            self._step, self._in_step = self.state.global_step, 0
             self.learning_rates.append(self.optimizer.param_groups[0]["lr"])
-        self._micro_batches += 1
+        micro_batch = self._step * self.args.gradient_accumulation_steps + self._in_step
+        self._in_step += 1
         if self.supernet.elastic:
-            self.sampled_configs.append(self.supernet.activate_random())
+            ranks = self.supernet.activate_random(sub_adapter_rng(self.args.seed, micro_batch))
+            self.sampled_configs.append(ranks)
+            if self.sub_adapter_log is not None:
+                self.sub_adapter_log.write(json.dumps({"micro_batch": micro_batch, "ranks": ranks}) + "\n")
         return super().training_step(model, inputs, num_items_in_batch)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -90,6 +132,15 @@ class TrainResult:
     supernet: Supernet
     sampled_configs: list[list[int]]  # the last (up to 256) sub-adapters drawn, one per micro-batch
     learning_rates: list[float]  # one per optimizer step of this run
+
+
+def _sub_adapter_log(rank: int):
+    """This rank's sub-adapter log when SHEARS_SUB_ADAPTER_LOG names a folder (appended to, line-buffered)."""
+    folder = os.environ.get(SUB_ADAPTER_LOG)
+    if not folder:
+        return contextlib.nullcontext()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return open(Path(folder) / f"sub_adapters.rank{rank}.jsonl", "a", buffering=1)
 
 
 def checkpoint_dir(output: str | os.PathLike) -> Path:
@@ -113,7 +164,9 @@ def train(
     save_steps: int = 200,
     manifest: dict | None = None,
 ) -> TrainResult:
-    """Train a super-adapter (or a plain LoRA) on tokenized examples and write the output folder."""
+    """Train a super-adapter (or a plain LoRA) on tokenized examples and write the output folder.
+
+    Under torchrun or accelerate every process calls this with the same arguments; the main one writes."""
     if not examples:
         raise ShearsError("no training examples: check --data, --tasks and --limit")
     device = resolve_device(device)
@@ -122,9 +175,8 @@ def train(
     if resume and last is None:
         raise ShearsError(f"--resume: no checkpoint in {checkpoints} to resume from; run without --resume")
 
-    supernet = build_supernet(model.to(device), config, elastic=not lora_only)
     t = config.training
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    precision = dtype_name(resolve_dtype(t.precision, device))
     args = TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=t.batch_size,
@@ -141,48 +193,79 @@ def train(
         save_total_limit=1,
         report_to=[],
         seed=seed,
-        bf16=bf16,
-        fp16=device.type == "cuda" and not bf16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # the frozen base's inputs need no grad
+        ddp_find_unused_parameters=False,  # every LoRA weight is used at every rank (a sub-adapter slices it)
         use_cpu=device.type == "cpu",
         remove_unused_columns=False,
         label_names=["labels"],
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    trainer = NLSTrainer(
-        model=supernet.peft_model,
-        args=args,
-        train_dataset=examples,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt"),
-        supernet=supernet,
-    )
-    with supernet.untraced():
-        run = trainer.train(resume_from_checkpoint=str(last) if resume else None)
+    launched_with = "fp32" if args.mixed_precision == "no" else args.mixed_precision
+    if launched_with != precision:  # the launcher's ACCELERATE_MIXED_PRECISION would win over our choice
+        raise ShearsError(
+            f"the launcher asks for mixed precision {args.mixed_precision!r} (ACCELERATE_MIXED_PRECISION, e.g. from an "
+            f"accelerate config) but shears.training.precision gives {precision}; set mixed_precision: \"no\" in the "
+            "accelerate config and choose the precision in the shears config"
+        )
+    if args.world_size > 1 and device.type == "cuda":
+        device = args.device  # this process's GPU (cuda:LOCAL_RANK), as the launcher's environment says
+    if args.world_size > 1 and device.type == "cpu":
+        _load_indexed_cpu_locations()
+    set_seed(seed)  # the LoRA initialisation, the same in every process and every run with this seed
+    supernet = build_supernet(model.to(device), config, elastic=not lora_only)
+    with _sub_adapter_log(args.process_index) as log:
+        trainer = NLSTrainer(
+            model=supernet.peft_model,
+            args=args,
+            train_dataset=examples,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt"),
+            supernet=supernet,
+            sub_adapter_log=log,
+        )
+        with supernet.untraced():
+            run = trainer.train(resume_from_checkpoint=str(last) if resume else None)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     if supernet.elastic:
         supernet.activate_maximal()
-
-    with atomic_output_dir(output) as tmp:
-        save_super_adapter(supernet, tmp)
-        write_manifest(tmp, {
-            "stage": "train",
-            **(manifest or {}),
-            "lora_only": lora_only,
-            "config": config.raw,
-            "nncf_config": NNCF_CONFIG_FILE,
-            "groups": supernet.group_names,
-            "search_space": supernet.search_space if supernet.elastic else None,
-            "settings": {**vars(t), "max_steps": max_steps, "seed": seed, "device": str(device),
-                         "precision": "bf16" if bf16 else "fp16" if args.fp16 else "fp32"},
-            "examples": len(examples),
-            "optimizer_steps": trainer.state.global_step,
-            "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None,
-            "supernet_build_seconds": round(supernet.build_seconds, 2),
-            "train_seconds": round(run.metrics["train_runtime"], 1),  # this run's; a resumed one's last leg
-        })
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()  # no rank still writes a checkpoint when the main one removes them
+    if trainer.is_world_process_zero():
+        with atomic_output_dir(output) as tmp:
+            save_super_adapter(supernet, tmp)
+            write_json(tmp / TRAINING_LOG, trainer.state.log_history)  # the loss (mean over ranks) at every step
+            write_manifest(tmp, {
+                "stage": "train",
+                **(manifest or {}),
+                "lora_only": lora_only,
+                "config": config.raw,
+                "nncf_config": NNCF_CONFIG_FILE,
+                "groups": supernet.group_names,
+                "search_space": supernet.search_space if supernet.elastic else None,
+                "settings": {**vars(t), "max_steps": max_steps, "seed": seed, "device": str(device), "precision": precision,
+                             "world_size": args.world_size, "global_batch": t.batch_size * t.grad_accum * args.world_size,
+                             "distributed_backend": torch.distributed.get_backend() if args.world_size > 1 else None},
+                "examples": len(examples),
+                "optimizer_steps": trainer.state.global_step,
+                "first_loss": losses[0] if losses else None,
+                "last_loss": losses[-1] if losses else None,
+                "supernet_build_seconds": round(supernet.build_seconds, 2),
+                "train_seconds": round(run.metrics["train_runtime"], 1),  # this run's; a resumed one's last leg
+            })
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()  # every process returns once the output is there
     return TrainResult(Path(output), trainer.state.global_step, losses, supernet, list(trainer.sampled_configs), trainer.learning_rates)
+
+
+@functools.cache
+def _load_indexed_cpu_locations() -> None:
+    """Let `torch.load` map to 'cpu:0'. On CPU, accelerate gives every process of a multi-process run the
+    device cpu:0, and the Trainer resuming such a run loads the optimizer state with that device as its
+    `map_location`, which torch's own CPU loader (it knows only 'cpu') refuses. Registered through torch's
+    public hook for device tags, once per process, and only in such a run: it never tags what is saved."""
+    torch.serialization.register_package(11, lambda obj: None, lambda storage, location: storage if location.startswith("cpu:") else None)
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
