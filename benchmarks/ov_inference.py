@@ -1,8 +1,9 @@
 """CPU inference of the embedded SmolLM2: dense vs 50%-sparse + unmerged sub-adapter, fp32 / INT8 / W8A8.
 
 Rows: the dense original (fp32 IR), the 50%-sparse model with its sub-adapter (fp32 IR, INT8-weight
-IR, W8A8 IR), each with and without CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE, and PyTorch eager on the
-same sparse model + adapter. The kernel column comes from OpenVINO's runtime graph, so a sparse
+IR, W8A8 IR), the same sub-adapter merged into the sparse base keeping its zeros (`shears extract
+--merge`'s `merge_to_folder`; INT8 and W8A8 IRs, no adapter matmuls), each with and without
+CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE, and PyTorch eager on the same sparse model + adapter. The kernel column comes from OpenVINO's runtime graph, so a sparse
 speed-up is only claimed where a sparse kernel ran. Prints the ratio of OpenVINO to PyTorch eager
 tokens/s for the same sparse model.
 
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import torch
 
+from shears_nncf.artifacts import read_manifest
 from shears_nncf.bench import benchmark, format_table
 from shears_nncf.cli import main as shears
+from shears_nncf.export.merge import merge_to_folder
 from shears_nncf.export.openvino import export_openvino
 from shears_nncf.models import EMBEDDED_MODEL, cache_dir, load_model, resolve_model
 
@@ -94,6 +97,10 @@ def main() -> None:
 
     irs = {"dense_fp32": (resolve_model(EMBEDDED_MODEL), None, "as-is")}
     irs.update({f"sparse_lora_{w.replace('-', '')}": (sparse, adapter, w) for w in ("as-is", "int8", "w8a8")})
+    merged = work / f"merged_{adapter.name}"
+    if not merged.exists():
+        merge_to_folder(sparse, adapter, merged)
+    irs.update({f"merged_{w}": (merged, None, w) for w in ("int8", "w8a8")})
     for name, (model, adapter_dir, weights) in irs.items():
         if not (work / name).exists():
             export_openvino(model, work / name, adapter=adapter_dir, weights=weights)
@@ -112,6 +119,13 @@ def main() -> None:
                     if row["status"] == "ok":
                         print(f"OpenVINO {name} (rate {rate}) / PyTorch eager, same sparse model + adapter: "
                               f"{row['tokens_per_s'] / eager['tokens_per_s']:.2f}x tokens/s")
+    dropped = read_manifest(merged, stage="extract")["update_dropped_by_mask"]
+    for w in ("int8", "w8a8"):
+        for rate in (None, args.sparse_rate):
+            one, other = rows[(f"merged_{w}", rate)], rows[(f"sparse_lora_{w}", rate)]
+            if one["status"] == other["status"] == "ok":
+                print(f"{w} (rate {rate}): merged-masked / unmerged adapter: {one['tokens_per_s'] / other['tokens_per_s']:.2f}x "
+                      f"tokens/s (the mask dropped {dropped:.1%} of the update)")
     print(f"JSON: {args.json}")
 
 

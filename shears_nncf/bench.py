@@ -103,23 +103,37 @@ def _read_lines(path: str) -> list[str]:
 
 
 def _run_in_subprocess(run: dict, prompts: list[str], max_new_tokens: int) -> dict:
-    spec = json.dumps(dict(run, prompts=prompts, max_new_tokens=max_new_tokens))
-    proc = subprocess.run(
-        [sys.executable, "-m", "shears_nncf.bench", spec], capture_output=True, text=True, env=_worker_env()
-    )
     row = dict(run, size_mb=_folder_size_mb(Path(run["folder"])), weights=_weights_label(Path(run["folder"])))
+    row.update(_spawn(dict(run, prompts=prompts, max_new_tokens=max_new_tokens)))
+    return row
+
+
+def throughput(folder: str | os.PathLike, batch: int, prompt_tokens: int, new_tokens: int,
+               sparse_rate: float | None = None, threads: int | None = None) -> dict:
+    """Prefill and decode tokens/s of an IR folder at one batch size, on synthetic token ids, in its own process.
+
+    The scaling study's measurement: no tokenizer, every sequence of the batch `prompt_tokens` long, then
+    `new_tokens` greedy steps. Returns tokens/s, peak memory and the FullyConnected kernels that ran."""
+    return _spawn(dict(folder=str(folder), backend="openvino", mode="throughput", batch=batch,
+                       prompt_tokens=prompt_tokens, new_tokens=new_tokens, sparse_rate=sparse_rate, threads=threads))
+
+
+def _spawn(spec: dict) -> dict:
+    """Run one worker in a fresh process: its result with status "ok", or the stage it crashed in."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "shears_nncf.bench", json.dumps(spec)], capture_output=True, text=True, env=_worker_env()
+    )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode == 0 and lines:
-        row.update(json.loads(lines[-1]), status="ok")
-        return row
+        return dict(json.loads(lines[-1]), status="ok")
     stages = [line for line in proc.stderr.splitlines() if line.startswith("stage:")]
     cause = f"signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else f"exit {proc.returncode}"
-    last_error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
-    row["status"] = f"crashed ({cause}) during {stages[-1][6:].strip() if stages else 'start-up'}"
-    row["error"] = last_error
     kernels = [line for line in proc.stderr.splitlines() if line.startswith("kernels:")]
-    row["fc_kernels"] = json.loads(kernels[-1][8:]) if kernels else {}
-    return row
+    return {
+        "status": f"crashed ({cause}) during {stages[-1][6:].strip() if stages else 'start-up'}",
+        "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "",
+        "fc_kernels": json.loads(kernels[-1][8:]) if kernels else {},
+    }
 
 
 def _worker_env() -> dict:
@@ -199,19 +213,71 @@ def _fc_kernels(compiled_model) -> dict[str, int]:
     return dict(kernels)
 
 
-def _openvino_worker(folder: Path, prompts: list[str], max_new_tokens: int, sparse_rate: float | None,
-                     threads: int | None) -> dict:
-    import numpy as np
+def _compile_ir(folder: Path, sparse_rate: float | None, threads: int | None):
+    """(core, compiled IR) on the CPU, with the sparse-weights rate requested when one is given."""
     import openvino as ov
-    import openvino_tokenizers  # noqa: F401  (registers the tokenizer ops)
 
     core = ov.Core()
     config = {} if sparse_rate is None else {"CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE": sparse_rate}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
     _stage("compile")
+    return core, core.compile_model(folder / IR_XML, "CPU", config)
+
+
+def _throughput_worker(folder: Path, batch: int, prompt_tokens: int, new_tokens: int, sparse_rate: float | None,
+                       threads: int | None) -> dict:
+    import numpy as np
+    import openvino as ov
+
+    _, compiled = _compile_ir(folder, sparse_rate, threads)
+    request = compiled.create_infer_request()
+    prompt = np.random.default_rng(0).integers(100, 1000, size=(batch, prompt_tokens), dtype=np.int64)
+
+    def infer(ids, start):
+        length = ids.shape[1]
+        request.infer({
+            "input_ids": ids,
+            "attention_mask": np.ones((batch, start + length), dtype=np.int64),
+            "position_ids": np.broadcast_to(np.arange(start, start + length, dtype=np.int64), (batch, length)).copy(),
+            "beam_idx": np.arange(batch, dtype=np.int32),
+        })
+        return request.get_tensor("logits").data[:, -1].argmax(-1)[:, None].astype(np.int64)
+
+    def generate(steps):
+        request.reset_state()
+        start = time.perf_counter()
+        token = infer(prompt, 0)
+        prefilled = time.perf_counter()
+        for step in range(steps):
+            token = infer(token, prompt_tokens + step)
+        return prefilled - start, time.perf_counter() - prefilled
+
+    _stage("warm-up")
+    generate(1)
+    kernels = {"decode": _fc_kernels(compiled)}
+    print(f"kernels: {json.dumps(kernels)}", file=sys.stderr, flush=True)
+    _stage("generation")
+    prefill_s, decode_s = generate(new_tokens)
+    return {
+        "batch": batch, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
+        "prefill_tokens_per_s": batch * prompt_tokens / prefill_s,
+        "decode_tokens_per_s": batch * new_tokens / decode_s if new_tokens else None,
+        "peak_rss_mb": _peak_rss_mb(),
+        "precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+        "fc_kernels": kernels,
+        "openvino": ov.get_version(),
+    }
+
+
+def _openvino_worker(folder: Path, prompts: list[str], max_new_tokens: int, sparse_rate: float | None,
+                     threads: int | None) -> dict:
+    import numpy as np
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer ops)
+
+    core, compiled = _compile_ir(folder, sparse_rate, threads)
     tokenize = core.compile_model(folder / TOKENIZER_XML, "CPU")
-    compiled = core.compile_model(folder / IR_XML, "CPU", config)
     request = compiled.create_infer_request()
     prompt_ids = [tokenize([p])["input_ids"][0].astype(np.int64) for p in prompts]
     kernels = {}
@@ -290,6 +356,9 @@ def _pytorch_worker(folder: Path, prompts: list[str], max_new_tokens: int, threa
 
 def _worker(spec: dict) -> dict:
     folder = Path(spec["folder"])
+    if spec.get("mode") == "throughput":
+        return _throughput_worker(folder, spec["batch"], spec["prompt_tokens"], spec["new_tokens"],
+                                  spec["sparse_rate"], spec["threads"])
     if spec["backend"] == "openvino":
         return _openvino_worker(folder, spec["prompts"], spec["max_new_tokens"], spec["sparse_rate"], spec["threads"])
     return _pytorch_worker(folder, spec["prompts"], spec["max_new_tokens"], spec["threads"])
@@ -341,6 +410,60 @@ def format_table(report: dict) -> str:
             f"{len(report['prompts'])} prompts x {report['max_new_tokens']} new tokens, batch 1, greedy, " \
             f"threads: {report['rows'][0]['threads'] or 'default'}; load average before: {report['load_average']}"
     return "\n".join([title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
+
+
+def bench_command(args) -> None:
+    """`shears bench`: the prompts file read, every folder benchmarked, the table printed."""
+    prompts = None
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise ShearsError(f"prompts file {path} does not exist; give a text file with one prompt per line")
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise ShearsError(f"prompts file {path} has no prompts; give one prompt per line")
+    accuracy = dict(_accuracy_results(spec, args.folders) for spec in args.accuracy or [])
+    report = benchmark(args.folders, prompts=prompts, max_new_tokens=args.max_new_tokens,
+                       sparse_rate=args.sparse_rate, json_out=args.json_out, threads=args.threads)
+    print(format_table(report))
+    if accuracy:
+        print(format_choice(report, accuracy))
+
+
+def _accuracy_results(spec: str, folders: list[str]) -> tuple[str, dict]:
+    """`DIR=RESULTS.json` -> (DIR, the results of `shears evaluate --output`), checked before anything runs."""
+    folder, sep, path = spec.partition("=")
+    if not sep or folder not in folders:
+        raise ShearsError(f"--accuracy {spec!r}: give DIR=RESULTS.json with DIR one of the benchmarked folders "
+                          f"({', '.join(folders)})")
+    results = read_json(path, what="accuracy results")
+    if not isinstance(results, dict) or "average" not in results or not results.get("tasks"):
+        raise ShearsError(f"--accuracy {path}: not a results file of `shears evaluate --output` (no tasks and average)")
+    return folder, results
+
+
+def format_choice(report: dict, accuracy: dict[str, dict]) -> str:
+    """Which deployment is fastest at which accuracy: the rows with an accuracy, fastest first.
+
+    `accuracy` maps a folder (as given) to its `shears evaluate` results ("average" over "tasks"). A row
+    is marked where no other row is at least as accurate and faster: the ones worth choosing between."""
+    rows = [r for r in report["rows"] if r.get("status") == "ok" and r["folder"] in accuracy]
+    if not rows:
+        return "no accuracy results for a benchmarked folder that ran"
+    rows.sort(key=lambda r: -r["tokens_per_s"])
+    lines = []
+    for row in rows:
+        acc = accuracy[row["folder"]]["average"]
+        beaten = any(o["tokens_per_s"] > row["tokens_per_s"] and accuracy[o["folder"]]["average"] >= acc for o in rows)
+        rate = "" if row["sparse_rate"] is None else f", rate {row['sparse_rate']:g}"
+        lines.append((f"{Path(row['folder']).name} ({row['weights']}{rate})", f"{row['tokens_per_s']:.1f}",
+                      f"{100 * acc:.1f}", "" if beaten else "yes"))
+    tasks = sorted({t for r in rows for t in accuracy[r["folder"]]["tasks"]})
+    header = ("deployment", "tok/s", "accuracy (%)", "best trade-off")
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([f"Which deployment is fastest at which accuracy (average over {', '.join(tasks)}):",
+                      fmt(header)] + [fmt(r) for r in lines])
 
 
 if __name__ == "__main__":

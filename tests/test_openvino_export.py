@@ -210,3 +210,37 @@ def test_export_refuses_a_missing_calibration_file_and_writes_nothing(sparse_wit
                  "--calibration", str(tmp_path / "missing.txt")]) == 2
     assert "calibration file" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_bench_choice_table_marks_the_deployments_no_other_beats_on_speed_and_accuracy():
+    from shears_nncf.bench import format_choice
+
+    def row(name, tok_s, weights="int8", rate=None):
+        return {"folder": f"runs/{name}", "status": "ok", "tokens_per_s": tok_s, "weights": weights, "sparse_rate": rate}
+
+    report = {"rows": [row("fp32", 10.0, "as-is"), row("int8", 30.0), row("w8a8", 35.0, "w8a8", 0.5),
+                       row("int4", 40.0, "int4")]}
+    accuracy = {f"runs/{name}": {"average": acc, "tasks": {"piqa": {}, "boolq": {}}}
+                for name, acc in (("fp32", 0.66), ("int8", 0.66), ("w8a8", 0.60), ("int4", 0.62))}
+    lines = format_choice(report, accuracy).splitlines()
+    assert lines[0].endswith("(average over boolq, piqa):")
+    marked = {line.split()[0]: line.rstrip().endswith("yes") for line in lines[2:]}
+    # fp32 is as accurate as int8 but slower; w8a8 is slower and less accurate than int4.
+    assert marked == {"int4": True, "w8a8": False, "int8": True, "fp32": False}
+    assert [line.split()[0] for line in lines[2:]] == ["int4", "w8a8", "int8", "fp32"]  # fastest first
+
+
+def test_bench_refuses_accuracy_for_a_folder_it_does_not_benchmark(exported, tmp_path, capsys):
+    results = tmp_path / "acc.json"
+    results.write_text(json.dumps({"tasks": {"piqa": {"acc": 0.5}}, "average": 0.5}))
+    assert main(["bench", str(exported["as-is"]), "--accuracy", f"elsewhere={results}"]) == 2
+    assert "give DIR=RESULTS.json with DIR one of the benchmarked folders" in capsys.readouterr().err
+
+
+def test_throughput_runs_a_batch_of_synthetic_prompts_and_reports_the_kernels(exported):
+    from shears_nncf.bench import throughput
+
+    result = throughput(exported["int8"], batch=2, prompt_tokens=5, new_tokens=2)
+    assert result["status"] == "ok", result
+    assert result["prefill_tokens_per_s"] > 0 and result["decode_tokens_per_s"] > 0 and result["peak_rss_mb"] > 0
+    assert sum(result["fc_kernels"]["decode"].values()) == 2 * 7 + 2 * 5 * 2 + 1  # base, LoRA A and B, lm_head

@@ -1,11 +1,14 @@
 """The sparse base plus an *unmerged* sub-adapter, exported to an OpenVINO IR with a stateful KV cache.
 
 Merging a dense `B @ A` into the sparse `W` would fill every pruned zero, so the LoRA branches travel
-as their own small MatMuls next to the sparse base MatMul. optimum-intel does the conversion (on the
+as their own small MatMuls next to the sparse base MatMul (`shears extract --merge` instead folds them
+in masked by the base's zeros: `merge.py`). optimum-intel does the conversion (on the
 PEFT-injected transformers model), openvino-tokenizers converts the tokenizer, so both
 `optimum.intel.OVModelForCausalLM` and `openvino_genai.LLMPipeline` run the folder. NNCF then
 optionally compresses the weights: INT8 symmetric (a pruned zero stays an exact zero, no zero point),
-or W8A8 (`nncf.quantize`, INT8 weights and activations: what OpenVINO's CPU sparse-weights kernels need).
+W8A8 (`nncf.quantize`, INT8 weights and activations: what OpenVINO's CPU sparse-weights kernels need),
+or INT4 weight-only (`nncf.compress_weights` INT4_ASYM, the usual CPU deployment of LLMs: a pruned zero
+is stored as its group's zero point, so it stays an exact zero, but no INT4 kernel skips it).
 The manifest records the zeros found in the IR's own weight constants, layer by layer.
 """
 
@@ -19,10 +22,14 @@ import numpy as np
 from ..artifacts import atomic_output_dir, read_json, write_manifest
 from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
-from ..models import load_model, load_tokenizer, resolve_model
+from ..models import dtype_name, load_model, load_tokenizer, resolve_dtype, resolve_model
+from ..nls.mpt import prepare_for_adapters
 from . import IR_XML
 
-WEIGHT_FORMATS = ("as-is", "int8", "w8a8")
+WEIGHT_FORMATS = ("as-is", "int8", "w8a8", "int4")
+# NNCF's own INT4 defaults (`get_weight_compression_configuration`), also optimum-intel's default 4-bit config:
+# groups of 128 input channels, every eligible linear in INT4 (the rest, embeddings and lm_head, INT8_ASYM).
+INT4_GROUP_SIZE, INT4_RATIO = 128, 1.0
 TASK = "text-generation-with-past"
 # Ops that sit between a weight Constant and its MatMul after compression or quantization.
 _WEIGHT_PATH_OPS = {"Convert", "Multiply", "Subtract", "FakeQuantize", "Reshape", "Transpose"}
@@ -36,20 +43,27 @@ def export_openvino(
     calibration: str = "default",
     nsamples: int = 32,
     seqlen: int = 128,
+    int4_ratio: float = INT4_RATIO,
+    group_size: int = INT4_GROUP_SIZE,
+    dtype: str = "auto",
 ) -> Path:
     """Export `model` (HF folder; sparse or dense) with an optional PEFT `adapter`, unmerged, to `output`.
 
-    `weights`: "as-is" (fp32 constants), "int8" (symmetric INT8 weight compression) or "w8a8" (INT8
-    weights and activations, calibrated on `nsamples` x `seqlen` tokens of `calibration`, read as `shears sparsify` reads it).
+    `weights`: "as-is" (fp32 constants), "int8" (symmetric INT8 weight compression), "w8a8" (INT8
+    weights and activations, calibrated on `nsamples` x `seqlen` tokens of `calibration`, read as `shears sparsify` reads it)
+    or "int4" (INT4 asymmetric in groups of `group_size` inputs on `int4_ratio` of the linears, the rest INT8).
     """
     if weights not in WEIGHT_FORMATS:
         raise ShearsError(f"unknown weight format {weights!r}; use one of {', '.join(WEIGHT_FORMATS)}")
+    int4 = _int4_settings(int4_ratio, group_size) if weights == "int4" else None
     if weights == "w8a8":
         check_calibration_source(calibration)
     model_path = resolve_model(model)
-    torch_model = load_model(model_path)
+    torch_dtype = resolve_dtype(dtype, "cpu")  # the export traces on the CPU: auto is fp32
+    torch_model = load_model(model_path, dtype=torch_dtype)
     tokenizer = load_tokenizer(model_path)
     if adapter is not None:
+        prepare_for_adapters(torch_model)  # MPT: the adapter names attn.q_proj/k_proj/v_proj
         check_adapter_matches(torch_model, adapter)
         torch_model = inject_adapter(torch_model, adapter)
     samples = calibration_samples(calibration, tokenizer, nsamples, seqlen) if weights == "w8a8" else None
@@ -64,15 +78,18 @@ def export_openvino(
         if not (tmp / "openvino_tokenizer.xml").is_file():
             raise ShearsError(f"openvino-tokenizers could not convert the tokenizer of {model_path}")
         if weights != "as-is":
-            _compress_in_place(tmp / IR_XML, weights, samples)
+            _compress_in_place(tmp / IR_XML, weights, samples, int4)
         layers = ir_weight_sparsity(tmp / IR_XML)
         write_manifest(tmp, {
             "stage": "export",
             "model": str(model_path),
+            "dtype": dtype_name(torch_dtype),
             "adapter": str(adapter) if adapter is not None else None,
             "adapter_merged": False,
             "weights": weights,
             "calibration": {"source": calibration, "nsamples": len(samples), "seqlen": seqlen} if samples else None,
+            "compression": int4,
+            "ir_bytes": (tmp / IR_XML).with_suffix(".bin").stat().st_size,
             "stateful": True,
             "sparsity": summarize_sparsity(layers),
             "layers": layers,
@@ -123,7 +140,19 @@ def inject_adapter(model, adapter: str | os.PathLike):
     return PeftModel.from_pretrained(model, str(adapter)).eval().base_model.model
 
 
-def _compress_in_place(xml: Path, weights: str, samples: list | None) -> None:
+def _int4_settings(ratio: float, group_size: int) -> dict:
+    """What the manifest records of an INT4 export; checks the user's ratio and group size first."""
+    if not 0.0 < ratio <= 1.0:
+        raise ShearsError(f"--int4-ratio {ratio} is outside (0, 1]; give the fraction of linears in INT4, e.g. 1.0 or 0.8")
+    if group_size != -1 and group_size < 2:
+        raise ShearsError(f"--group-size {group_size} is not a group size; give e.g. 128, 64, or -1 (one group per row)")
+    # Layers whose input size the group size does not divide get the largest power-of-two group (>= 32)
+    # that does, else the backup precision: NNCF's ADJUST fallback.
+    return {"mode": "int4_asym", "group_size": group_size, "ratio": ratio, "backup": "int8_asym",
+            "group_size_fallback": "adjust"}
+
+
+def _compress_in_place(xml: Path, weights: str, samples: list | None, int4: dict | None = None) -> None:
     import nncf
     import openvino as ov
 
@@ -131,6 +160,14 @@ def _compress_in_place(xml: Path, weights: str, samples: list | None) -> None:
     if weights == "int8":
         # Symmetric: q = round(w / scale) with no zero point, so w == 0 <=> q == 0.
         ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_SYM)
+    elif weights == "int4":
+        from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+
+        ov_model = nncf.compress_weights(
+            ov_model, mode=nncf.CompressWeightsMode.INT4_ASYM, ratio=int4["ratio"], group_size=int4["group_size"],
+            backup_mode=nncf.BackupMode.INT8_ASYM,
+            advanced_parameters=AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST),
+        )
     else:
         inputs = [_prefill_inputs(ids.numpy()) for ids in samples]
         ov_model = nncf.quantize(
@@ -186,7 +223,7 @@ def _ir_weights(xml) -> dict[str, tuple[np.ndarray, str]]:
             continue
         weight, zero_point = _weight_constant(op.input_value(1).get_node())
         if weight is not None:
-            zeros = weight.get_data() == (zero_point if zero_point is not None else 0)
+            zeros = constant_values(weight) == (zero_point if zero_point is not None else 0)
             weights[_layer_name(op.get_friendly_name())] = (zeros, weight.get_element_type().get_type_name())
     return weights
 
@@ -198,11 +235,25 @@ def _weight_constant(node):
         inputs = [node.input_value(i).get_node() for i in range(node.get_input_size())]
         if node.get_type_name() == "Subtract":
             zp = _constant_below(inputs[1])
-            zero_point = zp.get_data() if zp is not None else None
+            zero_point = constant_values(zp) if zp is not None else None
         node = inputs[0]
     if node.get_type_name() != "Constant" or len(node.get_output_shape(0)) < 2:
         return None, None
     return node, zero_point
+
+
+def constant_values(constant) -> np.ndarray:
+    """A Constant's values in its own shape; sub-byte types (u4, i4) are stored packed and unpacked here."""
+    element = constant.get_element_type().get_type_name()
+    if element not in ("u4", "i4"):
+        return constant.get_data()
+    packed = constant.get_data().view(np.uint8)  # two values a byte, the first in the low nibble
+    values = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(-1)
+    if element == "i4":
+        values = values.astype(np.int8)
+        values[values > 7] -= 16
+    shape = tuple(constant.get_output_shape(0))
+    return values[: int(np.prod(shape))].reshape(shape)
 
 
 def _constant_below(node):

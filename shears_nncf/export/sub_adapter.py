@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -81,24 +82,44 @@ def write_sub_adapter(
     return rank_of
 
 
-def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.PathLike, model: str | None = None) -> dict:
-    """`shears extract`: resolve `subnet` (heuristic|maximal|minimal|FILE.json) and write the PEFT folder."""
+def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.PathLike, model: str | None = None,
+            merge: bool = False) -> dict:
+    """`shears extract`: resolve `subnet` (heuristic|maximal|minimal|FILE.json) and write the PEFT folder.
+
+    With `merge`, write instead an HF model folder: the sub-adapter folded into the sparse base `model`
+    (default: the super-adapter's), keeping every zero of the base (`merge.py`)."""
     from ..nls.space import SearchSpace
     from ..search.subnet import resolve_subnet
 
     names, widths, modules, manifest = super_adapter_groups(super_adapter)
     space = SearchSpace.of(widths, names)
     ranks, how = resolve_subnet(space, subnet)
-    write_sub_adapter(super_adapter, modules, ranks, output, {
+    base = model or manifest.get("base_model")
+    record = {
         "super_adapter": str(Path(super_adapter).resolve()),
-        "base_model": model or manifest.get("base_model"),
+        "base_model": base,
         "chosen_by": how,
         "ranks": list(ranks),
         "ranks_by_group": dict(zip(names, ranks)),
-    })
-    return {"ranks": list(ranks), "chosen_by": how}
+    }
+    if not merge:
+        write_sub_adapter(super_adapter, modules, ranks, output, record)
+        return {"ranks": list(ranks), "chosen_by": how}
+    if not base:
+        raise ShearsError(f"{super_adapter} names no base model; give the sparse base to merge into with --model")
+    from .merge import merge_to_folder
+
+    with tempfile.TemporaryDirectory(prefix="shears-sub-adapter-") as tmp:
+        write_sub_adapter(super_adapter, modules, ranks, Path(tmp) / "sub_adapter", record)
+        merged = merge_to_folder(base, Path(tmp) / "sub_adapter", output, record)
+    return {"ranks": list(ranks), "chosen_by": how, "update_dropped_by_mask": merged["update_dropped_by_mask"]}
 
 
 def extract_command(args) -> None:
-    result = extract(args.super_adapter, args.subnet, args.output, model=args.model)
-    print(f"extracted the {result['chosen_by']} sub-adapter (ranks {sorted(set(result['ranks']), reverse=True)}) to {args.output}")
+    result = extract(args.super_adapter, args.subnet, args.output, model=args.model, merge=args.merge)
+    ranks = sorted(set(result["ranks"]), reverse=True)
+    if args.merge:
+        print(f"merged the {result['chosen_by']} sub-adapter (ranks {ranks}) into the sparse base, keeping its zeros, "
+              f"to {args.output}; the mask dropped {result['update_dropped_by_mask']:.1%} of the update (L2)")
+    else:
+        print(f"extracted the {result['chosen_by']} sub-adapter (ranks {ranks}) to {args.output}")

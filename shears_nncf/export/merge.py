@@ -1,0 +1,72 @@
+"""A LoRA adapter folded into its sparse base *keeping every zero of the base*: W' = W + M ⊙ ΔW.
+
+ΔW = s · B A is PEFT's own delta weight (s = alpha_i / r_i, which for a Shears sub-adapter is the
+super-adapter's alpha / r_max; see `sub_adapter.py`), and M is the base's non-zero mask. PEFT's
+`merge_and_unload` adds the dense ΔW and so fills every pruned position; masking it keeps the merged
+model exactly as sparse as the base, so it deploys as one sparse model with no adapter matmuls.
+The masked merge equals the unmerged model only where ΔW is already zero off the mask (SQFT's
+SparsePEFT trains it so); otherwise it drops (1 - M) ⊙ ΔW, and the manifest says how much, as
+||(1 - M) ⊙ ΔW|| / ||ΔW|| over all merged modules: a cheap measure of how far the merge moves the model.
+For scale: an update unrelated to the mask loses sqrt(sparsity) of its norm (0.71 at 50% sparsity).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from ..artifacts import atomic_output_dir, write_manifest
+from ..errors import ShearsError
+from ..models import load_model, load_tokenizer, resolve_model
+from ..sparsity.report import model_sparsity
+from .openvino import check_adapter_matches
+
+
+@torch.no_grad()
+def merge_masked(peft_model) -> tuple[torch.nn.Module, dict]:
+    """Fold every LoRA module of `peft_model` into its base weight, masked by the weight's non-zeros.
+
+    Returns the plain transformers model (adapters removed) and how much of the update the mask dropped."""
+    from peft.tuners.lora import LoraLayer
+
+    total_sq = dropped_sq = 0.0
+    layers = {}
+    for name, module in peft_model.base_model.model.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        weight = module.get_base_layer().weight
+        keep = weight != 0  # taken once, before anything is added
+        delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
+        off_mask = float(delta[~keep].pow(2).sum())
+        total = float(delta.pow(2).sum())
+        weight.add_(delta * keep)
+        total_sq, dropped_sq = total_sq + total, dropped_sq + off_mask
+        layers[name] = round(math.sqrt(off_mask / total), 6) if total else 0.0
+    return peft_model.unload(), {
+        "merged_modules": len(layers),
+        "update_dropped_by_mask": math.sqrt(dropped_sq / total_sq) if total_sq else 0.0,
+        "update_dropped_by_mask_per_module": layers,
+    }
+
+
+def merge_to_folder(base: str | os.PathLike, adapter: str | os.PathLike, output: str | os.PathLike,
+                    manifest: dict | None = None) -> dict:
+    """Load the sparse `base` HF model, fold the PEFT `adapter` into it masked, and save an HF folder to `output`."""
+    from peft import PeftModel
+
+    base_path = resolve_model(base)
+    model, tokenizer = load_model(base_path), load_tokenizer(base_path)
+    if model.config.model_type == "mpt":  # its adapters sit on a q/k/v split that HF's MPT folder cannot hold
+        raise ShearsError(f"{base}: merging into MPT is not supported (its fused Wqkv); export it with the adapter unmerged")
+    check_adapter_matches(model, adapter)
+    merged, stats = merge_masked(PeftModel.from_pretrained(model, str(adapter)))
+    merged.eval()
+    record = {"stage": "extract", **(manifest or {}), "merged": True, "base_model": str(base),
+              "base_model_path": base_path, **stats, "sparsity": model_sparsity(merged)}
+    with atomic_output_dir(output) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_manifest(tmp, record)
+    return record
