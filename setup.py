@@ -5,7 +5,9 @@ setup(
     version="0.1.0",
     description="Shears: Wanda sparsity + elastic low-rank adapters (NLS) on NNCF BootstrapNAS, deployed with OpenVINO",
     packages=find_packages(include=["shears_nncf", "shears_nncf.*"]),
-    package_data={"shears_nncf": ["schema/*.json"]},
+    # The LLM-Adapters test files the project evaluates on (ODC-By, see data/llm_adapters/README.md).
+    package_data={"shears_nncf": ["schema/*.json", "data/llm_adapters/*/test.json", "data/llm_adapters/DATA_LICENSE",
+                                  "data/llm_adapters/README.md", "evaluation/lm_eval_tasks/*.yaml"]},
     python_requires=">=3.10,<3.13",
     install_requires=[
         # The range admits the CPU build of 2.13.0 that lies on this kind of machine; an open
@@ -28,6 +30,8 @@ setup(
         "tqdm",
         "matplotlib",
         "psutil",
+        # Log-likelihood scoring (shears evaluate --scoring loglik); resolves without moving torch/transformers.
+        "lm-eval==0.4.13",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["shears=shears_nncf.cli:main"]},

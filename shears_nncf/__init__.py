@@ -7,6 +7,7 @@ The Python API mirrors the `shears` sub-commands, one verb per stage:
     train(model, tokenizer, config, ...)      NLS training of the super-adapter
     run_search(space, cache, strategy)        heuristic, hill-climbing, NSGA-II / RNSGA-II
     extract(super_adapter, subnet, output)    a sub-adapter as a standard PEFT folder
+    merge_to_folder(base, adapter, output)    the sub-adapter folded into the sparse base, every zero kept
     export_openvino(model, output, adapter)   the sparse model + unmerged adapter as OpenVINO IR
     evaluate(generator, records_by_task)      task accuracy
     run_pipeline(config, output)              every stage, resumable
@@ -25,6 +26,7 @@ _VERBS = {
     "train": "shears_nncf.nls.training",
     "run_search": "shears_nncf.search.run",
     "extract": "shears_nncf.export.sub_adapter",
+    "merge_to_folder": "shears_nncf.export.merge",
     "export_openvino": "shears_nncf.export.openvino",
     "evaluate": "shears_nncf.evaluation.harness",
     "load_model": "shears_nncf.models",

@@ -25,9 +25,15 @@ import jsonschema
 
 from .artifacts import read_json
 from .errors import ShearsError
+from .protocol import SHEARS_PROTOCOL, Protocol, get_protocol
 
 LAYER, ANY = "{layer}", "{*}"
-TRAINING_DEFAULTS = {"batch_size": 4, "grad_accum": 4, "max_length": 256, "train_on_inputs": False, "weight_decay": 0.0}
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # of loading (--dtype) and of training (shears.training.precision)
+TRAINING_DEFAULTS = {
+    "batch_size": 4, "grad_accum": 4, "max_length": 256, "weight_decay": 0.0,
+    "precision": "auto", "gradient_checkpointing": False,
+}
+TRAINING_OVERRIDES = ("batch_size", "grad_accum", "max_length", "precision", "gradient_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class TrainingSettings:
     max_length: int
     train_on_inputs: bool
     weight_decay: float
+    precision: str  # auto|bf16|fp16|fp32; auto: bf16 on CUDA (fp16 where bf16 is missing), fp32 on CPU
+    gradient_checkpointing: bool  # recompute activations in the backward pass: less memory, one more forward
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class ShearsConfig:
     group_widths: list[list[int]]
     frozen_layers_allowed: bool
     source: str = "config"
+    protocol: Protocol = SHEARS_PROTOCOL  # shears.protocol (or --protocol): the defaults of dropout and train_on_inputs
 
     @property
     def stage(self) -> dict:
@@ -85,7 +94,7 @@ def _schema() -> dict:
 
 
 def load_config(path: str | os.PathLike, **overrides) -> ShearsConfig:
-    """Read, override (CLI flags: epochs, lr, batch_size, grad_accum, max_length) and validate a config file."""
+    """Read, override (CLI flags: epochs, lr, protocol and the TRAINING_OVERRIDES) and validate a config file."""
     raw = read_json(path, what="config")
     return parse_config(raw, source=str(path), **overrides)
 
@@ -94,7 +103,9 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
     raw = _with_overrides(raw, overrides)
     _validate_schema(raw, source)
     lora = raw["shears"]["lora"]
-    training = {**TRAINING_DEFAULTS, **raw["shears"].get("training", {})}
+    protocol = get_protocol(raw["shears"].get("protocol"))
+    # The protocol gives the defaults; a value the config writes wins.
+    training = {**TRAINING_DEFAULTS, "train_on_inputs": protocol.train_on_inputs, **raw["shears"].get("training", {})}
     nas = raw["bootstrapNAS"]["training"]
     width = nas["elasticity"]["width"]
     stage = nas["schedule"]["list_stage_descriptions"][0]
@@ -119,12 +130,13 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
         )
     return ShearsConfig(
         raw=raw,
-        lora=LoraSettings(lora["r"], lora["alpha"], lora.get("dropout", 0.05), list(lora["target_modules"])),
+        lora=LoraSettings(lora["r"], lora["alpha"], lora.get("dropout", protocol.lora_dropout), list(lora["target_modules"])),
         training=TrainingSettings(epochs=stage["epochs"], lr=stage["init_lr"], **training),
         group_patterns=patterns,
         group_widths=widths,
         frozen_layers_allowed=nas.get("frozen_layers_allowed", True),
         source=source,
+        protocol=protocol,
     )
 
 
@@ -132,7 +144,7 @@ def _with_overrides(raw: dict, overrides: dict) -> dict:
     """Apply CLI overrides to a copy of the file, so that the saved config is the one that was trained."""
     raw = copy.deepcopy(raw)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(overrides) - {"epochs", "lr", "batch_size", "grad_accum", "max_length"}
+    unknown = set(overrides) - {"epochs", "lr", "protocol", *TRAINING_OVERRIDES}
     if unknown:
         raise ShearsError(f"unknown config override(s) {sorted(unknown)}")
     try:
@@ -143,9 +155,11 @@ def _with_overrides(raw: dict, overrides: dict) -> dict:
         stage["epochs"] = stage["epochs_lr"] = overrides["epochs"]
     if stage is not None and "lr" in overrides:
         stage["init_lr"] = overrides["lr"]
-    training_keys = {k: overrides[k] for k in ("batch_size", "grad_accum", "max_length") if k in overrides}
+    training_keys = {k: overrides[k] for k in TRAINING_OVERRIDES if k in overrides}
     if training_keys and isinstance(raw.get("shears"), dict):
         raw["shears"].setdefault("training", {}).update(training_keys)
+    if "protocol" in overrides and isinstance(raw.get("shears"), dict):
+        raw["shears"]["protocol"] = overrides["protocol"]  # --protocol wins over the file's
     return raw
 
 

@@ -1,15 +1,18 @@
 """`shears run`: every stage in order, each into its own sub-folder, skipping what is already done.
 
-A stage is one `shears` sub-command with its arguments; its *key* hashes those arguments, the
-content of the files it reads that are not stage outputs (the training part of the config, copied
-into the run folder without its `shears.pipeline` section) and the keys of the stages it depends on. `pipeline.json` records the key of every completed stage, so a stage whose
-output exists and whose key is unchanged is skipped: an interrupted run resumes where it stopped
-and a changed setting reruns only what depends on it. Stage outputs are written atomically by the
-stages themselves, so a half-finished stage never looks complete.
+Each step is a stage of `stages.py` called directly with its options: the registry's defaults, the
+config's `shears.pipeline.<stage>` section over them, and the folders of the steps before it. A step's
+*key* hashes its options, the content of every input file it names that no earlier step wrote (data,
+calibration, the training part of the config, copied into the run folder without `shears.pipeline`) and
+the keys of the steps it depends on. `pipeline.json` records the key of every completed step, so a step
+whose output exists and whose key is unchanged is skipped: an interrupted run resumes where it stopped,
+and a changed setting or input file reruns exactly what depends on it. Stages write their outputs
+atomically, so a half-finished step never looks complete.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import json
@@ -18,107 +21,169 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifacts import read_json, read_manifest, write_json, write_text
+from .artifacts import content_digest, read_json, read_manifest, write_json, write_text
 from .bench import sparse_path
+from .errors import ShearsError
+from .stages import STAGES
 
 STATE_FILE = "pipeline.json"
 TRAIN_CONFIG = "train_config.json"
-PIPELINE_DEFAULTS = {
-    "model": "smollm2-135m",
-    "sparsity": {"method": "wanda", "ratio": 0.5, "pattern": "unstructured", "calibration": "default",
-                 "nsamples": 32, "seqlen": 512},
-    "training": {"data": "default", "tasks": None, "limit": None, "max_steps": None},
-    "search": {"strategy": "heuristic", "budget": None, "data": "default", "tasks": None, "limit": 20, "metric": "loss"},
-    "evaluation": {"data": "default", "tasks": ["boolq", "piqa", "arc_easy"], "limit": 50, "batch_size": 8},
-    "export": {"weights": "int8"},
-    "bench": {"max_new_tokens": 32, "sparse_rate": 0.5},
-}
+# Settings of the whole run and the steps they go to: the model loaded for pruning, training and scoring is
+# loaded in `dtype`; training reads the protocol from its copy of the config and the search from the
+# super-adapter, so only the evaluation of the exported IR is told.
+RUN_SETTINGS = {"dtype": ("sparsify", "train", "search"), "protocol": ("evaluate",)}
 
 
 @dataclass
-class Stage:
-    name: str
-    argv: list[str]
-    product: Path  # exists only once the stage has completed (stages write atomically)
+class Step:
+    stage: str  # the name in stages.STAGES: CLI verb, manifest stage and step name alike
+    args: argparse.Namespace
+    product: Path  # exists only once the step has completed (stages write atomically)
     depends: list[str] = field(default_factory=list)
-    reads: list[Path] = field(default_factory=list)  # input files whose content is part of the key
 
 
-def pipeline_settings(config_raw: dict, model: str | None, data: str | None) -> dict:
-    """The `shears.pipeline` section of the config over the defaults; --model / --data override it."""
-    section = config_raw.get("shears", {}).get("pipeline", {})
-    settings = {k: ({**v, **section.get(k, {})} if isinstance(v, dict) else section.get(k, v))
-                for k, v in PIPELINE_DEFAULTS.items()}
+def pipeline_settings(config_raw: dict, model: str | None, data: str | None, source: str = "config") -> dict:
+    """The `shears.pipeline` section of the config, checked against the stages; --model / --data override it."""
+    section = copy.deepcopy(config_raw.get("shears", {}).get("pipeline", {}))
+    for name, options in section.items():
+        if name in ("model", "dtype"):
+            continue
+        if name not in STEPS:
+            raise ShearsError(f"{source}: shears.pipeline.{name} is neither a step of `shears run` "
+                              f"({', '.join(STEPS)}) nor model or dtype")
+        for dest, value in options.items():
+            _check_option(name, dest, value, source)
     if model:
-        settings["model"] = model
+        section["model"] = model
     if data:
-        settings["training"]["data"] = data
-    return settings
+        section.setdefault("train", {})["data"] = data
+    if not section.get("model"):
+        raise ShearsError(f"{source} names no model (shears.pipeline.model) and no --model was given; "
+                          "name one, e.g. --model smollm2-135m (the embedded demo model) or a hub id")
+    return section
 
 
-def plan(train_config: Path, output: str | os.PathLike, settings: dict) -> list[Stage]:
-    """The stages of a run, in order. Each one's argv is exactly what a user would type after `shears`."""
+def _check_option(stage: str, dest: str, value, source: str) -> None:
+    """One option of a stage section: the stage has it, the run does not set it itself, a choice is valid."""
+    options = {o.dest: o for o in STAGES[stage].options}
+    where = f"{source}: shears.pipeline.{stage}.{dest}"
+    if dest in WIRED[stage]:
+        raise ShearsError(f"{where} is set by `shears run` itself (the folders of the steps before); remove it")
+    if dest not in options:
+        known = sorted(set(options) - set(WIRED[stage]))
+        raise ShearsError(f"{where}: `shears {stage}` has no option {dest!r}; its options are {', '.join(known)}")
+    choices = options[dest].settings.get("choices")
+    if choices and value not in choices:
+        raise ShearsError(f"{where} is {value!r}; expected one of {', '.join(map(str, choices))}")
+
+
+def check_inputs(settings: dict) -> None:
+    """What must exist before a run writes anything: the base model (its config, a few KB) and a training file."""
+    from .models import load_model_config
+
+    load_model_config(settings["model"])
+    data = settings.get("train", {}).get("data", STAGES["train"].option("data").default)
+    if Path(data).suffix in (".json", ".jsonl") and not Path(data).expanduser().is_file():
+        raise ShearsError(f"training data file {data} does not exist here; download it (the config's comment says "
+                          "from where) or give --data")
+
+
+# Step name -> (its product inside the run folder, the steps it reads from).
+STEPS = {
+    "sparsify": ("sparse", []),
+    "train": ("super_adapter", ["sparsify"]),
+    "search": ("search", ["train"]),
+    "extract": ("sub_adapter", ["train", "search"]),
+    "export": ("openvino", ["sparsify", "extract"]),
+    "evaluate": ("eval/results.json", ["export"]),
+    "bench": ("bench/bench.json", ["sparsify", "export"]),
+}
+
+
+def _wiring(out: Path, train_config: Path, settings: dict) -> dict[str, dict]:
+    """The options of each step that come from the run itself: the model and the folders of earlier steps."""
+    p = {name: out / product for name, (product, _) in STEPS.items()}
+    return {
+        "sparsify": {"model": settings["model"], "output": p["sparsify"]},
+        "train": {"config": train_config, "model": p["sparsify"], "output": p["train"]},
+        "search": {"super_adapter": p["train"], "output": p["search"]},
+        "extract": {"super_adapter": p["train"], "subnet": p["search"] / "search.json", "output": p["extract"]},
+        "export": {"model": p["sparsify"], "adapter": p["extract"], "output": p["export"]},
+        "evaluate": {"openvino": p["export"], "output": p["evaluate"]},
+        "bench": {"folders": [p["export"], p["sparsify"]], "json_out": p["bench"]},
+    }
+
+
+WIRED = {name: tuple(values) for name, values in _wiring(Path("."), Path("."), {"model": None}).items()}
+
+
+def plan(train_config: Path, output: str | os.PathLike, settings: dict) -> list[Step]:
+    """The steps of a run, in order, each with every option resolved (registry defaults, config, wiring)."""
     out = Path(output)
-    s, t, q, e, x, b = (settings[k] for k in ("sparsity", "training", "search", "evaluation", "export", "bench"))
-
-    def flags(**options) -> list[str]:
-        argv = []
-        for name, value in options.items():
-            if value is None or value is False:
-                continue
-            argv.append("--" + name.replace("_", "-"))
-            if value is not True:
-                argv.append(",".join(map(str, value)) if isinstance(value, list) else str(value))
-        return argv
-
-    sparse, super_adapter, search = out / "sparse", out / "super_adapter", out / "search"
-    sub_adapter, openvino = out / "sub_adapter", out / "openvino"
-    return [
-        Stage("sparse", ["sparsify", *flags(model=settings["model"], ratio=s["ratio"], method=s["method"],
-                                            pattern=s["pattern"], calibration=s["calibration"],
-                                            nsamples=s["nsamples"], seqlen=s["seqlen"], output=sparse)],
-              sparse),
-        Stage("super_adapter", ["train", *flags(config=train_config, model=sparse, data=t["data"], tasks=t["tasks"],
-                                                limit=t["limit"], max_steps=t["max_steps"], output=super_adapter)],
-              super_adapter, ["sparse"], [train_config]),
-        Stage("search", ["search", *flags(super_adapter=super_adapter, strategy=q["strategy"], budget=q["budget"],
-                                          data=q["data"], tasks=q["tasks"], limit=q["limit"], metric=q["metric"],
-                                          output=search)],
-              search, ["super_adapter"]),
-        Stage("sub_adapter", ["extract", *flags(super_adapter=super_adapter, subnet=search / "search.json",
-                                                output=sub_adapter)],
-              sub_adapter, ["super_adapter", "search"]),
-        Stage("openvino", ["export", *flags(model=sparse, adapter=sub_adapter, weights=x["weights"], output=openvino)],
-              openvino, ["sparse", "sub_adapter"]),
-        Stage("eval", ["evaluate", *flags(openvino=openvino, data=e["data"], tasks=e["tasks"], limit=e["limit"],
-                                          batch_size=e["batch_size"], output=out / "eval" / "results.json")],
-              out / "eval" / "results.json", ["openvino"]),
-        Stage("bench", ["bench", str(openvino), str(sparse), *flags(max_new_tokens=b["max_new_tokens"],
-                                                                     sparse_rate=b["sparse_rate"],
-                                                                     json=out / "bench" / "bench.json")],
-              out / "bench" / "bench.json", ["sparse", "openvino"]),
-    ]
+    wiring = _wiring(out, train_config, settings)
+    steps = []
+    for name, (product, depends) in STEPS.items():
+        stage = STAGES[name]
+        run_wide = {k: settings[k] for k, steps in RUN_SETTINGS.items() if name in steps and settings.get(k)}
+        args = stage.namespace(**{**run_wide, **settings.get(name, {}), **wiring[name]})
+        steps.append(Step(name, args, out / product, depends))
+    return steps
 
 
-def stage_key(stage: Stage, keys: dict[str, str]) -> str:
-    digest = hashlib.sha256(json.dumps(stage.argv).encode())
-    for name in stage.depends:
-        digest.update(keys[name].encode())
-    for path in stage.reads:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+def step_keys(steps: list[Step], digests: dict[str, str]) -> dict[str, str]:
+    """Each step's key: its options, the content of the input files they name (other than earlier steps'
+    outputs) and the keys of the steps it reads from. Known before anything runs."""
+    keys: dict[str, str] = {}
+    products = [step.product for step in steps]
+    for step in steps:
+        options = {k: v for k, v in sorted(vars(step.args).items()) if k != "command"}
+        digest = hashlib.sha256(json.dumps(options, default=str).encode())
+        for name in step.depends:
+            digest.update(keys[name].encode())
+        for value in options.values():
+            for path in _paths(value):
+                if not any(path == p or p in path.parents for p in products):  # those are keyed by `depends`
+                    digest.update(_cached_digest(path, digests).encode())
+        keys[step.stage] = digest.hexdigest()[:16]
+    return keys
+
+
+def _paths(value) -> list[Path]:
+    values = value if isinstance(value, list) else [value]
+    return [Path(v) for v in values if isinstance(v, (str, Path)) and str(v) and Path(v).exists()]
+
+
+def _cached_digest(path: Path, digests: dict[str, str]) -> str:
+    """A file's (or folder's) content digest, recomputed only when a size or modification time changed."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamp = json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    cache_key = hashlib.sha256(stamp.encode()).hexdigest()
+    if cache_key not in digests:
+        digests[cache_key] = content_digest(path)
+    return digests[cache_key]
+
+
+def argv(step: Step) -> str:
+    return "shears " + " ".join(STAGES[step.stage].argv(step.args))
 
 
 def run_pipeline(config: str | os.PathLike, output: str | os.PathLike, model: str | None = None,
-                 data: str | None = None) -> dict:
-    """Run (or resume) every stage, then write summary.json and summary.md into `output`."""
-    from .cli import build_parser
-    from .config import load_config
-    from .nls.training import checkpoint_dir
+                 data: str | None = None, protocol: str | None = None) -> dict:
+    """Run (or resume) every step, then write summary.json and summary.md into `output`.
 
-    load_config(config)  # a bad config fails before any stage runs
+    `protocol` overrides the config's `shears.protocol`: training reads it from the run's copy of the
+    config, the search from the super-adapter, the evaluation of the exported IR from its option."""
+    from .config import load_config
+
+    load_config(config, protocol=protocol)  # a bad config fails before any step runs
     raw = read_json(config, what="config")
-    settings = pipeline_settings(raw, model, data)
+    if protocol:
+        raw["shears"]["protocol"] = protocol
+    settings = pipeline_settings(raw, model, data, source=str(config))
+    settings["protocol"] = raw["shears"].get("protocol")
+    check_inputs(settings)  # offline without the model, or without the data: one line, and nothing written
+    from .nls.training import checkpoint_dir  # imports NNCF: after the checks, which need none of it
+
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     # Training reads the config minus the pipeline section, so a changed evaluation setting retrains nothing.
@@ -129,25 +194,23 @@ def run_pipeline(config: str | os.PathLike, output: str | os.PathLike, model: st
         write_json(train_config, training_part)
     state_path = out / STATE_FILE
     state = read_json(state_path, what="pipeline state") if state_path.exists() else {"stages": {}}
-    keys: dict[str, str] = {}
-    for stage in plan(train_config, out, settings):
-        key = keys[stage.name] = stage_key(stage, keys)
-        done = state["stages"].get(stage.name, {})
-        if stage.product.exists() and done.get("key") == key and done.get("complete"):
-            print(f"[shears run] {stage.name}: up to date, skipped")
+    steps = plan(train_config, out, settings)
+    keys = step_keys(steps, state.setdefault("digests", {}))
+    for step in steps:
+        key = keys[step.stage]
+        done = state["stages"].get(step.stage, {})
+        if step.product.exists() and done.get("key") == key and done.get("complete"):
+            print(f"[shears run] {step.stage}: up to date, skipped")
             continue
-        argv = list(stage.argv)
-        if stage.name == "super_adapter":
-            checkpoints = checkpoint_dir(stage.product)
-            if done.get("key") == key and any(checkpoints.glob("checkpoint-*")):
-                argv.append("--resume")  # the same training was interrupted: continue it
-        print(f"[shears run] {stage.name}: shears {' '.join(argv)}")
-        state["stages"][stage.name] = {"key": key, "argv": argv, "complete": False}
+        if step.stage == "train" and done.get("key") == key and any(checkpoint_dir(step.product).glob("checkpoint-*")):
+            step.args.resume = True  # the same training was interrupted: continue it
+        command = argv(step)
+        print(f"[shears run] {step.stage}: {command}")
+        state["stages"][step.stage] = {"key": key, "command": command, "complete": False}
         write_json(state_path, state)
         start = time.perf_counter()
-        args = build_parser().parse_args(argv)
-        args.func(args)
-        state["stages"][stage.name] = {"key": key, "argv": argv, "complete": True,
+        STAGES[step.stage].run(step.args)
+        state["stages"][step.stage] = {"key": key, "command": command, "complete": True,
                                        "seconds": round(time.perf_counter() - start, 1)}
         write_json(state_path, state)
     summary = summarize(out, settings, state)
@@ -229,3 +292,8 @@ def _rank_counts(ranks: list[int]) -> str:
 
 def _number(value) -> str:
     return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
+
+
+def run_command(args) -> None:
+    """`shears run`."""
+    run_pipeline(args.config, args.output, model=args.model, data=args.data, protocol=args.protocol)

@@ -1,12 +1,18 @@
 """`shears run`: every stage in order; an interrupted run resumes, a changed setting reruns only what depends on it."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from shears_nncf.artifacts import read_json
 from shears_nncf.cli import main
 from shears_nncf.config import bundled_config
+from shears_nncf.errors import ShearsError
+from shears_nncf.pipeline import pipeline_settings, plan, step_keys
+from shears_nncf.stages import STAGES
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +28,10 @@ def tiny_run(tiny_llama_dir, tmp_path_factory):
     config = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
     config["shears"]["pipeline"] = {
         "model": str(tiny_llama_dir),
-        "sparsity": {"ratio": 0.5, "calibration": str(calibration), "nsamples": 4, "seqlen": 32},
-        "training": {"data": str(train), "tasks": ["boolq"], "max_steps": 2},
+        "sparsify": {"ratio": 0.5, "calibration": str(calibration), "nsamples": 4, "seqlen": 32},
+        "train": {"data": str(train), "tasks": ["boolq"], "max_steps": 2},
         "search": {"strategy": "heuristic", "metric": "loss", "tasks": ["piqa"], "limit": 4},
-        "evaluation": {"tasks": ["boolq"], "limit": 2, "batch_size": 2},
+        "evaluate": {"tasks": ["boolq"], "limit": 2, "batch_size": 2},
         "export": {"weights": "int8"},
         "bench": {"max_new_tokens": 4, "sparse_rate": None},
     }
@@ -58,7 +64,7 @@ def test_rerun_after_a_kill_following_training_skips_sparsify_and_training(tiny_
     trained = (out / "super_adapter" / "adapter_model.safetensors").stat().st_mtime_ns
     # Forget everything after training, then die in the search stage as a killed run would.
     state = read_json(out / "pipeline.json")
-    for stage in ("search", "sub_adapter", "openvino", "eval", "bench"):
+    for stage in ("search", "extract", "export", "evaluate", "bench"):
         state["stages"].pop(stage)
     (out / "pipeline.json").write_text(json.dumps(state))
 
@@ -75,7 +81,7 @@ def test_rerun_after_a_kill_following_training_skips_sparsify_and_training(tiny_
 
     assert main(["run", "--config", str(config), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "sparse: up to date, skipped" in printed and "super_adapter: up to date, skipped" in printed
+    assert "sparsify: up to date, skipped" in printed and "train: up to date, skipped" in printed
     assert (out / "super_adapter" / "adapter_model.safetensors").stat().st_mtime_ns == trained
     after = read_json(out / "summary.json")
     for key in ("sparsity", "training", "sub_adapter", "accuracy"):
@@ -86,12 +92,102 @@ def test_a_changed_evaluation_setting_reruns_only_the_evaluation(tiny_run, capsy
     config, out = tiny_run
     keys = _stage_keys(out)
     raw = json.loads(config.read_text())
-    raw["shears"]["pipeline"]["evaluation"]["limit"] = 1
+    raw["shears"]["pipeline"]["evaluate"]["limit"] = 1
     changed = config.with_name("run_limit1.json")
     changed.write_text(json.dumps(raw))
     assert main(["run", "--config", str(changed), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     new_keys = _stage_keys(out)
-    assert {name for name in keys if keys[name] != new_keys[name]} == {"eval"}
-    assert read_json(out / "summary.json")["settings"]["evaluation"]["limit"] == 1
-    assert "[shears run] eval: shears evaluate" in printed
+    assert {name for name in keys if keys[name] != new_keys[name]} == {"evaluate"}
+    assert read_json(out / "summary.json")["settings"]["evaluate"]["limit"] == 1
+    assert "[shears run] evaluate: shears evaluate" in printed
+
+
+def test_a_config_that_names_no_model_is_an_error_and_writes_nothing(tmp_path, capsys):
+    config = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+    del config["shears"]["pipeline"]["model"]
+    path = tmp_path / "no_model.json"
+    path.write_text(json.dumps(config))
+    assert main(["run", "--config", str(path), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "names no model" in error and "--model" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_offline_paper_run_fails_at_once_naming_the_model_and_writes_nothing(tmp_path):
+    out = tmp_path / "X"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}  # an empty cache
+    done = subprocess.run([sys.executable, "-m", "shears_nncf", "run", "--config", str(bundled_config("llama7b_math_50")),
+                           "--output", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("shears run: error:")]
+    assert len(errors) == 1 and "yahma/llama-7b-hf" in errors[0] and "download" in errors[0]
+    assert not out.exists()
+
+
+def test_paper_run_plans_wanda_on_c4_in_fp16_and_loads_every_torch_stage_in_fp16(tmp_path):
+    raw = json.loads(bundled_config("mpt7b_gsm8k_50").read_text())
+    settings = pipeline_settings(raw, model=None, data=None)
+    steps = {step.stage: step.args for step in plan(tmp_path / "train.json", tmp_path / "out", settings)}
+    sparsify = steps["sparsify"]
+    assert (sparsify.model, sparsify.ratio, sparsify.method, sparsify.pattern, sparsify.calibration) == \
+        ("mosaicml/mpt-7b", 0.5, "wanda", "unstructured", "c4")
+    assert (sparsify.nsamples, sparsify.seqlen, sparsify.seed, sparsify.dtype) == (128, 2048, 0, "fp16")
+    assert "--calibration c4 --nsamples 128 --seqlen 2048 --dtype fp16" in " ".join(STAGES["sparsify"].argv(sparsify))
+    for name in ("train", "search"):
+        assert steps[name].dtype == "fp16"
+    assert steps["train"].data == "gsm8k"
+
+
+def _keys(config_raw, out):
+    """Every step's key for a config, computed as `shears run` does before running anything."""
+    settings = pipeline_settings(config_raw, model=None, data=None)
+    return step_keys(plan(out / "train_config.json", out, settings), {})
+
+
+def test_an_edited_input_file_reruns_exactly_the_steps_downstream_of_it(tmp_path):
+    calibration, train = tmp_path / "calibration.txt", tmp_path / "train.jsonl"
+    calibration.write_text("first line\nsecond line\n")
+    train.write_text('{"instruction": "a", "input": "", "output": "b", "answer": "b"}\n')
+    raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+    raw["shears"]["pipeline"]["sparsify"]["calibration"] = str(calibration)
+    raw["shears"]["pipeline"]["train"]["data"] = str(train)
+    (tmp_path / "train_config.json").write_text("{}")
+    before = _keys(raw, tmp_path)
+
+    train.write_text('{"instruction": "a", "input": "", "output": "c", "answer": "c"}\n')
+    after_data = _keys(raw, tmp_path)
+    assert {s for s in before if before[s] != after_data[s]} == {"train", "search", "extract", "export", "evaluate", "bench"}
+
+    calibration.write_text("first line\nan edited second line\n")
+    after_calibration = _keys(raw, tmp_path)
+    assert {s for s in before if after_data[s] != after_calibration[s]} == set(before)  # sparsify, and all after it
+
+    raw["shears"]["pipeline"]["evaluate"]["limit"] = 7
+    after_setting = _keys(raw, tmp_path)
+    assert {s for s in before if after_calibration[s] != after_setting[s]} == {"evaluate"}
+
+
+def test_shears_run_and_the_stage_commands_share_one_set_of_defaults(tmp_path, monkeypatch):
+    from shears_nncf.cli import build_parser
+    from shears_nncf.stages import Stage, option
+
+    search = STAGES["search"]
+    changed = tuple(option("--limit", type=int, default=123) if o.dest == "limit" else o for o in search.options)
+    monkeypatch.setitem(STAGES, "search", Stage(search.name, search.help, search.handler, changed))
+    assert build_parser().parse_args(["search", "--super-adapter", "x", "--strategy", "heuristic", "--output", "y"]).limit == 123
+    raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+    del raw["shears"]["pipeline"]["search"]["limit"]
+    steps = {step.stage: step for step in plan(tmp_path / "c.json", tmp_path, pipeline_settings(raw, None, None))}
+    assert steps["search"].args.limit == 123
+
+
+def test_a_pipeline_section_with_an_unknown_or_wired_option_is_a_one_line_error(tmp_path, capsys):
+    raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+    raw["shears"]["pipeline"]["search"]["limits"] = 3
+    with pytest.raises(ShearsError, match=r"`shears search` has no option 'limits'; its options are .*limit"):
+        pipeline_settings(raw, None, None)
+    del raw["shears"]["pipeline"]["search"]["limits"]
+    raw["shears"]["pipeline"]["export"]["output"] = "elsewhere"
+    with pytest.raises(ShearsError, match="set by `shears run` itself"):
+        pipeline_settings(raw, None, None)

@@ -1,4 +1,4 @@
-"""Search strategies on cheap synthetic objectives with known optima, the shared cache, budgets, outputs, bad input."""
+"""Search strategies on cheap synthetic objectives with known optima, the common cache, budgets, outputs, bad input."""
 
 import json
 

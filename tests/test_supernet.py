@@ -158,22 +158,6 @@ def test_lora_only_model_has_no_elasticity(tiny_llama_factory):
     assert trainable and all("lora_" in n for n in trainable)
 
 
-def test_mpt_split_qkv_keeps_the_outputs_of_the_fused_projection():
-    from transformers import MptConfig, MptForCausalLM
-
-    from shears_nncf.nls.mpt import split_fused_qkv
-
-    torch.manual_seed(0)
-    model = MptForCausalLM(MptConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=1000, max_seq_len=64)).eval()
-    input_ids = torch.randint(0, 1000, (2, 9))
-    with torch.no_grad():
-        fused = model(input_ids=input_ids).logits
-        split_fused_qkv(model)
-        split = model(input_ids=input_ids).logits
-    assert hasattr(model.transformer.blocks[0].attn.Wqkv, "q_proj")
-    torch.testing.assert_close(split, fused, rtol=1e-6, atol=1e-6)
-
-
 def test_mpt_paper_config_builds_qkvo_and_up_down_groups():
     from transformers import MptConfig, MptForCausalLM
 
@@ -182,3 +166,11 @@ def test_mpt_paper_config_builds_qkvo_and_up_down_groups():
     supernet = build_supernet(model, load_config(bundled_config("mpt7b_gsm8k_50")))
     assert supernet.group_names == [f"{layer}:{g}" for layer in (0, 1) for g in ("q_proj+k_proj+v_proj+out_proj", "up_proj+down_proj")]
     assert supernet.search_space == [[32, 24, 16]] * 4
+
+
+def test_another_nncf_version_is_a_clear_error_naming_the_one_needed():
+    from shears_nncf.nls.bootstrapnas import check_nncf_version
+
+    check_nncf_version("2.19.0")
+    with pytest.raises(ShearsError, match=r"NNCF 3\.0\.0 is installed; install nncf==2\.19\.0"):
+        check_nncf_version("3.0.0")

@@ -3,13 +3,8 @@
 Each group of `lora_A` linears gets NNCF's elastic output width (its first r rows), and NNCF's mask
 propagation trims the matching input columns of `lora_B`, so a sub-adapter is the nested prefix
 `lora_A[:r], lora_B[:, :r]` with PEFT's scaling `alpha / r_max` left as it is. Stock BootstrapNAS
-needs two narrow changes, both made here by subclassing:
-
-* it refuses frozen weights (`_are_frozen_layers_allowed` says no); the sparse base must stay frozen,
-  so `frozen_layers_allowed` in the config lets them through, as the Shears reference does;
-* it inserts an elastic input-width op before every Linear and LayerNorm of the graph, although only
-  the `lora_B` inputs can ever change width; we keep only the ops whose width the smallest
-  sub-adapter actually changes (300 instead of hundreds more on SmolLM2).
+needs two narrow changes (frozen base weights allowed; elastic input-width ops only where a sub-adapter
+can change the width), made in `bootstrapnas.py`, the one module that touches NNCF internals.
 
 Training and scoring then run the model outside NNCF's per-op tracing (`Supernet.untraced`): the
 elastic ops are pre-ops of the lora modules, which run on every call, traced or not.
@@ -21,6 +16,7 @@ import contextlib
 import copy
 import logging
 import os
+import random
 import time
 import types
 from pathlib import Path
@@ -32,75 +28,17 @@ from torch import nn
 from shears_nncf import nncf_torch  # noqa: F401  (legacy tracing must be on before nncf.torch is used)
 
 from nncf import NNCFConfig
-from nncf.common.graph.transformations.commands import TargetType
-from nncf.experimental.torch.nas.bootstrapNAS.elasticity.elasticity_builder import ElasticityBuilder
-from nncf.experimental.torch.nas.bootstrapNAS.training.progressive_shrinking_builder import (
-    ProgressiveShrinkingBuilder,
-)
 from nncf.torch.model_creation import create_nncf_network
 
 from ..artifacts import read_json, read_manifest
 from ..config import AdapterGroups, ShearsConfig, check_target_modules, expand_groups, nncf_config_dict, parse_config
 from ..errors import ShearsError
+from .bootstrapnas import LoRAProgressiveShrinkingBuilder
+from .mpt import prepare_for_adapters
 from .space import SearchSpace
 
 NNCF_CONFIG_FILE = "nncf_config.json"
 _TRACE_LENGTH = 16  # tokens of the dummy input NNCF traces; the traced graph does not depend on it
-
-
-class _FrozenLayersPolicy:
-    """NNCF's frozen-layer check, answered by the config's `frozen_layers_allowed`.
-
-    When frozen layers are allowed there is nothing to check, and the stock scan (quadratic in the
-    number of modules: a third of the build time on SmolLM2) is skipped."""
-
-    frozen_layers_allowed = False
-
-    def _handle_frozen_layers(self, target_model) -> None:
-        if not self.frozen_layers_allowed:
-            super()._handle_frozen_layers(target_model)  # stock: "Frozen layers are not allowed for ..."
-
-
-class LoRAElasticityBuilder(_FrozenLayersPolicy, ElasticityBuilder):
-    """Stock elasticity builder that keeps only the input-width ops a sub-adapter can change (lora_B's)."""
-
-    def _get_transformation_layout(self, target_model):
-        layout = super()._get_transformation_layout(target_model)
-        width = self._multi_elasticity_handler.width_handler
-        width.activate_subnet_for_config(width.get_minimum_config())
-        input_ops = width._node_name_vs_dynamic_input_width_op_map  # stock handler's map, pruned in place
-        fixed = {name for name, op in input_ops.items() if op.get_active_width() == op.max_width}
-        fixed_ops = {id(input_ops[name]) for name in fixed}
-        layout.transformations[:] = [
-            c for c in layout.transformations if id(getattr(c.fn, "op", None)) not in fixed_ops
-        ]
-        for name in fixed:
-            del input_ops[name]
-        width.activate_supernet()
-        return layout
-
-
-class LoRAProgressiveShrinkingBuilder(_FrozenLayersPolicy, ProgressiveShrinkingBuilder):
-    """Stock progressive shrinking with the builder above in place of the stock elasticity builder."""
-
-    def __init__(self, nncf_config: NNCFConfig, frozen_layers_allowed: bool, should_init: bool = True):
-        super().__init__(nncf_config, should_init)
-        self.frozen_layers_allowed = frozen_layers_allowed
-        self._elasticity_builder = LoRAElasticityBuilder(self.config, self.should_init)
-        self._elasticity_builder.frozen_layers_allowed = frozen_layers_allowed
-
-    def apply_to(self, model):
-        """Every elastic-width command is a pre-op of one NNCF module (lora_A's output rows, lora_B's input
-        columns): register it on that module directly. NNCF's generic model transformer does the same after
-        an addressing check that is quadratic in the number of modules (half of the build time on SmolLM2)."""
-        layout = self.get_transformation_layout(model)
-        for command in layout.transformations:
-            if command.target_point.type != TargetType.PRE_LAYER_OPERATION:
-                raise ShearsError(f"unexpected NNCF transformation {command.target_point} for an elastic LoRA")
-            model.nncf.get_containing_module(command.target_point.target_node_name).register_pre_forward_operation(
-                command.fn
-            )
-        return model
 
 
 class Supernet:
@@ -111,7 +49,7 @@ class Supernet:
     """
 
     def __init__(self, model: nn.Module, config: ShearsConfig, groups: AdapterGroups | None, ctrl, nncf_config: dict | None):
-        self.model = model  # the PeftModel (extended in place by NNCF when elastic)
+        self.peft_model = model  # extended in place by NNCF when elastic
         self.config = config
         self.groups = groups
         self.ctrl = ctrl  # NNCF ProgressiveShrinkingController, None for plain LoRA
@@ -121,10 +59,6 @@ class Supernet:
     @property
     def elastic(self) -> bool:
         return self.ctrl is not None
-
-    @property
-    def peft_model(self):
-        return self.model
 
     @property
     def group_names(self) -> list[str]:
@@ -170,17 +104,16 @@ class Supernet:
     def activate_heuristic(self) -> list[int]:
         return self.activate(self.space.heuristic)
 
-    def activate_random(self) -> list[int]:
-        """A random rank per group (Python's `random`, as NNCF samples it)."""
-        config = self._width().get_random_config()
-        self._width().activate_subnet_for_config(config)
-        return [config[i] for i in range(len(config))]
+    def activate_random(self, rng: random.Random = random) -> list[int]:
+        """A uniformly random rank per group, as NNCF's `get_random_config` draws it; training passes its
+        own `rng` so that every process draws the same (see nls/training.py), others use the global one."""
+        return self.activate([rng.choice(options) for options in self.space.ranks])
 
     def start_schedule(self, optimizer: torch.optim.Optimizer | None, steps_per_epoch: float) -> None:
         """NNCF's order: give the controller the optimizer, then `epoch_step()` enters the (only) stage and
         enables the width elasticity. Training passes its optimizer; loading for search a throwaway one."""
         if optimizer is None:
-            optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=0.0)
+            optimizer = torch.optim.SGD([p for p in self.peft_model.parameters() if p.requires_grad], lr=0.0)
         self.ctrl.set_training_lr_scheduler_args(optimizer, steps_per_epoch)
         self.ctrl.scheduler.epoch_step()
 
@@ -194,14 +127,14 @@ class Supernet:
         is a bound method set on the instance, as accelerate's mixed-precision wrapper expects to find
         it, and wrappers that call the model (DDP) go through it too."""
         if not self.elastic:
-            yield self.model
+            yield self.peft_model
             return
         with _quiet_nncf():  # NNCF warns on any `forward` assignment; this one is scoped and tested
-            self.model.forward = types.MethodType(self.model.nncf.get_original_unbound_forward(), self.model)
+            self.peft_model.forward = types.MethodType(self.peft_model.nncf.get_original_unbound_forward(), self.peft_model)
         try:
-            yield self.model
+            yield self.peft_model
         finally:
-            vars(self.model).pop("forward", None)  # whatever wrapped it meanwhile goes too
+            vars(self.peft_model).pop("forward", None)  # whatever wrapped it meanwhile goes too
 
     def _width(self):
         if not self.elastic:
@@ -224,7 +157,7 @@ def build_supernet(model: nn.Module, config: ShearsConfig, elastic: bool = True)
     from peft import get_peft_model
 
     start = time.perf_counter()
-    prepare_model(model)
+    prepare_for_adapters(model)
     check_target_modules(model, config.lora.target_modules, config.source)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -244,15 +177,6 @@ def build_supernet(model: nn.Module, config: ShearsConfig, elastic: bool = True)
     supernet = Supernet(network, config, groups, ctrl, expanded)
     supernet.build_seconds = time.perf_counter() - start
     return supernet
-
-
-def prepare_model(model: nn.Module) -> nn.Module:
-    """Architecture-specific preparation before adapters are added (MPT: split the fused Wqkv)."""
-    if getattr(model.config, "model_type", None) == "mpt":
-        from .mpt import split_fused_qkv
-
-        split_fused_qkv(model)
-    return model
 
 
 def _input_info() -> dict:
@@ -320,9 +244,10 @@ def load_super_adapter(folder: str | os.PathLike, model: nn.Module | None = None
 
 
 
-def open_super_adapter(folder: str | os.PathLike, model: str | None = None):
-    """The trained supernet on its base model (the manifest's, unless `model` names another) and its tokenizer."""
+def open_super_adapter(folder: str | os.PathLike, model: str | None = None, dtype: torch.dtype = torch.float32):
+    """The trained supernet on its base model (the manifest's, unless `model` names another), loaded in `dtype`,
+    and its tokenizer."""
     from ..models import load_model, load_tokenizer
 
     base = model or read_manifest(folder, stage="train")["base_model"]
-    return load_super_adapter(folder, load_model(base)), load_tokenizer(base)
+    return load_super_adapter(folder, load_model(base, dtype=dtype)), load_tokenizer(base)

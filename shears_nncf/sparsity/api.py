@@ -10,9 +10,13 @@ import torch
 from torch import nn
 
 from ..artifacts import atomic_output_dir, write_manifest
+from ..data import c4
 from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
-from ..models import architecture, load_model, load_tokenizer, resolve_device, resolve_model
+from ..models import (
+    architecture, context_length, dtype_name, load_model, load_model_config, load_tokenizer, parameter_count,
+    resolve_device, resolve_dtype, resolve_model,
+)
 from .masks import magnitude_, parse_pattern
 from .report import model_sparsity
 from .wanda import wanda_
@@ -23,8 +27,11 @@ METHODS = ("wanda", "magnitude")
 DEFAULT_SEQLEN = 512
 
 
-def sparsify(model: nn.Module, calibration_samples: list[torch.Tensor] | None, ratio: float, method: str = "wanda", pattern: str = "unstructured") -> nn.Module:
-    """Zero `ratio` of every decoder linear's weights, row by row, in place (magnitude needs no samples)."""
+def sparsify(model: nn.Module, calibration_samples: list[torch.Tensor] | None, ratio: float, method: str = "wanda",
+             pattern: str = "unstructured", block_device: torch.device | None = None) -> nn.Module:
+    """Zero `ratio` of every decoder linear's weights, row by row, in place (magnitude needs no samples).
+
+    `block_device`: Wanda runs each decoder block there, one at a time, while the model stays where it is."""
     _check_method(method)
     parse_pattern(pattern, ratio)
     if method == "magnitude":
@@ -32,14 +39,17 @@ def sparsify(model: nn.Module, calibration_samples: list[torch.Tensor] | None, r
     else:
         if not calibration_samples:
             raise ShearsError("wanda needs calibration samples; give --calibration (a file, a hub id or 'default')")
-        wanda_(model, calibration_samples, ratio, pattern)
+        wanda_(model, calibration_samples, ratio, pattern, block_device=block_device)
     return model
 
 
 def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str = "wanda", pattern: str = "unstructured",
                        calibration: str = "default", nsamples: int | None = None, seqlen: int | None = None,
-                       seed: int = 0, device: str = "auto") -> dict:
-    """Load `model`, sparsify it and write an HF folder plus its manifest to `output`, atomically."""
+                       seed: int = 0, device: str = "auto", dtype: str = "auto") -> dict:
+    """Load `model` in `dtype`, sparsify it and write an HF folder plus its manifest to `output`, atomically.
+
+    On CUDA, a model whose weights do not fit in the free GPU memory stays on the CPU and Wanda moves
+    one decoder block at a time to the GPU."""
     # Every check that can fail on the user's input runs before anything is loaded or written.
     _check_method(method)
     parse_pattern(pattern, ratio)
@@ -49,22 +59,26 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
         if value is not None and value < 1:
             raise ShearsError(f"{flag} must be a positive integer, got {value}")
     torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
     path = resolve_model(model)
-    config = _load_config(path)
+    config = load_model_config(path)
     architecture(SimpleNamespace(config=config))
 
     start = time.perf_counter()
     tokenizer = load_tokenizer(path)
-    net = load_model(path, device=torch_device)
+    offload = torch_device.type == "cuda" and not _fits_on_gpu(path, torch_dtype, torch_device)
+    net = load_model(path, dtype=torch_dtype, device="cpu" if offload else torch_device)
     manifest = {"stage": "sparsify", "base_model": str(model), "base_model_path": path, "method": method,
-                "pattern": pattern, "ratio": ratio, "seed": seed, "device": str(torch_device)}
+                "pattern": pattern, "ratio": ratio, "seed": seed, "device": str(torch_device),
+                "dtype": dtype_name(torch_dtype), "blockwise_offload": offload}
     samples = None
     if method == "wanda":
-        seqlen = min(seqlen or DEFAULT_SEQLEN, getattr(config, "max_position_embeddings", None) or DEFAULT_SEQLEN)
+        default = c4.SEQLEN if calibration == c4.SOURCE else DEFAULT_SEQLEN
+        seqlen = min(seqlen or default, context_length(config) or default)
         samples = calibration_samples(calibration, tokenizer, nsamples, seqlen, seed)
         manifest["calibration"] = {"source": calibration, "nsamples": len(samples), "seqlen": seqlen,
                                    "tokens": sum(s.numel() for s in samples)}
-    sparsify(net, samples, ratio, method, pattern)
+    sparsify(net, samples, ratio, method, pattern, block_device=torch_device if offload else None)
     manifest["seconds"] = round(time.perf_counter() - start, 2)
     manifest["sparsity"] = model_sparsity(net)
     with atomic_output_dir(output) as tmp:
@@ -81,10 +95,16 @@ def _check_method(method: str) -> None:
         raise ShearsError(f"unknown sparsity method {method!r}; use one of {', '.join(METHODS)}")
 
 
-def _load_config(path: str):
-    from transformers import AutoConfig
+def _fits_on_gpu(path: str, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the weights fit in the free memory of `device` with a quarter to spare for activations."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return parameter_count(load_model_config(path)) * torch.finfo(dtype).bits // 8 < 0.75 * free
 
-    try:
-        return AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise ShearsError(f"could not read the model config of {path!r}: {str(e).strip().splitlines()[0]}") from None
+
+def sparsify_command(args) -> None:
+    """`shears sparsify`."""
+    sparsify_to_folder(
+        model=args.model, output=args.output, ratio=args.ratio, method=args.method, pattern=args.pattern,
+        calibration=args.calibration, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
+        device=args.device, dtype=args.dtype,
+    )

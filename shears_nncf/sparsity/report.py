@@ -100,3 +100,8 @@ def format_table(stats: dict) -> str:
         f"decoder linear sparsity   {stats['decoder_linear_sparsity']:>14.2%}",
     ]
     return "\n".join(lines)
+
+
+def report_command(args) -> None:
+    """`shears report`."""
+    print_report(args.folder, as_json=args.json)

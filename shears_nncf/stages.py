@@ -1,0 +1,275 @@
+"""Every command of `shears`, declared once: its name, its options with their defaults and help, its handler.
+
+The name is the CLI verb, the `stage` a stage's manifest records and the step name of `shears run`, so one
+vocabulary names each stage everywhere. The CLI builds its parser from these declarations; `shears run`
+calls the same handlers with the same defaults, without going through argument strings, and renders a
+stage as the command line a user would type (for display and for its key). Handlers are named by
+"module:function" and imported only when a command runs, so `shears --help` stays instant and this module
+imports no stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from .config import PRECISIONS
+from .errors import ShearsError
+from .protocol import PROTOCOLS
+
+
+def ratio(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its flags and argparse's `add_argument` keywords (type, default, choices, help, ...)."""
+
+    flags: tuple[str, ...]
+    settings: dict
+
+    @property
+    def dest(self) -> str:
+        return self.settings.get("dest") or self.flags[0].lstrip("-").replace("-", "_")
+
+    @property
+    def default(self) -> Any:
+        return self.settings.get("default", False if self.settings.get("action") == "store_true" else None)
+
+    @property
+    def required(self) -> bool:
+        return self.settings.get("required", not self.flags[0].startswith("-"))
+
+    @property
+    def positional(self) -> bool:
+        return not self.flags[0].startswith("-")
+
+
+def option(*flags: str, **settings) -> Option:
+    return Option(flags, settings)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    handler: str  # "module:function", called with an argparse.Namespace of the options
+    options: tuple[Option, ...]
+
+    def option(self, dest: str) -> Option:
+        return next(o for o in self.options if o.dest == dest)
+
+    def namespace(self, **values) -> argparse.Namespace:
+        """The options with their defaults, overridden by `values` (given as parsed values, not strings)."""
+        by_dest = {o.dest: o for o in self.options}
+        unknown = sorted(set(values) - set(by_dest))
+        if unknown:
+            raise ShearsError(f"`shears {self.name}` has no option {', '.join(unknown)}; "
+                              f"its options are {', '.join(sorted(by_dest))}")
+        resolved = {dest: values.get(dest, o.default) for dest, o in by_dest.items()}
+        missing = [o.flags[0] for o in self.options if o.required and resolved[o.dest] in (None, [])]
+        if missing:
+            raise ShearsError(f"`shears {self.name}` needs {', '.join(missing)}")
+        return argparse.Namespace(command=self.name, **resolved)
+
+    def argv(self, args: argparse.Namespace) -> list[str]:
+        """The command line a user would type for `args`: positionals, then every option not at its default."""
+        words = [self.name]
+        for o in self.options:
+            value = getattr(args, o.dest)
+            if o.positional:
+                words += [str(v) for v in (value if isinstance(value, list) else [value])]
+            elif value is True and o.settings.get("action") == "store_true":
+                words.append(o.flags[0])
+            elif o.settings.get("action") == "append" and value:
+                words += [word for item in value for word in (o.flags[0], str(item))]
+            elif value != o.default and value is not None and value is not False:
+                words += [o.flags[0], ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+        return words
+
+    @property
+    def function(self):
+        """The handler itself, imported now."""
+        module, name = self.handler.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def run(self, args: argparse.Namespace) -> Any:
+        return self.function(args)
+
+    def __call__(self, **values) -> Any:
+        return self.run(self.namespace(**values))
+
+
+DTYPE = option("--dtype", default="auto", choices=PRECISIONS,
+               help="precision the model is loaded in; auto: bf16 on CUDA where supported, else fp16; fp32 on CPU")
+
+
+def protocol_option(default_from: str) -> Option:
+    return option("--protocol", choices=PROTOCOLS, default=None,
+                  help="reference: prompts, decoding, answer extraction and defaults exactly as the Shears reference "
+                       f"code; shears: our choices (README: 'Reference settings'). Default: {default_from}")
+
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("sparsify", "prune a model (Wanda, magnitude; unstructured or N:M) and save it",
+          "shears_nncf.sparsity.api:sparsify_command", (
+        option("--model", required=True, help="HF folder, hub id, or 'smollm2-135m' (embedded default)"),
+        option("--ratio", required=True, type=ratio, help="fraction of each row's weights to zero, in (0, 1)"),
+        option("--method", default="wanda", choices=["wanda", "magnitude"]),
+        option("--pattern", default="unstructured", help="unstructured, 2:4 or 4:8 (N:M needs ratio N/M)"),
+        option("--calibration", default="default",
+               help=".txt file, .jsonl file, hub dataset id, 'c4' (Wanda's C4 shard, streamed), or 'default'"),
+        option("--nsamples", type=int, default=None,
+               help="calibration samples (default: 32; c4: 128; a .jsonl: its line count)"),
+        option("--seqlen", type=int, default=None,
+               help="tokens per calibration sample (default 512, c4 2048; capped by the model)"),
+        option("--seed", type=int, default=0),
+        option("--device", default="auto", help="cpu, cuda, cuda:N, or auto"),
+        DTYPE,
+        option("--output", required=True, help="folder for the sparse HF model and its manifest"),
+    )),
+    Stage("report", "print the per-layer sparsity and non-zero parameters of a model folder",
+          "shears_nncf.sparsity.report:report_command", (
+        option("folder"),
+        option("--json", action="store_true", help="print JSON instead of a table"),
+    )),
+    Stage("evaluate", "accuracy on tasks (generation or log-likelihood) or perplexity on a text file",
+          "shears_nncf.evaluation.cli:evaluate_command", (
+        option("--model", help="HF folder, hub id, or 'smollm2-135m'; default: the base named by --super-adapter"),
+        option("--adapter", help="a PEFT adapter folder to apply to the model"),
+        option("--super-adapter", help="a trained super-adapter folder (shears train)"),
+        option("--subnet", default="heuristic", help="with --super-adapter: heuristic|maximal|minimal|FILE.json"),
+        option("--openvino", help="an OpenVINO IR folder (shears export) to evaluate instead of a PyTorch model"),
+        option("--tasks", type=csv, help="comma-separated task names, e.g. boolq,piqa,gsm8k"),
+        option("--data", default="default",
+               help="a JSON/JSONL file, a folder of <task>/test.json, a hub id, or 'default'"),
+        option("--limit", type=int, default=None, help="evaluate the first N examples of each task"),
+        option("--scoring", default="generate", choices=["generate", "loglik"],
+               help="generate: greedy answers read by the task's extractor (the paper's protocol); loglik: rank "
+                    "the answer choices by likelihood through lm-evaluation-harness (commonsense tasks)"),
+        option("--prompt-style", default="lm-eval", choices=["lm-eval", "llm-adapters"],
+               help="with --scoring loglik: lm-eval's task templates, or the paper's prompt with its answer sentences"
+                    " as choices"),
+        option("--batch-size", type=int, default=8),
+        option("--output",
+               help="results JSON, written after each task; a rerun with the same settings scores only the missing "
+                    "tasks"),
+        option("--perplexity", metavar="TEXTFILE",
+               help="measure perplexity on this text file instead of task accuracy"),
+        option("--seqlen", type=int, default=512, help="with --perplexity: tokens per window"),
+        option("--nsamples", type=int, default=None, help="with --perplexity: at most this many windows"),
+        option("--device", default="auto"),
+        DTYPE,
+        protocol_option("the super-adapter's, else shears"),
+    )),
+    Stage("score", "score predictions made by any runtime", "shears_nncf.evaluation.cli:score_command", (
+        option("--task", required=True),
+        option("--predictions", required=True, help='JSONL with lines {"prediction": str, "answer": str}'),
+        option("--json", action="store_true", help='print only {"task", "accuracy", "count"}'),
+        option("--output", help='write every line\'s verdict as JSONL {"line", "extracted", "correct"}'),
+        protocol_option("shears"),
+    )),
+    Stage("train", "train an elastic-LoRA super-adapter (NLS), or a plain LoRA with --lora-only",
+          "shears_nncf.nls.cli:train_command", (
+        option("--config", required=True, help="NNCF JSON config with a bootstrapNAS section and a shears section"),
+        option("--model", required=True, help="the (sparse) base model"),
+        DTYPE,
+        option("--data", default="default", help="training data: a JSON/JSONL file, a hub id, or 'default'"),
+        option("--tasks", type=csv, help="tasks or a named mixture (e.g. commonsense) when the data has several"),
+        option("--output", help="super-adapter folder (required unless --dry-run)"),
+        option("--max-steps", type=int, default=None, help="stop after N optimizer steps"),
+        option("--epochs", type=float, default=None, help="override the config's epochs"),
+        option("--lr", type=float, default=None, help="override the config's learning rate"),
+        option("--batch-size", type=int, default=None, help="override the config's per-device batch size"),
+        option("--grad-accum", type=int, default=None, help="override the config's gradient accumulation"),
+        option("--max-length", type=int, default=None, help="override the config's maximum sequence length"),
+        option("--precision", default=None, choices=PRECISIONS,
+               help="override the config's training precision (auto: bf16 on CUDA, fp16 where bf16 is missing, fp32 "
+                    "on CPU)"),
+        option("--gradient-checkpointing", action="store_true", default=None,
+               help="recompute activations in the backward pass: less memory, one more forward"),
+        option("--limit", type=int, default=None, help="use at most N training examples"),
+        option("--lora-only", action="store_true", help="plain LoRA baseline: elasticity off"),
+        option("--resume", action="store_true", help="resume from the last checkpoint in --output"),
+        option("--seed", type=int, default=42),
+        protocol_option("the config's shears.protocol, else shears"),
+        option("--dry-run", action="store_true",
+               help="print the trainable parameters and a peak-memory estimate from the model's config only; train "
+                    "nothing"),
+    )),
+    Stage("search", "search the trained super-adapter for a sub-adapter", "shears_nncf.search.cli:search_command", (
+        option("--super-adapter", required=True),
+        option("--model", help="base model; default: the one named in the super-adapter's manifest"),
+        DTYPE,
+        option("--strategy", required=True, help="heuristic|hill-climbing|rnsga2|nsga2|maximal|minimal"),
+        option("--budget", type=int, default=None, help="maximum number of evaluated configurations"),
+        option("--tasks", type=csv),
+        option("--data", default="default"),
+        option("--limit", type=int, default=50, help="validation examples per task (a seeded draw; default 50)"),
+        option("--metric", default="accuracy",
+               help="accuracy (generation, as the paper), loss (cheaper) or loglik (acc_norm through lm-evaluation-"
+                    "harness)"),
+        option("--prompt-style", default="lm-eval", choices=["lm-eval", "llm-adapters"],
+               help="with --metric loglik: lm-eval's task templates, or the paper's prompt with its answer sentences "
+                    "as choices"),
+        option("--cost", default="params",
+               help="params (adapter parameters) or macs (of the subnet, as NNCF counts them)"),
+        option("--batch-size", type=int, default=8),
+        option("--seed", type=int, default=0),
+        option("--output", required=True),
+        protocol_option("the super-adapter's"),
+    )),
+    Stage("extract", "write a sub-adapter as a standard PEFT adapter folder",
+          "shears_nncf.export.sub_adapter:extract_command", (
+        option("--super-adapter", required=True),
+        option("--subnet", default="heuristic", help="heuristic|maximal|minimal|FILE.json (search.json or ranks)"),
+        option("--model",
+               help="base model recorded in the manifest (with --merge: the sparse base to merge into); default: the "
+                    "super-adapter's"),
+        option("--merge", action="store_true",
+               help="write an HF model folder: the sub-adapter folded into the base, keeping every zero of the base"),
+        option("--output", required=True),
+    )),
+    Stage("export", "export the sparse model (with an unmerged adapter) to OpenVINO IR",
+          "shears_nncf.export.cli:export_command", (
+        option("--model", required=True, help="the sparse (or dense) HF model folder"),
+        DTYPE,
+        option("--adapter", help="a PEFT adapter folder (e.g. from shears extract)"),
+        option("--output", required=True),
+        option("--weights", default="as-is", choices=["as-is", "int8", "w8a8", "int4"]),
+        option("--calibration", default="default", help="with --weights w8a8: calibration text (as for sparsify)"),
+        option("--int4-ratio", type=ratio, default=1.0,
+               help="with --weights int4: fraction of linears in INT4 (the rest INT8)"),
+        option("--group-size", type=int, default=128,
+               help="with --weights int4: inputs sharing one scale (-1: whole row)"),
+    )),
+    Stage("bench", "benchmark inference of OpenVINO IR folders (or a PyTorch model) on CPU",
+          "shears_nncf.bench:bench_command", (
+        option("folders", nargs="+", metavar="DIR"),
+        option("--prompts", help="a text file, one prompt per line"),
+        option("--max-new-tokens", type=int, default=64),
+        option("--sparse-rate", type=float, default=None, help="CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE, in [0, 1]"),
+        option("--json", dest="json_out", help="also write the results to this JSON file"),
+        option("--threads", type=int, default=None, help="inference threads for every back end (default: their own)"),
+        option("--accuracy", action="append", metavar="DIR=RESULTS.json",
+               help="a folder's `shears evaluate --output` results (repeatable): adds a speed-vs-accuracy table"),
+    )),
+    Stage("run", "every stage in order (sparsify, train, search, extract, export, evaluate, bench), resumable",
+          "shears_nncf.pipeline:run_command", (
+        option("--config", required=True, help="NNCF JSON config; its shears.pipeline section sets the stages"),
+        option("--model", help="override the config's base model"),
+        option("--data", help="override the config's training data"),
+        option("--output", required=True, help="run folder: one sub-folder per stage, summary.md, summary.json"),
+        protocol_option("the config's shears.protocol, else shears"),
+    )),
+)}

@@ -1,0 +1,105 @@
+"""The package's shape: no import cycle, and data flows one way through the stages.
+
+Every `import` of a `shears_nncf` module is read from the source (function-level imports included, since
+the CLI imports its stages lazily), so a test fails as soon as a module reaches into a later stage.
+"""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "shears_nncf"
+
+# model -> sparsify -> nls -> search -> export -> evaluate/bench, with the common base below them and the
+# front ends (CLI, pipeline, public API) above. A module may import its own layer or a lower one. Scoring
+# (prompting, generation, answer extraction, log-likelihood) is what the search and the evaluate stage share,
+# so it sits below the search; the evaluate stage itself (its command, the OpenVINO back end) comes last.
+# A module belongs to the layer of its longest listed prefix.
+LAYERS = [
+    ("errors", "artifacts", "models", "config", "nncf_torch", "protocol", "distributed", "data"),
+    ("sparsity",),
+    ("nls",),
+    ("evaluation",),
+    ("search",),
+    ("export",),
+    ("evaluation.cli", "evaluation.openvino_backend", "bench"),
+    ("stages", "pipeline", "cli", "__main__", "__init__"),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
+def layer(module: str) -> int:
+    matches = [(len(prefix), index) for index, names in enumerate(LAYERS) for prefix in names
+               if module == prefix or module.startswith(prefix + ".")]
+    assert matches, f"module {module} is in no layer; add it (or its package) to LAYERS"
+    return max(matches)[1]
+
+
+def imports(path: Path) -> set[str]:
+    """The shears_nncf modules one file imports, as dotted names relative to the package."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("shears_nncf"):
+                target = node.module.removeprefix("shears_nncf").lstrip(".")
+            else:
+                continue
+            for alias in node.names:  # `from . import x` may name a submodule
+                candidate = f"{target}.{alias.name}" if target else alias.name
+                found.add(candidate if _exists(candidate) else target)
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("shears_nncf.") for a in node.names if a.name.startswith("shears_nncf.")}
+    return {name for name in found if name and name != module}
+
+
+def _exists(module: str) -> bool:
+    path = PACKAGE.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_module_belongs_to_a_layer():
+    for module in graph():
+        layer(module)
+
+
+def test_no_module_imports_a_later_stage():
+    wrong = [f"{a} imports {b}" for a, targets in graph().items() for b in targets if layer(b) > layer(a)]
+    assert not wrong, "earlier stages must not import later ones:\n" + "\n".join(sorted(wrong))
+
+
+def test_there_is_no_import_cycle():
+    edges = graph()
+    cycles, state = [], {}
+
+    def visit(module, stack):
+        state[module] = "open"
+        for target in sorted(edges.get(module, ())):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+            elif target not in state:
+                visit(target, stack + [target])
+        state[module] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_import_reader_sees_relative_and_function_level_imports():
+    edges = graph()
+    assert "data.tasks" in edges["data.sources"]  # `from .tasks import ...` at module level
+    assert "nls.supernet" in edges["search.cli"]  # imported inside a function
