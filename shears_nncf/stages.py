@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,13 @@ def option(*flags: str, **settings) -> Option:
     return Option(flags, settings)
 
 
+def _as_parsed(value):
+    """Paths as the command line gives them (strings), so a handler sees the same types from both callers."""
+    if isinstance(value, list):
+        return [_as_parsed(v) for v in value]
+    return str(value) if isinstance(value, os.PathLike) else value
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -76,7 +84,7 @@ class Stage:
         if unknown:
             raise ShearsError(f"`shears {self.name}` has no option {', '.join(unknown)}; "
                               f"its options are {', '.join(sorted(by_dest))}")
-        resolved = {dest: values.get(dest, o.default) for dest, o in by_dest.items()}
+        resolved = {dest: _as_parsed(values.get(dest, o.default)) for dest, o in by_dest.items()}
         missing = [o.flags[0] for o in self.options if o.required and resolved[o.dest] in (None, [])]
         if missing:
             raise ShearsError(f"`shears {self.name}` needs {', '.join(missing)}")
