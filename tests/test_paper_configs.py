@@ -6,7 +6,6 @@ The reference values are read from IntelLabs/Hardware-Aware-Automated-Machine-Le
 learning rates below, and Wanda with its defaults (C4, 128 x 2048 tokens, seed 0) on a model loaded in fp16.
 """
 
-import json
 import random
 import re
 
@@ -63,6 +62,7 @@ def test_paper_config_has_every_reference_value(name):
     t = config.training
     assert (t.epochs, config.stage["epochs_lr"], t.lr) == (epochs, epochs, lr)
     assert (t.batch_size, t.grad_accum, t.max_length, t.train_on_inputs) == (batch, accum, 256, True)
+    assert t.precision == config.protocol.training_precision == "fp16"  # the reference's --fp16
     assert raw["bootstrapNAS"]["training"]["frozen_layers_allowed"] is True
 
     pipeline = raw["shears"]["pipeline"]

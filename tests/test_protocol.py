@@ -401,14 +401,16 @@ def test_reference_training_never_sees_the_search_validation_records(tmp_path):
 
 
 def test_run_passes_the_protocol_to_the_evaluation_of_the_exported_model(tmp_path):
-    from shears_nncf.pipeline import PIPELINE_DEFAULTS, pipeline_settings
+    from shears_nncf.pipeline import pipeline_settings
 
-    settings = pipeline_settings({"shears": {}}, "smollm2-135m", None)
-    assert "--protocol" not in next(s for s in plan(tmp_path / "c.json", tmp_path, settings) if s.name == "eval").argv
+    raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+    settings = pipeline_settings(raw, None, None)
+    settings["protocol"] = None
+    evaluate = next(s for s in plan(tmp_path / "c.json", tmp_path, settings) if s.stage == "evaluate")
+    assert evaluate.args.protocol is None
     settings["protocol"] = "reference"
-    argv = next(s for s in plan(tmp_path / "c.json", tmp_path, settings) if s.name == "eval").argv
-    assert argv[argv.index("--protocol") + 1] == "reference"
-    assert set(PIPELINE_DEFAULTS) <= set(settings)
+    evaluate = next(s for s in plan(tmp_path / "c.json", tmp_path, settings) if s.stage == "evaluate")
+    assert evaluate.args.protocol == "reference"
 
 
 def test_reference_protocol_records_the_references_other_settings():
