@@ -24,6 +24,7 @@ from pathlib import Path
 from .artifacts import content_digest, read_json, read_manifest, write_json, write_text
 from .bench import sparse_path
 from .errors import ShearsError
+from .evaluation.harness import headline
 from .stages import STAGES
 
 STATE_FILE = "pipeline.json"
@@ -238,7 +239,8 @@ def summarize(out: Path, settings: dict, state: dict) -> dict:
         "sub_adapter": {"strategy": search["strategy"], "ranks": search["chosen"]["ranks"],
                         "cost": search["chosen"]["cost"], "cost_name": search["cost"]},
         "openvino": {"weights": export["weights"], "ir_sparsity": export["sparsity"]},
-        "accuracy": {name: t["accuracy"] for name, t in results["tasks"].items()} | {"average": results["average"]},
+        "accuracy": {name: headline(t) for name, t in results["tasks"].items()} | {"average": results["average"]},
+        "scoring": results.get("scoring", "generate"),
         "bench": [{"folder": row["folder"], "backend": row["backend"], "sparse_rate": row["sparse_rate"],
                    "weights": row.get("weights"), "tokens_per_s": row.get("tokens_per_s"), "ttft_ms": row.get("ttft_ms"),
                    "tpot_ms": row.get("tpot_ms"), "peak_rss_mb": row.get("peak_rss_mb"), "status": row.get("status"),
@@ -265,7 +267,7 @@ def summary_markdown(summary: dict) -> str:
         f"- OpenVINO IR ({summary['openvino']['weights']} weights, adapter unmerged): base linears "
         f"{ir['base_sparsity']:.1%} zero as counted in the IR ({ir['base_zeros']:,} of {ir['base_params']:,} weights)",
         "",
-        "| task | accuracy (%) |",
+        f"| task | {'accuracy' if summary['scoring'] == 'generate' else 'acc_norm, log-likelihood'} (%) |",
         "|---|---|",
         *[f"| {name} | {100 * value:.1f} |" for name, value in acc.items()],
         "",
