@@ -93,10 +93,17 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
     return name  # a hub id
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
 def load_tokenizer(name_or_path: str | os.PathLike):
     from transformers import AutoTokenizer
 
     path = resolve_model(name_or_path)
+    if Path(path).is_dir() and not any(Path(path, f).is_file() for f in _TOKENIZER_FILES):
+        # transformers would fall back to a default tokenizer class that maps every word to <unk>.
+        raise ShearsError(f"model folder {path} has no tokenizer ({', '.join(_TOKENIZER_FILES)}); "
+                          "save the tokenizer beside the model (tokenizer.save_pretrained)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as e:

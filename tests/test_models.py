@@ -8,7 +8,7 @@ from shears_nncf.errors import ShearsError
 from shears_nncf.artifacts import read_json
 from shears_nncf.cli import main
 from shears_nncf.models import (
-    ARCHITECTURES, EMBEDDED_MODEL, architecture, block_linears, decoder_blocks, dtype_name, load_model, meta_model,
+    ARCHITECTURES, EMBEDDED_MODEL, architecture, block_linears, decoder_blocks, dtype_name, load_model, load_tokenizer, meta_model,
     parameter_count, resolve_dtype, resolve_model,
 )
 from shears_nncf.sparsity.wanda import wanda_
@@ -95,3 +95,9 @@ def test_wanda_with_a_block_device_prunes_exactly_as_in_place(tiny_llama_factory
     wanda_(blockwise, samples, 0.5, block_device=torch.device("cpu"))
     for (name, a), b in zip(in_place.named_parameters(), blockwise.parameters()):
         assert torch.equal(a, b), name
+
+
+def test_a_model_folder_without_a_tokenizer_is_a_clear_error(tiny_llama_factory, tmp_path):
+    tiny_llama_factory().save_pretrained(tmp_path / "no_tokenizer")
+    with pytest.raises(ShearsError, match="has no tokenizer"):
+        load_tokenizer(tmp_path / "no_tokenizer")
