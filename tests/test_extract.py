@@ -88,6 +88,7 @@ def trained_super_adapter(tiny_llama_factory, tokenizer, tmp_path_factory):
     folder = tmp_path_factory.mktemp("nls")
     base = _sparse_base(tiny_llama_factory)
     base.save_pretrained(folder / "sparse")
+    tokenizer.save_pretrained(folder / "sparse")  # as `shears sparsify` writes it
     g = torch.Generator().manual_seed(0)
     examples = []
     for _ in range(12):
