@@ -2,10 +2,9 @@
 
 The name is the CLI verb, the `stage` a stage's manifest records and the step name of `shears run`, so one
 vocabulary names each stage everywhere. The CLI builds its parser from these declarations; `shears run`
-calls the same handlers with the same defaults, without going through argument strings, and renders a
-stage as the command line a user would type (for display and for its key). Handlers are named by
-"module:function" and imported only when a command runs, so `shears --help` stays instant and this module
-imports no stage.
+calls the same handlers with the same defaults, without going through argument strings, and shows each
+step as the command line a user would type. Handlers are named by "module:function" and imported only when
+a command runs, so `shears --help` stays instant and this module imports no stage.
 """
 
 from __future__ import annotations
@@ -113,9 +112,6 @@ class Stage:
 
     def run(self, args: argparse.Namespace) -> Any:
         return self.function(args)
-
-    def __call__(self, **values) -> Any:
-        return self.run(self.namespace(**values))
 
 
 DTYPE = option("--dtype", default="auto", choices=PRECISIONS,
