@@ -55,3 +55,22 @@ def tiny_llama_dir(tiny_llama_factory, tokenizer, tmp_path_factory):
 def smollm2():
     """The embedded SmolLM2-135M, loaded once for the slow integration tests."""
     return load_model(EMBEDDED_MODEL), load_tokenizer(EMBEDDED_MODEL)
+
+
+def train_tiny_super_adapter(base, tokenizer, folder):
+    """`shears train`'s own code for 3 optimizer steps on `base`, saved (with its tokenizer, as `shears sparsify`
+    writes it) to folder/sparse; the super-adapter goes to folder/super. Returns the training result."""
+    from shears_nncf.config import bundled_config, load_config
+    from shears_nncf.nls import training
+
+    base.save_pretrained(folder / "sparse")
+    tokenizer.save_pretrained(folder / "sparse")
+    g = torch.Generator().manual_seed(0)
+    examples = []
+    for _ in range(12):
+        ids = torch.randint(5, 300, (12,), generator=g).tolist()
+        examples.append({"input_ids": ids, "attention_mask": [1] * 12, "labels": ids})
+    config = load_config(bundled_config("demo/smollm2_commonsense"), batch_size=2, grad_accum=1, lr=5e-2)
+    return training.train(base, tokenizer, config, examples, folder / "super", max_steps=3, save_steps=100,
+                          manifest={"base_model": str(folder / "sparse")})
+

@@ -9,12 +9,10 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from shears_nncf.artifacts import read_manifest
 from shears_nncf.cli import main
-from shears_nncf.config import bundled_config, load_config
 from shears_nncf.export.sub_adapter import write_sub_adapter
 from shears_nncf.nls.folder import module_path
-from shears_nncf.nls import training
+from conftest import train_tiny_super_adapter
 
-DEMO = bundled_config("demo/smollm2_commonsense")
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
 
@@ -86,17 +84,7 @@ def _sparse_base(factory):
 def trained_super_adapter(tiny_llama_factory, tokenizer, tmp_path_factory):
     """A super-adapter from `shears train`'s own code: 3 optimizer steps on a sparse tiny LLaMA."""
     folder = tmp_path_factory.mktemp("nls")
-    base = _sparse_base(tiny_llama_factory)
-    base.save_pretrained(folder / "sparse")
-    tokenizer.save_pretrained(folder / "sparse")  # as `shears sparsify` writes it
-    g = torch.Generator().manual_seed(0)
-    examples = []
-    for _ in range(12):
-        ids = torch.randint(5, 300, (12,), generator=g).tolist()
-        examples.append({"input_ids": ids, "attention_mask": [1] * 12, "labels": ids})
-    config = load_config(DEMO, batch_size=2, grad_accum=1, lr=5e-2)
-    result = training.train(base, tokenizer, config, examples, folder / "super", max_steps=3, save_steps=100,
-                            manifest={"base_model": str(folder / "sparse")})
+    result = train_tiny_super_adapter(_sparse_base(tiny_llama_factory), tokenizer, folder)
     return folder, result.supernet
 
 

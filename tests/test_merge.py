@@ -8,12 +8,11 @@ from safetensors.torch import load_file
 
 from shears_nncf.artifacts import read_manifest
 from shears_nncf.cli import main
-from shears_nncf.config import bundled_config, load_config
 from shears_nncf.export.merge import merge_to_folder
 from shears_nncf.export.openvino import IR_XML, ir_zero_masks
 from shears_nncf.models import load_model
-from shears_nncf.nls import training
 from shears_nncf.sparsity.masks import magnitude_
+from conftest import train_tiny_super_adapter
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 R, ALPHA = 8, 16
@@ -106,16 +105,7 @@ def super_adapter(tiny_llama_factory, tokenizer, tmp_path_factory):
     folder = tmp_path_factory.mktemp("merge_nls")
     base = tiny_llama_factory(seed=4)
     magnitude_(base, 0.5)
-    base.save_pretrained(folder / "sparse")
-    tokenizer.save_pretrained(folder / "sparse")
-    g = torch.Generator().manual_seed(0)
-    examples = []
-    for _ in range(12):
-        ids = torch.randint(5, 300, (12,), generator=g).tolist()
-        examples.append({"input_ids": ids, "attention_mask": [1] * 12, "labels": ids})
-    config = load_config(bundled_config("demo/smollm2_commonsense"), batch_size=2, grad_accum=1, lr=5e-2)
-    training.train(base, tokenizer, config, examples, folder / "super", max_steps=3, save_steps=100,
-                   manifest={"base_model": str(folder / "sparse")})
+    train_tiny_super_adapter(base, tokenizer, folder)
     return folder
 
 
