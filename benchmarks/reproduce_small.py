@@ -1,17 +1,20 @@
-"""A small-scale reproduction of Shears' commonsense findings on the embedded SmolLM2-135M.
+"""A small-scale reproduction of Shears' commonsense claims on the embedded SmolLM2-135M, scored so that it can decide them.
 
-Eight rows, read the way the paper's Tables 2 and 6 read, at a size two CPU cores can run:
-zero-shot on the dense and the Wanda-50% model; LoRA on the dense and the Wanda-50% model; Shears
-(NLS) on the Wanda-50% model with the heuristic and the hill-climbing sub-adapter; Shears on a
-Wanda-40% and a magnitude-50% model (heuristic). Every trained row uses the same config, training
-examples, optimizer steps and seed, and every row is scored on the same first N examples of each of
-the eight commonsense tasks.
+Seventeen rows, in the shape of the paper's Tables 2, 5 and 6: zero-shot on the dense model, on
+Wanda 40/50/60/70% and on magnitude 50%; LoRA on the dense and the Wanda-50% model; Shears (NLS) on
+Wanda 50% with its maximal, heuristic, minimal, hill-climbing and RNSGA-II sub-adapters; Shears
+(heuristic) on Wanda 40/60/70% and magnitude 50%. Every trained row uses the same data, steps,
+learning rate and seed; every row is scored by log-likelihood (lm-evaluation-harness, acc_norm where
+it defines one, else acc) on the same first N validation documents of each of the eight commonsense
+tasks, and by generation (the paper's protocol) on fewer. Each claim is a *paired* comparison of two
+rows on the same documents: a bootstrap over documents (stratified by task) gives the difference of
+the task-averaged scores, its 95% interval and a verdict.
 
 Every step is one `shears` command in its own process, writing its own folder under --output
 atomically. A step whose output exists is skipped, so an interrupted study resumes where it stopped
 (an interrupted training from its last checkpoint), and `--rows` runs a subset. A step is known by
 its folder alone: after changing a setting, use a new --output. Once every row is complete, the
-table and what it says against the paper's claims go to --results.
+report goes to --results and its two pictures beside it.
 
     python benchmarks/reproduce_small.py --jobs 2 --output runs/reproduce --results benchmarks/RESULTS.md
 """
@@ -19,7 +22,6 @@ table and what it says against the paper's claims go to --results.
 from __future__ import annotations
 
 import argparse
-import collections
 import functools
 import math
 import os
@@ -30,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from safetensors import safe_open
 
 from shears_nncf.artifacts import read_json, read_manifest, write_json, write_text
@@ -39,9 +42,16 @@ from shears_nncf.nls.training import checkpoint_dir
 from shears_nncf.sparsity.report import folder_sparsity
 
 CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "demo" / "smollm2_commonsense.json"
-SPARSE_MODELS = {"wanda-50": ("wanda", 0.5), "wanda-40": ("wanda", 0.4), "magnitude-50": ("magnitude", 0.5)}
+SPARSE_MODELS = {"wanda-40": ("wanda", 0.4), "wanda-50": ("wanda", 0.5), "wanda-60": ("wanda", 0.6),
+                 "wanda-70": ("wanda", 0.7), "magnitude-50": ("magnitude", 0.5)}
 SHORT = {"boolq": "BoolQ", "piqa": "PIQA", "social_i_qa": "SIQA", "hellaswag": "HellaS", "winogrande": "WinoG",
          "arc_easy": "ARC-e", "arc_challenge": "ARC-c", "openbookqa": "OBQA"}
+# Training data: "lm-eval" is the eight train splits as lm-eval poses them (prompt, then the gold choice's
+# text), scored in lm-eval's wording; "llm-adapters" is LLM-Adapters' records, scored with its answer sentences.
+FORMATS = {"lm-eval": "lm-eval", "llm-adapters": "llm-adapters"}  # training format -> log-likelihood wording
+SEARCHES = {"hill-climbing": "hill-climbing", "rnsga2": "rnsga2"}  # subnet -> search strategy
+BOOTSTRAP_SAMPLES = 5000
+DETECTABLE = 2.8  # standard errors: a difference this large is found 80% of the time at the 5% level
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ class Row:
     title: str
     sparse: str | None  # a key of SPARSE_MODELS; None: the dense model
     training: str | None = None  # "lora" or "nls"; None: zero-shot
-    subnet: str | None = None  # NLS rows: "heuristic" or "hill-climbing"
+    subnet: str | None = None  # NLS rows: maximal, heuristic, minimal, hill-climbing or rnsga2
 
     @property
     def base(self) -> str:
@@ -60,15 +70,28 @@ class Row:
     def train_name(self) -> str:
         return f"{self.base}-{self.training}"
 
+    @property
+    def sparsity(self) -> int:
+        return round(100 * SPARSE_MODELS[self.sparse][1]) if self.sparse else 0
+
 
 ROWS = (
     Row("zero-dense", "zero-shot, dense", None),
+    Row("zero-wanda40", "zero-shot, Wanda 40%", "wanda-40"),
     Row("zero-wanda50", "zero-shot, Wanda 50%", "wanda-50"),
+    Row("zero-wanda60", "zero-shot, Wanda 60%", "wanda-60"),
+    Row("zero-wanda70", "zero-shot, Wanda 70%", "wanda-70"),
+    Row("zero-magnitude50", "zero-shot, magnitude 50%", "magnitude-50"),
     Row("lora-dense", "LoRA, dense", None, "lora"),
     Row("lora-wanda50", "LoRA, Wanda 50%", "wanda-50", "lora"),
+    Row("shears-wanda50-maximal", "Shears, Wanda 50%, maximal", "wanda-50", "nls", "maximal"),
     Row("shears-wanda50", "Shears, Wanda 50%, heuristic", "wanda-50", "nls", "heuristic"),
+    Row("shears-wanda50-minimal", "Shears, Wanda 50%, minimal", "wanda-50", "nls", "minimal"),
     Row("shears-wanda50-hill", "Shears, Wanda 50%, hill-climbing", "wanda-50", "nls", "hill-climbing"),
+    Row("shears-wanda50-rnsga2", "Shears, Wanda 50%, RNSGA-II", "wanda-50", "nls", "rnsga2"),
     Row("shears-wanda40", "Shears, Wanda 40%, heuristic", "wanda-40", "nls", "heuristic"),
+    Row("shears-wanda60", "Shears, Wanda 60%, heuristic", "wanda-60", "nls", "heuristic"),
+    Row("shears-wanda70", "Shears, Wanda 70%, heuristic", "wanda-70", "nls", "heuristic"),
     Row("shears-magnitude50", "Shears, magnitude 50%, heuristic", "magnitude-50", "nls", "heuristic"),
 )
 
@@ -81,6 +104,10 @@ class Study:
         self.args = args
         self.out = Path(args.output)
         (self.out / "steps").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def wording(self) -> str:
+        return FORMATS[self.args.train_format]
 
     def record(self, name: str) -> Path:
         return self.out / "steps" / f"{name.replace(' ', '_')}.json"
@@ -103,6 +130,20 @@ class Study:
         write_json(self.record(name), {"argv": argv, "seconds": seconds})
         return product
 
+    def training_data(self) -> str:
+        """The training records: for the lm-eval format, written once (before any worker starts) into the output."""
+        if self.args.train_format == "llm-adapters":
+            return "default"
+        path = self.out / "data" / "lm_eval_train.jsonl"
+        if not path.exists():
+            import json
+
+            from shears_nncf.evaluation.loglik import training_records
+
+            records = training_records(list(COMMONSENSE), limit=self.args.train_per_task)
+            write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return str(path)
+
     def base_model(self, row: Row) -> str:
         if row.sparse is None:
             return EMBEDDED_MODEL
@@ -115,14 +156,23 @@ class Study:
 
     def trained(self, row: Row) -> Path:
         folder = self.out / "train" / row.train_name
-        argv = ["train", "--config", str(CONFIG), "--model", self.base_model(row), "--data", "default",
-                "--tasks", "commonsense", "--limit", str(self.args.train_limit),
+        argv = ["train", "--config", str(CONFIG), "--model", self.base_model(row), "--data", self.training_data(),
+                "--tasks", "commonsense", "--limit", str(self.args.train_limit), "--lr", str(self.args.lr),
                 "--max-steps", str(self.args.steps), "--seed", str(self.args.seed), "--output", str(folder)]
         if row.training == "lora":
             argv.append("--lora-only")
         if not folder.exists() and any(checkpoint_dir(folder).glob("checkpoint-*")):
             argv.append("--resume")
         return self.step(f"train {row.train_name}", argv, folder)
+
+    def search(self, row: Row) -> Path:
+        """The search run of a hill-climbing or RNSGA-II row: log-likelihood on held-out training documents."""
+        folder = self.out / "search" / f"{row.train_name}-{row.subnet}"
+        return self.step(f"search {folder.name}", [
+            "search", "--super-adapter", str(self.trained(row)), "--strategy", SEARCHES[row.subnet],
+            "--budget", str(self.args.search_budget), "--metric", "loglik", "--prompt-style", self.wording,
+            "--tasks", ",".join(COMMONSENSE), "--limit", str(self.args.search_limit), "--seed", str(self.args.seed),
+            "--batch-size", str(self.args.batch_size), "--output", str(folder)], folder)
 
     def adapter(self, row: Row) -> Path | None:
         """The adapter the row deploys: none (zero-shot), the LoRA itself, or the extracted sub-adapter."""
@@ -131,36 +181,37 @@ class Study:
         trained = self.trained(row)
         if row.training == "lora":
             return trained
-        subnet = "heuristic"
-        if row.subnet == "hill-climbing":
-            search = self.out / "search" / f"{row.train_name}-hill-climbing"
-            self.step(f"search {search.name}", [
-                "search", "--super-adapter", str(trained), "--strategy", "hill-climbing",
-                "--budget", str(self.args.search_budget), "--metric", "loss", "--tasks", ",".join(COMMONSENSE),
-                "--limit", str(self.args.search_limit), "--seed", str(self.args.seed), "--output", str(search)],
-                search)
-            subnet = str(search / "search.json")
+        subnet = str(self.search(row) / "search.json") if row.subnet in SEARCHES else row.subnet
         folder = self.out / "adapter" / f"{row.train_name}-{row.subnet}"
         return self.step(f"extract {folder.name}", ["extract", "--super-adapter", str(trained), "--subnet", subnet,
                                                     "--output", str(folder)], folder)
 
     def evaluate(self, row: Row) -> dict:
         base, adapter = self.base_model(row), self.adapter(row)
-        result = self.out / "eval" / f"{row.slug}.json"
-        self.step(f"eval {row.slug}", [
-            "evaluate", "--model", base, *(["--adapter", str(adapter)] if adapter else []), "--data", "default",
-            "--tasks", ",".join(COMMONSENSE), "--limit", str(self.args.eval_limit),
-            "--batch-size", str(self.args.batch_size), "--output", str(result)], result)
-        scored = read_json(result, what="evaluation results")
-        return {"row": row, "accuracy": scored["tasks"], "examples": scored["examples"], **self.sizes(row, base, adapter)}
+        model = ["--model", base, *(["--adapter", str(adapter)] if adapter else []), "--data", "default",
+                 "--tasks", ",".join(COMMONSENSE), "--batch-size", str(self.args.batch_size)]
+        loglik = self.step(f"eval {row.slug}", [
+            "evaluate", *model, "--scoring", "loglik", "--prompt-style", self.wording,
+            "--limit", str(self.args.eval_limit), "--output", str(self.out / "eval" / f"{row.slug}.json")],
+            self.out / "eval" / f"{row.slug}.json")
+        generated = None
+        if self.args.generate_limit:
+            generated = self.step(f"generate {row.slug}", [
+                "evaluate", *model, "--scoring", "generate", "--limit", str(self.args.generate_limit),
+                "--output", str(self.out / "eval" / f"{row.slug}-generate.json")],
+                self.out / "eval" / f"{row.slug}-generate.json")
+        return {"row": row, "loglik": read_json(loglik, what="evaluation results"),
+                "generate": read_json(generated, what="evaluation results") if generated else None,
+                **self.sizes(row, base, adapter)}
 
     def sizes(self, row: Row, base: str, adapter: Path | None) -> dict:
         sizes = {"nonzero": nonzero_parameters(base),
                  "adapter": _numel(adapter / "adapter_model.safetensors") if adapter else 0,
-                 "trainable": 0, "train_minutes": None}
+                 "trainable": 0, "train_seconds": None}
         if row.training:
-            sizes["trainable"] = _numel(self.out / "train" / row.train_name / "adapter_model.safetensors")
-            sizes["train_minutes"] = self.seconds(f"train {row.train_name}") / 60
+            folder = self.out / "train" / row.train_name
+            sizes["trainable"] = _numel(folder / "adapter_model.safetensors")
+            sizes["train_seconds"] = read_manifest(folder, stage="train")["train_seconds"]
         return sizes
 
 
@@ -179,144 +230,245 @@ def _numel(safetensors_file: Path) -> int:
         return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
 
 
-CONSTANT_SHARE = 0.9  # a row giving one answer to this share of a task's examples has not learned the task
+# ---- statistics: per-document scores, averages over tasks and paired bootstrap intervals
+
+
+def headline_metric(summary: dict) -> str:
+    return "acc_norm" if "acc_norm" in summary else "acc"
+
+
+def scores(result: dict) -> dict[str, np.ndarray]:
+    """Each task's per-document 0/1 scores (acc_norm where lm-eval defines it, else acc), in document order."""
+    out = {}
+    for task in COMMONSENSE:
+        metric = headline_metric(result["loglik"]["tasks"][task])
+        out[task] = np.array([d[metric] for d in result["loglik"]["examples"][task]], dtype=float)
+    return out
 
 
 def average(result: dict) -> float:
-    return 100 * sum(t["accuracy"] for t in result["accuracy"].values()) / len(result["accuracy"])
+    return 100 * float(np.mean([s.mean() for s in scores(result).values()]))
 
 
-def constant_tasks(result: dict) -> int:
-    """Tasks on which the row (almost) always gives the same answer, or none: there its accuracy is that
-    answer's base rate, and comparing it with another row says nothing about the method."""
-    count = 0
-    for examples in result["examples"].values():
-        top = collections.Counter(e["extracted"] for e in examples).most_common(1)[0][1]
-        count += top >= CONSTANT_SHARE * len(examples)
-    return count
+def standard_error(result: dict) -> float:
+    """Of the average over tasks: the tasks' sample standard errors, added in quadrature."""
+    tasks = result["loglik"]["tasks"]
+    return 100 * math.sqrt(sum(tasks[t][f"{headline_metric(tasks[t])}_stderr"] ** 2 for t in COMMONSENSE)) / len(COMMONSENSE)
 
 
-def majority_accuracy(result: dict) -> dict[str, float]:
-    """What always giving each task's most frequent gold answer scores on the same examples (%)."""
-    shares = {}
-    for task in COMMONSENSE:
-        gold = collections.Counter(e["answer"] for e in result["examples"][task])
-        shares[task] = 100 * gold.most_common(1)[0][1] / sum(gold.values())
-    return shares
+def paired_difference(first: dict, second: dict, seed: int = 0) -> dict:
+    """first - second, averaged over tasks, on the same documents: the difference, its bootstrap standard
+    error and 95% percentile interval (documents resampled within each task, the same draw for both rows)."""
+    a, b = scores(first), scores(second)
+    diffs = [a[t] - b[t] for t in COMMONSENSE]
+    if any(len(a[t]) != len(b[t]) for t in COMMONSENSE):
+        raise SystemExit("two rows were scored on different documents; rerun them with the same --eval-limit")
+    rng = np.random.default_rng(seed)
+    samples = np.zeros(BOOTSTRAP_SAMPLES)
+    for d in diffs:
+        samples += d[rng.integers(0, len(d), size=(BOOTSTRAP_SAMPLES, len(d)))].mean(axis=1)
+    samples *= 100 / len(diffs)
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return {"diff": 100 * float(np.mean([d.mean() for d in diffs])), "se": float(samples.std()), "low": float(low),
+            "high": float(high)}
 
 
-def majority_average(result: dict) -> float:
-    shares = majority_accuracy(result)
-    return sum(shares.values()) / len(shares)
+def verdict(comparisons: list[dict]) -> str:
+    """holds: every interval above zero; refuted: one entirely below; else inconclusive at this size."""
+    if any(c["high"] < 0 for c in comparisons):
+        return "**refuted**"
+    if all(c["low"] > 0 for c in comparisons):
+        return "**holds**"
+    detectable = max(DETECTABLE * c["se"] for c in comparisons if c["low"] <= 0)
+    return f"**inconclusive at this size** (an interval spans zero; the study detects about {detectable:.1f} points)"
 
 
-def majority_row(result: dict) -> list[str]:
-    shares = majority_accuracy(result)
-    return ["*most frequent gold answer (reference)*", *(f"*{shares[t]:.1f}*" for t in COMMONSENSE),
-            f"*{majority_average(result):.1f}*", "", "", "", "", "8/8"]
-
-
-def table(results: list[dict]) -> list[str]:
-    header = ["row", *(SHORT[t] for t in COMMONSENSE), "avg", "non-zero base", "trainable", "deployed adapter",
-              "train min", "constant-answer tasks"]
-    rows = [[r["row"].title, *(f"{100 * r['accuracy'][t]['accuracy']:.1f}" for t in COMMONSENSE),
-             f"**{average(r):.1f}**", f"{r['nonzero'] / 1e6:.1f}M", f"{r['trainable'] / 1e6:.2f}M",
-             f"{r['adapter'] / 1e6:.2f}M", f"{r['train_minutes']:.1f}" if r["train_minutes"] else "-",
-             f"{constant_tasks(r)}/{len(COMMONSENSE)}"] for r in results]
-    rows.append(majority_row(results[0]))
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
-
-
-# The paper's claims this study can check, each as: the claim, the paper's figures, and the two rows
-# whose averages it compares (first minus second), with the smallest difference that is still consistent.
+# The paper's claims: the claim, what the paper (or the method it builds on) reports, and the pairs of rows
+# (first, second) whose paired difference first - second must be positive for the claim to hold.
 CLAIMS = (
-    ("Shears at 50% sparsity stays close to LoRA on the dense model",
-     "LLaMA-7B commonsense-170k average: LoRA dense 74.7, Shears 50% 72.5 (-2.2)", "shears-wanda50", "lora-dense", -3.0),
-    ("Shears at 40% sparsity matches LoRA on the dense model",
-     "LoRA dense 74.7, Shears 40% 74.9 (+0.2)", "shears-wanda40", "lora-dense", -1.5),
-    ("Less sparsity is at least as good (40% vs 50%)", "Shears 40% 74.9 vs 50% 72.5 (+2.4)",
-     "shears-wanda40", "shears-wanda50", 0.0),
-    ("NLS is at least as good as plain LoRA on the same sparse model",
-     "the paper's ablation trains both on the same sparse model", "shears-wanda50", "lora-wanda50", 0.0),
-    ("Hill-climbing finds a sub-adapter at least as good as the heuristic",
-     "Table 6 (LLaMA-7B math, 50%): heuristic 45.3, hill-climbing 45.9 (+0.6)", "shears-wanda50-hill",
-     "shears-wanda50", 0.0),
-    ("Wanda keeps more accuracy than magnitude pruning at 50%",
-     "why Shears prunes with Wanda (Sun et al., 2023)", "shears-wanda50", "shears-magnitude50", 0.0),
+    ("Pruning costs accuracy: dense beats Wanda 50%, zero-shot", "Wanda and Shears prune *because* 50% costs little, "
+     "not nothing", [("zero-dense", "zero-wanda50")]),
+    ("Wanda keeps more than magnitude at 50%, zero-shot", "why Shears prunes with Wanda (Sun et al., 2023)",
+     [("zero-wanda50", "zero-magnitude50")]),
+    ("Wanda keeps more than magnitude at 50%, after fine-tuning (Shears, heuristic)", "as above, after NLS",
+     [("shears-wanda50", "shears-magnitude50")]),
+    ("Accuracy falls monotonically with sparsity, zero-shot (0 > 40 > 50 > 60 > 70%)", "MPT-7B GSM8K 36.1/35.7/33.4/30.4/22.8 "
+     "(after Shears)", [("zero-dense", "zero-wanda40"), ("zero-wanda40", "zero-wanda50"), ("zero-wanda50", "zero-wanda60"),
+                        ("zero-wanda60", "zero-wanda70")]),
+    ("Accuracy falls monotonically with sparsity, Shears heuristic (40 > 50 > 60 > 70%)", "as above",
+     [("shears-wanda40", "shears-wanda50"), ("shears-wanda50", "shears-wanda60"), ("shears-wanda60", "shears-wanda70")]),
+    ("Fine-tuning the sparse model recovers part of what pruning cost: LoRA on Wanda 50% beats its zero-shot",
+     "LLaMA-7B: Shears 50% 72.5 after fine-tuning", [("lora-wanda50", "zero-wanda50")]),
+    ("... and so does Shears (heuristic) on Wanda 50%", "as above", [("shears-wanda50", "zero-wanda50")]),
+    ("Shears at 50% is at least as good as LoRA on the same sparse model", "the paper's ablation: no worse",
+     [("shears-wanda50", "lora-wanda50")]),
+    ("Shears at 50% stays close to LoRA on the dense model", "LLaMA-7B commonsense: LoRA dense 74.7, Shears 50% 72.5 "
+     "(-2.2)", [("shears-wanda50", "lora-dense")]),
+    ("Less sparsity is at least as good: Shears 40% vs 50%", "Shears 40% 74.9 vs 50% 72.5 (+2.4)",
+     [("shears-wanda40", "shears-wanda50")]),
+    ("The heuristic sub-adapter beats the minimal one", "Table 6 (7B, 50%, math): heuristic 45.3, minimal 42.9",
+     [("shears-wanda50", "shears-wanda50-minimal")]),
+    ("The heuristic sub-adapter is as good as the maximal one", "Table 6: maximal 44.5, heuristic 45.3",
+     [("shears-wanda50", "shears-wanda50-maximal")]),
+    ("Hill-climbing is at least as good as the heuristic (test)", "Table 6: heuristic 45.3, hill-climbing 45.9 (+0.6)",
+     [("shears-wanda50-hill", "shears-wanda50")]),
+    ("RNSGA-II is at least as good as the heuristic (test)", "Table 6: RNSGA-II 45.3 at fewer parameters",
+     [("shears-wanda50-rnsga2", "shears-wanda50")]),
 )
 
 
-def claims(results: list[dict], examples_per_row: int) -> list[str]:
-    """Each claim's verdict: not testable when either row does not beat always giving the most frequent
-    answer, or answers (almost) constantly on most tasks; contradicted only when the difference is more
-    than two standard errors below what the claim allows."""
+def claims(results: list[dict]) -> tuple[list[str], dict]:
     by_slug = {r["row"].slug: r for r in results}
-    majority = majority_average(results[0])
-    noise = 2 * 100 * math.sqrt(2 * 0.25 / examples_per_row)  # two standard errors of a difference of averages
-    lines = ["| claim | paper | here (average, points) | verdict |", "|---|---|---|---|"]
-    for claim, paper, first, second, tolerance in CLAIMS:
-        if first not in by_slug or second not in by_slug:
+    lines = ["| claim | paper | here: first - second (points, 95% interval) | verdict |", "|---|---|---|---|"]
+    verdicts = {}
+    for claim, paper, pairs in CLAIMS:
+        if not all(a in by_slug and b in by_slug for a, b in pairs):
             continue
-        a, b = average(by_slug[first]), average(by_slug[second])
-        if min(a, b) <= majority:
-            verdict = f"not testable: a row does not beat always giving the most frequent answer ({majority:.1f})"
-        elif max(constant_tasks(by_slug[first]), constant_tasks(by_slug[second])) > len(COMMONSENSE) // 2:
-            verdict = "not testable: a row gives (almost) one answer on most tasks"
-        elif a - b >= tolerance:
-            verdict = "consistent" + (f" (allowing {-tolerance:.1f})" if tolerance else "")
-        elif a - b < tolerance - noise:
-            verdict = "contradicted"
-        else:
-            verdict = f"within noise (two standard errors: {noise:.1f})"
-        lines.append(f"| {claim} | {paper} | {a:.1f} vs {b:.1f} ({a - b:+.1f}) | {verdict} |")
+        comparisons = [paired_difference(by_slug[a], by_slug[b]) for a, b in pairs]
+        here = "; ".join(f"{_name(a)} - {_name(b)}: {c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"
+                         for (a, b), c in zip(pairs, comparisons))
+        verdicts[claim] = verdict(comparisons)
+        lines.append(f"| {claim} | {paper} | {here} | {verdicts[claim]} |")
+    return lines, verdicts
+
+
+def _name(slug: str) -> str:
+    return next(r.title for r in ROWS if r.slug == slug).replace(", heuristic", "")
+
+
+def table(results: list[dict]) -> list[str]:
+    header = ["row", *(SHORT[t] for t in COMMONSENSE), "avg ± se", "generation avg (n)", "non-zero base",
+              "deployed adapter", "train min"]
+    rows = []
+    for r in results:
+        per_task = scores(r)
+        generation = "-"
+        if r["generate"]:
+            tasks = r["generate"]["tasks"].values()
+            n = sum(t["count"] for t in tasks)
+            generation = f"{100 * r['generate']['average']:.1f} ({n})"
+        rows.append([r["row"].title, *(f"{100 * per_task[t].mean():.1f}" for t in COMMONSENSE),
+                     f"**{average(r):.1f}** ± {standard_error(r):.1f}", generation, f"{r['nonzero'] / 1e6:.1f}M",
+                     f"{r['adapter'] / 1e6:.2f}M", f"{r['train_seconds'] / 60:.1f}" if r["train_seconds"] else "-"])
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def search_lines(study: Study) -> list[str]:
+    """What each search saw on its validation documents: the heuristic it starts from (or compares with) and its choice."""
+    lines = []
+    for subnet in SEARCHES:
+        path = study.out / "search" / f"wanda-50-nls-{subnet}" / "search.json"
+        if path.exists():
+            s = read_json(path, what="search result")
+            heuristic, chosen = s["anchors"]["heuristic"], s["chosen"]
+            lines.append(f"- {subnet}: {s['strategy_evaluations']} evaluations on {study.args.search_limit} held-out "
+                         f"training documents per task; validation {s['metric']} {chosen[s['metric']]:.1f} at "
+                         f"{int(chosen['cost']):,} adapter parameters, against the heuristic's {heuristic[s['metric']]:.1f} "
+                         f"at {int(heuristic['cost']):,}.")
     return lines
 
 
-def plain_words(results: list[dict]) -> list[str]:
+def plain_words(results: list[dict], verdicts: dict) -> list[str]:
     """What the table says, computed from it, so that a rerun cannot leave the words behind the numbers."""
-    majority = majority_average(results[0])
-    trained = [r for r in results if r["row"].training]
-    learned = [r["row"].title for r in trained if average(r) > majority]
     by_slug = {r["row"].slug: r for r in results}
     lines = []
-    if trained and not learned:
-        lines.append(
-            f"- No fine-tuned row beats always giving each task's most frequent answer ({majority:.1f}). At this size "
-            "fine-tuning teaches the answer format (the zero-shot rows mostly give no answer word at all) but not the "
-            "tasks: most trained rows give one answer to nearly every example of several tasks. So this table can "
-            "neither confirm nor refute the paper's accuracy claims; their verdicts below say so rather than read "
-            "noise as a finding.")
-    elif learned:
-        lines.append(f"- Rows that beat always giving the most frequent answer ({majority:.1f}): {', '.join(learned)}.")
+    held = [c for c, v in verdicts.items() if "holds" in v]
+    refuted = [c for c, v in verdicts.items() if "refuted" in v]
+    open_ = [c for c, v in verdicts.items() if "inconclusive" in v]
+    lines.append(f"- Of {len(verdicts)} claims, {len(held)} hold, {len(refuted)} are refuted and {len(open_)} stay "
+                 "inconclusive at this size." + (f" Refuted here: {'; '.join(refuted)}." if refuted else ""))
+    if {"zero-dense", "zero-wanda50", "lora-wanda50"} <= by_slug.keys():
+        dense, sparse, lora = (average(by_slug[s]) for s in ("zero-dense", "zero-wanda50", "lora-wanda50"))
+        gap = dense - sparse
+        lines.append(f"- Pruning half the weights with Wanda costs {gap:.1f} points zero-shot ({dense:.1f} -> {sparse:.1f}). "
+                     f"LoRA on the sparse model scores {lora:.1f}: "
+                     + (f"{100 * (lora - sparse) / gap:.0f}% of that gap recovered." if gap > 0 and lora < dense else
+                        "past the dense model's zero-shot score, since it is trained on the tasks' own training splits."))
     if "lora-wanda50" in by_slug and "shears-wanda50" in by_slug:
         lora, nls = by_slug["lora-wanda50"], by_slug["shears-wanda50"]
         lines.append(
             f"- Cost, which does not depend on accuracy: on the same Wanda-50% model NLS trained in "
-            f"{nls['train_minutes']:.1f} min against LoRA's {lora['train_minutes']:.1f} "
-            f"({nls['train_minutes'] / lora['train_minutes']:.2f}x) with the same {nls['trainable'] / 1e6:.2f}M trainable "
+            f"{nls['train_seconds'] / 60:.1f} min against LoRA's {lora['train_seconds'] / 60:.1f} "
+            f"({nls['train_seconds'] / lora['train_seconds']:.2f}x) with the same {nls['trainable'] / 1e6:.2f}M trainable "
             f"parameters, and its heuristic sub-adapter deploys {nls['adapter'] / 1e6:.2f}M parameters "
             f"({nls['adapter'] / lora['adapter']:.2f}x LoRA's) on a base with {nls['nonzero'] / 1e6:.1f}M non-zero "
-            "parameters.")
-    if "zero-dense" in by_slug and "zero-wanda50" in by_slug:
-        dense, sparse = by_slug["zero-dense"], by_slug["zero-wanda50"]
-        lines.append(
-            f"- Zero-shot, the Wanda-50% model scores {average(sparse):.1f} against the dense model's "
-            f"{average(dense):.1f}; it gives no answer word to {no_answer(sparse):.0f}% of the examples "
-            f"(dense: {no_answer(dense):.0f}%).")
+            "parameters (dense: "
+            f"{by_slug['zero-dense']['nonzero'] / 1e6:.1f}M)." if "zero-dense" in by_slug else ").")
+    generated = [r for r in results if r["generate"]]
+    if generated:
+        best = max(generated, key=lambda r: r["generate"]["average"])
+        lines.append(f"- By generation (the paper's protocol, few examples) the best row is {best['row'].title} at "
+                     f"{100 * best['generate']['average']:.1f}%; read beside the log-likelihood column it shows how "
+                     "much of a small model's generated score is the answer format rather than the task.")
     return lines
 
 
-def no_answer(result: dict) -> float:
-    examples = [e for task in result["examples"].values() for e in task]
-    return 100 * sum(e["extracted"] is None for e in examples) / len(examples)
+def plot(results: list[dict], study: Study, folder: Path) -> list[str]:
+    """accuracy_vs_sparsity.png and search_pareto.png beside the report; the markdown lines that show them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_slug = {r["row"].slug: r for r in results}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for label, slugs, marker in (
+            ("zero-shot (Wanda)", ["zero-dense", "zero-wanda40", "zero-wanda50", "zero-wanda60", "zero-wanda70"], "o"),
+            ("Shears, heuristic (Wanda)", ["shears-wanda40", "shears-wanda50", "shears-wanda60", "shears-wanda70"], "s"),
+            ("zero-shot, magnitude", ["zero-magnitude50"], "x"), ("Shears, magnitude", ["shears-magnitude50"], "D"),
+            ("LoRA", ["lora-dense", "lora-wanda50"], "^")):
+        rows = [by_slug[s] for s in slugs if s in by_slug]
+        if rows:
+            ax.errorbar([r["row"].sparsity for r in rows], [average(r) for r in rows],
+                        yerr=[1.96 * standard_error(r) for r in rows], marker=marker, capsize=3, label=label,
+                        linestyle="-" if len(rows) > 2 else "none")
+    ax.set_xlabel("sparsity of the base model (%)")
+    ax.set_ylabel("average accuracy, 8 commonsense tasks (%)")
+    ax.set_title("SmolLM2-135M: log-likelihood accuracy (95% intervals)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "accuracy_vs_sparsity.png", dpi=120)
+    plt.close(fig)
+    images = ["![accuracy against sparsity](accuracy_vs_sparsity.png)"]
+
+    searches = {s: read_json(p, what="search result") for s in SEARCHES
+                if (p := study.out / "search" / f"wanda-50-nls-{s}" / "search.json").exists()}
+    if searches:
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        metric = next(iter(searches.values()))["metric"]
+        for (subnet, s), color in zip(searches.items(), ("tab:blue", "tab:green")):
+            ax.scatter([e["cost"] for e in s["evaluated"]], [e[metric] for e in s["evaluated"]], s=14, c=color, alpha=0.4,
+                       label=f"evaluated by {subnet}")
+            front = s["pareto_front"]
+            ax.plot([e["cost"] for e in front], [e[metric] for e in front], "-", c=color, lw=1)
+            ax.scatter([s["chosen"]["cost"]], [s["chosen"][metric]], s=120, marker="*", c=color, edgecolors="black",
+                       label=f"{subnet} choice", zorder=3)
+        anchors = next(iter(searches.values()))["anchors"]
+        for (name, anchor), marker in zip(anchors.items(), "sDv"):
+            ax.scatter([anchor["cost"]], [anchor[metric]], s=60, marker=marker, c="white", edgecolors="black", label=name,
+                       zorder=3)
+        ax.set_xlabel("adapter parameters of the sub-adapter")
+        ax.set_ylabel(f"validation {metric} (%)")
+        ax.set_title("Sub-adapter search on Shears, Wanda 50%")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "search_pareto.png", dpi=120)
+        plt.close(fig)
+        images.append("![sub-adapter search: validation accuracy against adapter parameters](search_pareto.png)")
+    return images
 
 
-def report(args, results: list[dict], seconds: float) -> str:
+def report(args, results: list[dict], study: Study, images: list[str]) -> str:
     raw = read_json(CONFIG, what="config")
     config, ranks = raw["shears"], raw["bootstrapNAS"]["training"]["elasticity"]["width"]["overwrite_groups_widths"][0]
-    train = next((read_manifest(Path(args.output) / "train" / r["row"].train_name, stage="train")
+    train = next((read_manifest(study.out / "train" / r["row"].train_name, stage="train")
                   for r in results if r["row"].training), None)
-    n = args.eval_limit * len(COMMONSENSE)
+    n_docs = {t: len(next(iter(results))["loglik"]["examples"][t]) for t in COMMONSENSE}
+    claim_lines, verdicts = claims(results)
+    data = ("the eight embedded train splits as lm-eval poses them (`evaluation.loglik.training_records`: lm-eval's "
+            f"prompt, then the gold choice's text; the first {args.train_per_task} documents of each task)"
+            if args.train_format == "lm-eval" else "the `commonsense` mixture of the eight training splits in "
+            "LLM-Adapters' wording")
     lines = [
         "# Small-scale reproduction of Shears (commonsense)",
         "",
@@ -326,54 +478,105 @@ def report(args, results: list[dict], seconds: float) -> str:
         "python " + " ".join(["benchmarks/reproduce_small.py", *sys.argv[1:]]),
         "```",
         "",
-        f"- Model: SmolLM2-135M (embedded), fp32 on the CPU ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, {args.jobs} worker(s) of {worker_threads(args.jobs)} thread(s) side by side); "
-        f"the steps add up to {seconds / 60:.0f} min of worker time.",
+        f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.jobs} worker(s) of "
+        f"{worker_threads(args.jobs)} thread(s) side by side. The steps add up to {study.total_seconds() / 60:.0f} min "
+        "of worker time.",
+        "- Model: SmolLM2-135M (embedded), fp32 on the CPU.",
+        f"- Sparsity: Wanda / magnitude, unstructured per output row, {args.nsamples} x 512 calibration tokens.",
         f"- Training (every trained row alike): config `{CONFIG.relative_to(CONFIG.parents[2])}` (LoRA r "
         f"{config['lora']['r']}, alpha {config['lora']['alpha']}, targets {', '.join(config['lora']['target_modules'])}; "
-        f"NLS ranks {ranks}), "
-        f"batch {config['training']['batch_size']} x {config['training']['grad_accum']} accumulation, max length "
-        f"{config['training']['max_length']}, {args.steps} optimizer steps on {args.train_limit} examples "
-        f"of the `commonsense` mixture of the eight training splits (seed {args.seed})"
+        f"NLS ranks {ranks}), batch {config['training']['batch_size']} x {config['training']['grad_accum']} accumulation, "
+        f"max length {config['training']['max_length']}, learning rate {args.lr}, {args.steps} optimizer steps drawn "
+        f"from {args.train_limit} records of {data} (seed {args.seed})"
         + (f"; {train['examples']} examples after tokenization" if train else "") + ".",
-        f"- Sparsity: Wanda / magnitude, unstructured per output row, {args.nsamples} x 512 calibration tokens.",
-        f"- Hill-climbing: from the heuristic, validation loss on {args.search_limit} held-out training examples per "
-        f"task, budget {args.search_budget} evaluations.",
-        f"- Evaluation: generation, greedy, the first {args.eval_limit} examples of each task "
-        f"(LLM-Adapters wording); accuracy in %. One task's standard error is about "
-        f"{100 * math.sqrt(0.25 / args.eval_limit):.1f} points, the average's about {100 * math.sqrt(0.25 / n):.1f}.",
-        "- Columns: non-zero parameters of the base model (embeddings included); trainable parameters of the "
-        "(super-)adapter; parameters of the adapter that is deployed (the sub-adapter for Shears); training minutes "
-        "(wall time of `shears train`, model loading included); constant-answer tasks: tasks on which the row gives "
-        f"one answer (or no answer) to at least {CONSTANT_SHARE:.0%} of the examples, where its accuracy is only "
-        "that answer's base rate. The last row is what always giving each task's most frequent gold answer scores.",
+        f"- Search (hill-climbing, RNSGA-II): validation log-likelihood on {args.search_limit} held-out training documents "
+        f"per task, budget {args.search_budget} evaluations each.",
+        f"- Scoring: log-likelihood through lm-evaluation-harness in the `{study.wording}` wording on the first "
+        f"{', '.join(f'{n_docs[t]}' for t in COMMONSENSE)} validation documents of {', '.join(SHORT[t] for t in COMMONSENSE)}"
+        f" ({sum(n_docs.values())} per row); acc_norm where lm-eval defines one (all but BoolQ and WinoGrande), else acc, "
+        "in %. The average is over tasks; its standard error adds the tasks' in quadrature. Generation (greedy, "
+        f"LLM-Adapters' prompt and answer extraction): the first {args.generate_limit} examples of each task.",
+        f"- Claims: paired bootstrap over documents ({BOOTSTRAP_SAMPLES} resamples, within each task), the difference of "
+        "averages with its 95% interval. **holds**: every interval above zero; **refuted**: one below zero; otherwise "
+        f"**inconclusive at this size**, with the difference the study detects with 80% power ({DETECTABLE} standard errors).",
+        "- Columns: per-task accuracy and the average with its standard error (log-likelihood); generation accuracy and "
+        "its number of examples; non-zero parameters of the base model (embeddings included); parameters of the "
+        "deployed adapter (the sub-adapter for Shears); training minutes (`train_runtime` of the training loop).",
         "",
         *table(results),
         "",
+        *[f"{image}\n" for image in images],
         "## In plain words",
         "",
-        *plain_words(results),
+        *plain_words(results, verdicts),
+        *search_lines(study),
         "",
         "## Against the paper's claims",
         "",
-        *claims(results, n),
+        *claim_lines,
         "",
     ]
     return "\n".join(lines)
 
 
+def readme_section(args, results: list[dict], study: Study, images: list[str], results_path: Path) -> str:
+    """The README's results section: the command, the table, the pictures and the verdicts, cut from the report."""
+    _, verdicts = claims(results)
+    folder = results_path.parent.as_posix()
+    return "\n".join([
+        README_HEADING,
+        "",
+        f"`python {' '.join(['benchmarks/reproduce_small.py', *sys.argv[1:]])}` runs the paper's commonsense "
+        f"comparison on the embedded SmolLM2-135M ({study.total_seconds() / 60:.0f} min of worker time on "
+        f"{os.cpu_count()} cores; it resumes, and `--rows` runs a subset). Every row is scored by log-likelihood "
+        f"(lm-evaluation-harness) on the same first {args.eval_limit} validation documents of each task, and every "
+        f"claim is a paired comparison on those documents. `{results_path.as_posix()}` has every setting, the "
+        "generation-scored column, the pilot that chose the training settings, and the intervals.",
+        "",
+        *table(results),
+        "",
+        *[image.replace("](", f"]({folder}/") + "\n" for image in images],
+        "| claim | verdict |",
+        "|---|---|",
+        *[f"| {claim} | {v} |" for claim, v in verdicts.items()],
+        "",
+        *plain_words(results, verdicts),
+        "",
+    ])
+
+
+README_HEADING = "## Results: a small-scale reproduction"
+
+
+def replace_readme_section(readme: Path, section: str) -> None:
+    """Put `section` in place of the README's results section (up to the next "## " heading)."""
+    text = readme.read_text()
+    start = text.index(README_HEADING)
+    following = text.find("\n## ", start + len(README_HEADING))
+    end = len(text) if following < 0 else following + 1
+    write_text(readme, text[:start] + section + ("\n" if following >= 0 else "") + text[end:])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="runs/reproduce", help="folder of every step's output (resumable)")
-    parser.add_argument("--results", help="write the markdown report here once every requested row is complete")
+    parser.add_argument("--results", help="write the markdown report here (and its pictures beside it) once every "
+                                          "requested row is complete")
+    parser.add_argument("--readme", help="regenerate this README's results section from the report (with --results)")
     parser.add_argument("--rows", help=f"comma-separated subset of: {', '.join(r.slug for r in ROWS)}")
-    parser.add_argument("--steps", type=int, default=80, help="optimizer steps of every training")
-    parser.add_argument("--train-limit", type=int, default=2000, help="training examples drawn from the mixture")
-    parser.add_argument("--eval-limit", type=int, default=200, help="first N test examples of each task")
+    parser.add_argument("--train-format", choices=sorted(FORMATS), default="lm-eval",
+                        help="training records: lm-eval's prompts and choice texts, or LLM-Adapters' answer labels")
+    parser.add_argument("--train-per-task", type=int, default=250, help="lm-eval format: documents of each train split")
+    parser.add_argument("--steps", type=int, default=50, help="optimizer steps of every training")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of every training")
+    parser.add_argument("--train-limit", type=int, default=2000, help="training records drawn from the data")
+    parser.add_argument("--eval-limit", type=int, default=100, help="first N validation documents of each task")
+    parser.add_argument("--generate-limit", type=int, default=5, help="first N examples of each task scored by "
+                                                                      "generation (0: none)")
     parser.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
     parser.add_argument("--nsamples", type=int, default=32, help="calibration samples of 512 tokens")
     parser.add_argument("--search-budget", type=int, default=10)
-    parser.add_argument("--search-limit", type=int, default=8, help="validation examples per task for the search")
+    parser.add_argument("--search-limit", type=int, default=10, help="validation documents per task for the search")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--jobs", type=int, default=1, help="run the rows in this many worker processes")
     args = parser.parse_args()
@@ -384,13 +587,20 @@ def main():
         parser.error(f"unknown row(s) {sorted(unknown)}; rows are {', '.join(r.slug for r in ROWS)}")
     rows = [row for row in ROWS if row.slug in wanted]
     study = Study(args)
+    study.training_data()
     if args.jobs > 1:
         run_workers(args, rows, study.out)
     results = [study.evaluate(row) for row in rows]  # with --jobs: every step is done, this only reads
-    markdown = report(args, results, study.total_seconds())
-    print(markdown)
     if args.results:
+        folder = Path(args.results).parent
+        images = plot(results, study, folder)
+        markdown = report(args, results, study, images)
         write_text(args.results, markdown)
+        if args.readme:
+            replace_readme_section(Path(args.readme), readme_section(args, results, study, images, Path(args.results)))
+    else:
+        markdown = report(args, results, study, [])
+    print(markdown)
 
 
 def run_workers(args, rows: list[Row], out: Path) -> None:
@@ -407,7 +617,7 @@ def run_workers(args, rows: list[Row], out: Path) -> None:
         min(shares, key=len).extend(group)
     threads = worker_threads(args.jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    argv = _without(sys.argv[1:], "--jobs", "--rows", "--results")
+    argv = _without(sys.argv[1:], "--jobs", "--rows", "--results", "--readme")
     workers = []
     for i, share in enumerate(s for s in shares if s):
         log = out / f"worker-{i}.log"

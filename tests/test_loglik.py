@@ -135,6 +135,10 @@ def test_results_file_has_acc_acc_norm_their_errors_n_and_the_average(tiny_llama
         assert results["tasks"][task]["n"] == 3
     assert results["average"] == pytest.approx((results["tasks"]["boolq"]["acc_norm"] + results["tasks"]["arc_challenge"]["acc_norm"]) / 2)
     assert (results["scoring"], results["prompt_style"], results["limit"]) == ("loglik", "llm-adapters", 3)
+    for task, documents in results["examples"].items():  # each document's own scores, which paired comparisons need
+        assert [d["doc"] for d in documents] == [0, 1, 2]
+        for metric in ("acc", "acc_norm"):
+            assert sum(d[metric] for d in documents) / 3 == pytest.approx(results["tasks"][task][metric])
     printed = capsys.readouterr().out
     assert "acc_norm (%)" in printed and "wall time" in printed
 
@@ -173,7 +177,7 @@ def test_cli_loglik_rerun_skips_finished_tasks(tiny_llama_dir, tmp_path, monkeyp
         calls.append(task)
         if task == "openbookqa" and len(calls) == 3:
             raise KeyboardInterrupt
-        return {"acc": 0.25, "acc_stderr": 0.1, "acc_norm": 0.5, "acc_norm_stderr": 0.1, "n": limit}
+        return {"acc": 0.25, "acc_stderr": 0.1, "acc_norm": 0.5, "acc_norm_stderr": 0.1, "n": limit}, []
 
     monkeypatch.setattr(loglik.LoglikScorer, "score", score)
     out = tmp_path / "results.json"
@@ -256,3 +260,43 @@ def test_smollm2_ranks_piqa_and_arc_easy_choices_above_chance(tmp_path):
                  "--device", "cpu", "--output", str(out)]) == 0
     tasks = json.loads(out.read_text())["tasks"]
     assert tasks["piqa"]["acc_norm"] > 0.6 and tasks["arc_easy"]["acc_norm"] > 0.35, tasks
+
+
+def test_training_records_are_the_gold_requests_lm_eval_scores():
+    """Fine-tuning text (issue: training the scoring can see) is lm-eval's own context and gold continuation."""
+    from shears_nncf.data.olmo import CONVERTERS, olmo_documents
+
+    records = loglik.training_records(["piqa", "winogrande", "arc_easy"], limit=3)
+    assert [r["task"] for r in records] == ["piqa"] * 3 + ["winogrande"] * 3 + ["arc_easy"] * 3
+    docs = {task: [loglik._OLMO[task](d) for _, d in zip(range(3), olmo_documents(CONVERTERS[task][0], "train"))]
+            for task in ("piqa", "winogrande", "arc_easy")}
+    for record, doc in zip(records[:3], docs["piqa"]):
+        assert record["prompt"] == f"Question: {doc['goal']}\nAnswer:"
+        assert record["completion"] == " " + doc[f"sol{doc['label'] + 1}"]
+    for record, doc in zip(records[3:6], docs["winogrande"]):  # partial scoring: the gold option fills the blank
+        before, after = doc["sentence"].split("_", 1)
+        assert record["prompt"] == before + doc[f"option{doc['answer']}"]
+        assert record["completion"] == " " + after.strip()
+    for record, doc in zip(records[6:], docs["arc_easy"]):
+        gold = doc["choices"]["label"].index(doc["answerKey"])
+        assert record["prompt"] == f"Question: {doc['question']}\nAnswer:"
+        assert record["completion"] == " " + doc["choices"]["text"][gold]
+
+
+def test_a_prompt_completion_record_trains_on_its_completion_only(tmp_path):
+    from transformers import AutoTokenizer
+
+    from shears_nncf.data.prompts import IGNORE_INDEX, tokenize_for_training
+    from shears_nncf.data.sources import load_training_records
+    from shears_nncf.models import EMBEDDED_MODEL, resolve_model
+
+    record = {"prompt": "Question: How do you open a jar?\nAnswer:", "completion": " Twist the lid"}
+    assert format_prompt(record, with_response=True) == record["prompt"] + record["completion"]
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(EMBEDDED_MODEL))
+    (example,), _ = tokenize_for_training([record], tokenizer, max_length=64)
+    learned = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+    assert tokenizer.decode(learned) == " Twist the lid" + tokenizer.eos_token
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps(record) + "\n" + json.dumps({"prompt": "no completion"}) + "\n")
+    with pytest.raises(ShearsError, match=r"record 1 has no 'completion'"):
+        load_training_records(str(data), None, None, seed=0)

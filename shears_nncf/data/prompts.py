@@ -17,7 +17,12 @@ IGNORE_INDEX = -100
 
 
 def format_prompt(record: dict, with_response: bool, protocol: str | Protocol | None = None) -> str:
-    """The record in the protocol's *training* template; without the response it is the prompt the loss masks."""
+    """The record in the protocol's *training* template; without the response it is the prompt the loss masks.
+
+    A prompt-completion record ({"prompt", "completion"}, as TRL names them) is already written out
+    and is used as it is, e.g. the lm-eval-worded training records of `evaluation.loglik.training_records`."""
+    if "prompt" in record and "completion" in record:
+        return record["prompt"] + (record["completion"] if with_response else "")
     template = get_protocol(protocol).training_template.pick(record)
     return template.format(instruction=record["instruction"], input=record.get("input", ""),
                            output=record["output"] if with_response else "")

@@ -24,6 +24,7 @@ SHIPPED = "llm-adapters"  # the LLM-Adapters test files shipped in the package (
 MIXTURE = "commonsense"  # all eight embedded training splits: the analogue of commonsense_15k / 170k
 _EVALUATION_FIELDS = ("instruction", "answer")
 _TRAINING_FIELDS = ("instruction", "output")
+_PROMPT_COMPLETION_FIELDS = ("prompt", "completion")  # a training record already written out (data.prompts.format_prompt)
 
 
 def load_records(data: str, tasks: list[str] | None, split: str = "test", limit: int | None = None) -> dict[str, list[dict]]:
@@ -92,7 +93,8 @@ def _all_training_records(data: str, tasks: list[str] | None) -> list[dict]:
     else:
         by_task = _records_by_task(data, resolve_tasks(tasks), "train")
     for name, task_records in by_task.items():
-        _check_fields(task_records, _TRAINING_FIELDS, f"{data} ({name})" if name else data)
+        fields = _PROMPT_COMPLETION_FIELDS if task_records and "prompt" in task_records[0] else _TRAINING_FIELDS
+        _check_fields(task_records, fields, f"{data} ({name})" if name else data)
     return [record for task_records in by_task.values() for record in task_records]
 
 
@@ -215,5 +217,6 @@ def _check_fields(records: list, fields: tuple[str, ...], source: str) -> None:
         if missing:
             raise ShearsError(
                 f"{source}: record {index} has no {' or '.join(repr(f) for f in missing)} "
-                f"(a record is {{\"instruction\", \"input\", \"output\", \"answer\"}})"
+                f"(a record is {{\"instruction\", \"input\", \"output\", \"answer\"}}, or for training "
+                f"{{\"prompt\", \"completion\"}})"
             )

@@ -54,7 +54,7 @@ def _loglik(args) -> None:
                 "scoring": "loglik", "prompt_style": style, "protocol": protocol if style == "llm-adapters" else None,
                 "dtype": None if args.openvino else args.dtype}
     start = time.perf_counter()
-    results = run_tasks(list(documents), lambda task: (scorer.score(task, args.limit), None), args.output, metadata)
+    results = run_tasks(list(documents), lambda task: scorer.score(task, args.limit), args.output, metadata)
     print(format_results_table(results))
     print(f"wall time {time.perf_counter() - start:.1f} s" + (f"; results written to {args.output}" if args.output else ""))
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 from ..artifacts import atomic_output_dir
@@ -113,6 +114,37 @@ def task_folder(documents_by_task: dict[str, list[dict]], prompt_style: str) -> 
     return folder
 
 
+def training_records(tasks: list[str], limit: int | None = None) -> list[dict]:
+    """The first `limit` documents of each task's embedded *train* split as lm-eval poses them, one
+    prompt-completion record each: the context lm-eval scores and the gold choice's continuation.
+
+    Fine-tuning on these teaches what log-likelihood scoring ranks (the choice's text after lm-eval's
+    prompt), as SQFT and NNCF's NLS example train; LLM-Adapters' records teach answer labels instead.
+    lm-eval builds the requests, so the text is its own, winogrande's partial scoring included."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from ..data.olmo import CONVERTERS, olmo_documents as documents
+
+    by_task = {}
+    for task in loglik_tasks(tasks):
+        folder, _ = CONVERTERS[task]
+        by_task[task] = [_OLMO[task](doc) for doc in islice(documents(folder, "train"), limit)]
+    manager = TaskManager(include_path=str(task_folder(by_task, "lm-eval")), include_defaults=False)
+    lm_eval_tasks = get_task_dict([lm_eval_name(task) for task in by_task], manager)
+    records = []
+    for task in by_task:
+        lm_task = lm_eval_tasks[lm_eval_name(task)]
+        for doc in lm_task.validation_docs():
+            requests = lm_task.construct_requests(doc=doc, ctx=lm_task.fewshot_context(doc, 0), metadata=(task, 0, 1))
+            # lm-eval's own rule for the gold choice: the target, or for several inputs (winogrande) the text index
+            gold = lm_task.doc_to_text(doc) if lm_task.multiple_input else lm_task.doc_to_target(doc)
+            if isinstance(gold, str):
+                gold = lm_task.doc_to_choice(doc).index(gold)
+            context, continuation = requests[gold].arguments
+            records.append({"prompt": context, "completion": continuation, "task": task})
+    return records
+
+
 class LoglikScorer:
     """Scores one task at a time with lm-eval's `simple_evaluate` on an lm-eval model (`HFLM` and kin)."""
 
@@ -122,14 +154,16 @@ class LoglikScorer:
         self.lm = lm
         self.task_manager = TaskManager(include_path=str(folder), include_defaults=False)
 
-    def score(self, task: str, limit: int | None = None) -> dict:
-        """{"acc", "acc_stderr", "acc_norm", "acc_norm_stderr" (where lm-eval defines it), "n"} of the first `limit` documents."""
+    def score(self, task: str, limit: int | None = None) -> tuple[dict, list[dict]]:
+        """{"acc", "acc_stderr", "acc_norm", "acc_norm_stderr" (where lm-eval defines it), "n"} of the first
+        `limit` documents, and each document's own scores ({"doc", "acc", "acc_norm"}, in document order),
+        which paired comparisons of two models on the same documents need."""
         import lm_eval
 
         name = lm_eval_name(task)
         out = lm_eval.simple_evaluate(model=self.lm, tasks=[name], task_manager=self.task_manager, limit=limit,
-                                      log_samples=False, verbosity="WARNING")
-        return task_metrics(out, name)
+                                      log_samples=True, verbosity="WARNING")
+        return task_metrics(out, name), document_scores(out["samples"][name])
 
 
 def task_metrics(out: dict, name: str) -> dict:
@@ -142,6 +176,12 @@ def task_metrics(out: dict, name: str) -> dict:
             metrics[f"{metric}_stderr"] = raw[f"{metric}_stderr,none"]
     metrics["n"] = out["n-samples"][name]["effective"]
     return metrics
+
+
+def document_scores(samples: list[dict]) -> list[dict]:
+    """Per-document 0/1 scores from lm-eval's logged samples, in document order."""
+    return [{"doc": sample["doc_id"], **{m: int(sample[m]) for m in ("acc", "acc_norm") if m in sample}}
+            for sample in sorted(samples, key=lambda sample: sample["doc_id"])]
 
 
 def torch_lm(model, tokenizer, batch_size: int):

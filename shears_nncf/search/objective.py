@@ -115,7 +115,7 @@ class LoglikObjective:
 
         self.supernet.activate(list(config))
         with self.supernet.untraced():
-            scores = [headline(self.scorer.score(task)) for task in self.tasks]
+            scores = [headline(self.scorer.score(task)[0]) for task in self.tasks]
         return 100.0 * sum(scores) / len(scores)
 
 
