@@ -29,13 +29,14 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 
-from shears_nncf.artifacts import read_json, read_manifest, write_json, write_text
+from shears_nncf.artifacts import MANIFEST, read_json, read_manifest, write_json, write_text
 from shears_nncf.data.tasks import COMMONSENSE
 from shears_nncf.models import EMBEDDED_MODEL, resolve_model
 from shears_nncf.nls.training import checkpoint_dir
@@ -50,6 +51,8 @@ SHORT = {"boolq": "BoolQ", "piqa": "PIQA", "social_i_qa": "SIQA", "hellaswag": "
 # text), scored in lm-eval's wording; "llm-adapters" is LLM-Adapters' records, scored with its answer sentences.
 FORMATS = {"lm-eval": "lm-eval", "llm-adapters": "llm-adapters"}  # training format -> log-likelihood wording
 SEARCHES = {"hill-climbing": "hill-climbing", "rnsga2": "rnsga2"}  # subnet -> search strategy
+# The pilot that chose the training settings: (training format, learning rate) of a LoRA on Wanda 50%.
+PILOT = {"a-1e-3": ("lm-eval", 1e-3), "b-1e-3": ("llm-adapters", 1e-3), "a-3e-4": ("lm-eval", 3e-4)}
 BOOTSTRAP_SAMPLES = 5000
 DETECTABLE = 2.8  # standard errors: a difference this large is found 80% of the time at the 5% level
 
@@ -119,8 +122,10 @@ class Study:
     def total_seconds(self) -> float:
         return sum(read_json(p, what="step record")["seconds"] for p in (self.out / "steps").glob("*.json"))
 
-    def step(self, name: str, argv: list[str], product: Path) -> Path:
-        if product.exists():
+    def step(self, name: str, argv: list[str], product: Path, done: Callable[[], bool] | None = None) -> Path:
+        """Run `shears argv` unless it is done (default: its product exists); a step that writes its product
+        piece by piece (a search, a results file) is done only when its last piece is there."""
+        if done() if done else product.exists():
             return product
         print(f"[reproduce] {name}: shears {' '.join(argv)}", flush=True)
         start = time.perf_counter()
@@ -130,9 +135,9 @@ class Study:
         write_json(self.record(name), {"argv": argv, "seconds": seconds})
         return product
 
-    def training_data(self) -> str:
+    def training_data(self, train_format: str | None = None) -> str:
         """The training records: for the lm-eval format, written once (before any worker starts) into the output."""
-        if self.args.train_format == "llm-adapters":
+        if (train_format or self.args.train_format) == "llm-adapters":
             return "default"
         path = self.out / "data" / "lm_eval_train.jsonl"
         if not path.exists():
@@ -143,6 +148,27 @@ class Study:
             records = training_records(list(COMMONSENSE), limit=self.args.train_per_task)
             write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         return str(path)
+
+    def pilot(self) -> list[dict]:
+        """LoRA on the Wanda-50% model for each (format, learning rate) of PILOT, with the study's steps and data
+        size, scored on the first --pilot-limit documents in the format's wording against the zero-shot model."""
+        base, folder, runs = self.base_model(next(r for r in ROWS if r.sparse == "wanda-50")), self.out / "pilot", []
+        for key, (train_format, lr) in PILOT.items():
+            wording, trained = FORMATS[train_format], folder / key
+            self.step(f"pilot train {key}", [
+                "train", "--config", str(CONFIG), "--model", base, "--data", self.training_data(train_format),
+                "--tasks", "commonsense", "--limit", str(self.args.train_limit), "--lr", str(lr),
+                "--max-steps", str(self.args.steps), "--lora-only", "--seed", str(self.args.seed), "--output", str(trained)],
+                trained)
+            scoring = ["--model", base, "--data", "default", "--tasks", ",".join(COMMONSENSE), "--batch-size",
+                       str(self.args.batch_size), "--scoring", "loglik", "--prompt-style", wording,
+                       "--limit", str(self.args.pilot_limit)]
+            zero = self.scored(f"pilot eval zero-{wording}", scoring, folder / f"eval-zero-{wording}.json")
+            tuned = self.scored(f"pilot eval {key}", [*scoring, "--adapter", str(trained)], folder / f"eval-{key}.json")
+            runs.append({"format": train_format, "lr": lr, "wording": wording, "manifest": read_manifest(trained, stage="train"),
+                         "zero": {"loglik": read_json(zero, what="evaluation results")},
+                         "tuned": {"loglik": read_json(tuned, what="evaluation results")}})
+        return runs
 
     def base_model(self, row: Row) -> str:
         if row.sparse is None:
@@ -172,7 +198,7 @@ class Study:
             "search", "--super-adapter", str(self.trained(row)), "--strategy", SEARCHES[row.subnet],
             "--budget", str(self.args.search_budget), "--metric", "loglik", "--prompt-style", self.wording,
             "--tasks", ",".join(COMMONSENSE), "--limit", str(self.args.search_limit), "--seed", str(self.args.seed),
-            "--batch-size", str(self.args.batch_size), "--output", str(folder)], folder)
+            "--batch-size", str(self.args.batch_size), "--output", str(folder)], folder, done=(folder / MANIFEST).exists)
 
     def adapter(self, row: Row) -> Path | None:
         """The adapter the row deploys: none (zero-shot), the LoRA itself, or the extracted sub-adapter."""
@@ -190,19 +216,24 @@ class Study:
         base, adapter = self.base_model(row), self.adapter(row)
         model = ["--model", base, *(["--adapter", str(adapter)] if adapter else []), "--data", "default",
                  "--tasks", ",".join(COMMONSENSE), "--batch-size", str(self.args.batch_size)]
-        loglik = self.step(f"eval {row.slug}", [
-            "evaluate", *model, "--scoring", "loglik", "--prompt-style", self.wording,
-            "--limit", str(self.args.eval_limit), "--output", str(self.out / "eval" / f"{row.slug}.json")],
-            self.out / "eval" / f"{row.slug}.json")
+        loglik = self.scored(f"eval {row.slug}", [*model, "--scoring", "loglik", "--prompt-style", self.wording,
+                                                 "--limit", str(self.args.eval_limit)], self.out / "eval" / f"{row.slug}.json")
         generated = None
         if self.args.generate_limit:
-            generated = self.step(f"generate {row.slug}", [
-                "evaluate", *model, "--scoring", "generate", "--limit", str(self.args.generate_limit),
-                "--output", str(self.out / "eval" / f"{row.slug}-generate.json")],
-                self.out / "eval" / f"{row.slug}-generate.json")
+            generated = self.scored(f"generate {row.slug}", [*model, "--scoring", "generate",
+                                                             "--limit", str(self.args.generate_limit)],
+                                    self.out / "eval" / f"{row.slug}-generate.json")
         return {"row": row, "loglik": read_json(loglik, what="evaluation results"),
                 "generate": read_json(generated, what="evaluation results") if generated else None,
                 **self.sizes(row, base, adapter)}
+
+    def scored(self, name: str, argv: list[str], result: Path) -> Path:
+        """`shears evaluate` into `result`; the file is rewritten after every task (and a rerun scores only the
+        missing ones), so it is done when it holds every task."""
+        def done() -> bool:
+            return result.exists() and set(read_json(result, what="evaluation results")["tasks"]) == set(COMMONSENSE)
+
+        return self.step(name, ["evaluate", *argv, "--output", str(result)], result, done=done)
 
     def sizes(self, row: Row, base: str, adapter: Path | None) -> dict:
         sizes = {"nonzero": nonzero_parameters(base),
@@ -353,6 +384,19 @@ def table(results: list[dict]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def pilot_lines(runs: list[dict], limit: int) -> list[str]:
+    lines = [f"LoRA on the Wanda-50% model, scored on the first {limit} documents of each task in the wording of its "
+             "training data, against the zero-shot model in the same wording (paired, 95% interval):", "",
+             "| training data | wording | lr | steps x batch | zero-shot | LoRA | change |", "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        m, c = run["manifest"], paired_difference(run["tuned"], run["zero"])
+        lines.append(f"| {run['format']} | {run['wording']} | {run['lr']:g} | {m['optimizer_steps']} x "
+                     f"{m['settings']['global_batch']} | {average(run['zero']):.1f} ± {standard_error(run['zero']):.1f} | "
+                     f"{average(run['tuned']):.1f} ± {standard_error(run['tuned']):.1f} | {c['diff']:+.1f} "
+                     f"[{c['low']:+.1f}, {c['high']:+.1f}] |")
+    return lines
+
+
 def search_lines(study: Study) -> list[str]:
     """What each search saw on its validation documents: the heuristic it starts from (or compares with) and its choice."""
     lines = []
@@ -458,7 +502,7 @@ def plot(results: list[dict], study: Study, folder: Path) -> list[str]:
     return images
 
 
-def report(args, results: list[dict], study: Study, images: list[str]) -> str:
+def report(args, results: list[dict], study: Study, images: list[str], pilot: list[dict]) -> str:
     raw = read_json(CONFIG, what="config")
     config, ranks = raw["shears"], raw["bootstrapNAS"]["training"]["elasticity"]["width"]["overwrite_groups_widths"][0]
     train = next((read_manifest(study.out / "train" / r["row"].train_name, stage="train")
@@ -506,6 +550,7 @@ def report(args, results: list[dict], study: Study, images: list[str]) -> str:
         *table(results),
         "",
         *[f"{image}\n" for image in images],
+        *(["## Pilot: which training the scoring can see", "", *pilot_lines(pilot, args.pilot_limit), ""] if pilot else []),
         "## In plain words",
         "",
         *plain_words(results, verdicts),
@@ -566,11 +611,13 @@ def main():
     parser.add_argument("--rows", help=f"comma-separated subset of: {', '.join(r.slug for r in ROWS)}")
     parser.add_argument("--train-format", choices=sorted(FORMATS), default="lm-eval",
                         help="training records: lm-eval's prompts and choice texts, or LLM-Adapters' answer labels")
-    parser.add_argument("--train-per-task", type=int, default=250, help="lm-eval format: documents of each train split")
+    parser.add_argument("--train-per-task", type=int, default=500, help="lm-eval format: documents of each train split")
     parser.add_argument("--steps", type=int, default=50, help="optimizer steps of every training")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of every training")
     parser.add_argument("--train-limit", type=int, default=2000, help="training records drawn from the data")
     parser.add_argument("--eval-limit", type=int, default=100, help="first N validation documents of each task")
+    parser.add_argument("--pilot-limit", type=int, default=60, help="first N documents of each task for the pilot "
+                                                                     "(0: no pilot)")
     parser.add_argument("--generate-limit", type=int, default=5, help="first N examples of each task scored by "
                                                                       "generation (0: none)")
     parser.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
@@ -588,18 +635,20 @@ def main():
     rows = [row for row in ROWS if row.slug in wanted]
     study = Study(args)
     study.training_data()
+    pilot = study.pilot() if args.pilot_limit else []
     if args.jobs > 1:
         run_workers(args, rows, study.out)
     results = [study.evaluate(row) for row in rows]  # with --jobs: every step is done, this only reads
     if args.results:
         folder = Path(args.results).parent
+        folder.mkdir(parents=True, exist_ok=True)
         images = plot(results, study, folder)
-        markdown = report(args, results, study, images)
+        markdown = report(args, results, study, images, pilot)
         write_text(args.results, markdown)
         if args.readme:
             replace_readme_section(Path(args.readme), readme_section(args, results, study, images, Path(args.results)))
     else:
-        markdown = report(args, results, study, [])
+        markdown = report(args, results, study, [], pilot)
     print(markdown)
 
 
