@@ -54,6 +54,7 @@ SEARCHES = {"hill-climbing": "hill-climbing", "rnsga2": "rnsga2"}  # subnet -> s
 # The pilot that chose the training settings: (training format, learning rate) of a LoRA on Wanda 50%.
 PILOT = {"a-1e-3": ("lm-eval", 1e-3), "b-1e-3": ("llm-adapters", 1e-3), "a-3e-4": ("lm-eval", 3e-4)}
 BOOTSTRAP_SAMPLES = 5000
+WORKER = "SHEARS_STUDY_WORKER"  # set in the environment of the --jobs worker processes
 DETECTABLE = 2.8  # standard errors: a difference this large is found 80% of the time at the 5% level
 
 
@@ -118,6 +119,16 @@ class Study:
     def seconds(self, name: str) -> float:
         path = self.record(name)
         return read_json(path, what="step record")["seconds"] if path.exists() else 0.0
+
+    def log_invocation(self, seconds: float) -> None:
+        """Each run of this script and its wall time (a resumed study took several): invocations.json."""
+        path = self.out / "invocations.json"
+        runs = read_json(path, what="invocation log") if path.exists() else []
+        write_json(path, [*runs, {"argv": sys.argv[1:], "seconds": round(seconds, 1)}])
+
+    def wall_seconds(self) -> float:
+        path = self.out / "invocations.json"
+        return sum(r["seconds"] for r in read_json(path, what="invocation log")) if path.exists() else 0.0
 
     def total_seconds(self) -> float:
         return sum(read_json(p, what="step record")["seconds"] for p in (self.out / "steps").glob("*.json"))
@@ -523,8 +534,8 @@ def report(args, results: list[dict], study: Study, images: list[str], pilot: li
         "```",
         "",
         f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.jobs} worker(s) of "
-        f"{worker_threads(args.jobs)} thread(s) side by side. The steps add up to {study.total_seconds() / 60:.0f} min "
-        "of worker time.",
+        f"{worker_threads(args.jobs)} thread(s) side by side. Wall time of the study: {study.wall_seconds() / 60:.0f} min "
+        f"over every run of this script (it resumes); the steps add up to {study.total_seconds() / 60:.0f} min of worker time.",
         "- Model: SmolLM2-135M (embedded), fp32 on the CPU.",
         f"- Sparsity: Wanda / magnitude, unstructured per output row, {args.nsamples} x 512 calibration tokens.",
         f"- Training (every trained row alike): config `{CONFIG.relative_to(CONFIG.parents[2])}` (LoRA r "
@@ -634,11 +645,14 @@ def main():
         parser.error(f"unknown row(s) {sorted(unknown)}; rows are {', '.join(r.slug for r in ROWS)}")
     rows = [row for row in ROWS if row.slug in wanted]
     study = Study(args)
+    start = time.perf_counter()
     study.training_data()
     pilot = study.pilot() if args.pilot_limit else []
     if args.jobs > 1:
         run_workers(args, rows, study.out)
     results = [study.evaluate(row) for row in rows]  # with --jobs: every step is done, this only reads
+    if not os.environ.get(WORKER):  # a worker's time is inside its parent's
+        study.log_invocation(time.perf_counter() - start)
     if args.results:
         folder = Path(args.results).parent
         folder.mkdir(parents=True, exist_ok=True)
@@ -665,7 +679,7 @@ def run_workers(args, rows: list[Row], out: Path) -> None:
     for group in sorted(groups.values(), key=len, reverse=True):
         min(shares, key=len).extend(group)
     threads = worker_threads(args.jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), WORKER: "1"}
     argv = _without(sys.argv[1:], "--jobs", "--rows", "--results", "--readme")
     workers = []
     for i, share in enumerate(s for s in shares if s):

@@ -42,6 +42,9 @@ class LoraSettings:
     alpha: float  # scaling alpha / r is the same for every sub-adapter
     dropout: float
     target_modules: list[str]
+    # Mask the update by the base's non-zeros, W + M ⊙ (s B_r A_r), as SQFT's SparsePEFT: the adapter can then
+    # be merged into the sparse base exactly, keeping its zeros (`shears extract --merge`); nls/sparse_adapter.py
+    sparse_adapter: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
         )
     return ShearsConfig(
         raw=raw,
-        lora=LoraSettings(lora["r"], lora["alpha"], lora.get("dropout", protocol.lora_dropout), list(lora["target_modules"])),
+        lora=LoraSettings(lora["r"], lora["alpha"], lora.get("dropout", protocol.lora_dropout), list(lora["target_modules"]),
+                          lora.get("sparse_adapter", False)),
         training=TrainingSettings(epochs=stage["epochs"], lr=stage["init_lr"], **training),
         group_patterns=patterns,
         group_widths=widths,

@@ -41,6 +41,10 @@ class Step:
     args: argparse.Namespace
     product: Path  # exists only once the step has completed (stages write atomically)
     depends: list[str] = field(default_factory=list)
+    name: str = ""  # the step's name in pipeline.json: the stage's, or for a second scoring "evaluate-loglik"
+
+    def __post_init__(self):
+        self.name = self.name or self.stage
 
 
 def pipeline_settings(config_raw: dict, model: str | None, data: str | None, source: str = "config") -> dict:
@@ -65,7 +69,15 @@ def pipeline_settings(config_raw: dict, model: str | None, data: str | None, sou
 
 
 def _check_option(stage: str, dest: str, value, source: str) -> None:
-    """One option of a stage section: the stage has it, the run does not set it itself, a choice is valid."""
+    """One option of a stage section: the stage has it, the run does not set it itself, a choice is valid.
+    The evaluation's `scoring` may also be a list: the run then scores the exported model each way."""
+    if stage == "evaluate" and dest == "scoring" and isinstance(value, list):
+        if not value or len(set(value)) != len(value):
+            raise ShearsError(f"{source}: shears.pipeline.evaluate.scoring is {value!r}; give one scoring or a list of "
+                              "different ones, e.g. [\"generate\", \"loglik\"]")
+        for one in value:
+            _check_option(stage, dest, one, source)
+        return
     options = {o.dest: o for o in STAGES[stage].options}
     where = f"{source}: shears.pipeline.{stage}.{dest}"
     if dest in WIRED[stage]:
@@ -126,7 +138,15 @@ def plan(train_config: Path, output: str | os.PathLike, settings: dict) -> list[
     for name, (product, depends) in STEPS.items():
         stage = STAGES[name]
         run_wide = {k: settings[k] for k, steps in RUN_SETTINGS.items() if name in steps and settings.get(k)}
-        args = stage.namespace(**{**run_wide, **settings.get(name, {}), **wiring[name]})
+        section = settings.get(name, {})
+        scorings = section.get("scoring") if name == "evaluate" else None
+        if isinstance(scorings, list):  # the first scoring writes eval/results.json, each other eval/results-<it>.json
+            for i, scoring in enumerate(scorings):
+                path = out / product if i == 0 else out / f"eval/results-{scoring}.json"
+                args = stage.namespace(**{**run_wide, **section, **wiring[name], "scoring": scoring, "output": path})
+                steps.append(Step(name, args, path, depends, name=name if i == 0 else f"{name}-{scoring}"))
+            continue
+        args = stage.namespace(**{**run_wide, **section, **wiring[name]})
         steps.append(Step(name, args, out / product, depends))
     return steps
 
@@ -145,7 +165,7 @@ def step_keys(steps: list[Step], digests: dict[str, str]) -> dict[str, str]:
             for path in _paths(value):
                 if not any(path == p or p in path.parents for p in products):  # those are keyed by `depends`
                     digest.update(_cached_digest(path, digests).encode())
-        keys[step.stage] = digest.hexdigest()[:16]
+        keys[step.name] = digest.hexdigest()[:16]
     return keys
 
 
@@ -198,20 +218,20 @@ def run_pipeline(config: str | os.PathLike, output: str | os.PathLike, model: st
     steps = plan(train_config, out, settings)
     keys = step_keys(steps, state.setdefault("digests", {}))
     for step in steps:
-        key = keys[step.stage]
-        done = state["stages"].get(step.stage, {})
+        key = keys[step.name]
+        done = state["stages"].get(step.name, {})
         if step.product.exists() and done.get("key") == key and done.get("complete"):
-            print(f"[shears run] {step.stage}: up to date, skipped")
+            print(f"[shears run] {step.name}: up to date, skipped")
             continue
         if step.stage == "train" and done.get("key") == key and any(checkpoint_dir(step.product).glob("checkpoint-*")):
             step.args.resume = True  # the same training was interrupted: continue it
         command = argv(step)
-        print(f"[shears run] {step.stage}: {command}")
-        state["stages"][step.stage] = {"key": key, "command": command, "complete": False}
+        print(f"[shears run] {step.name}: {command}")
+        state["stages"][step.name] = {"key": key, "command": command, "complete": False}
         write_json(state_path, state)
         start = time.perf_counter()
         STAGES[step.stage].run(step.args)
-        state["stages"][step.stage] = {"key": key, "command": command, "complete": True,
+        state["stages"][step.name] = {"key": key, "command": command, "complete": True,
                                        "seconds": round(time.perf_counter() - start, 1)}
         write_json(state_path, state)
     summary = summarize(out, settings, state)
@@ -229,6 +249,9 @@ def summarize(out: Path, settings: dict, state: dict) -> dict:
     search = read_json(out / "search" / "search.json", what="search results")
     export = read_manifest(out / "openvino", stage="export")
     results = read_json(out / "eval" / "results.json", what="evaluation results")
+    scorings = settings.get("evaluate", {}).get("scoring")
+    also = {scoring: read_json(out / "eval" / f"results-{scoring}.json", what="evaluation results")
+            for scoring in (scorings[1:] if isinstance(scorings, list) else [])}
     bench = read_json(out / "bench" / "bench.json", what="benchmark results")
     return {
         "demonstration_size": True,
@@ -239,8 +262,9 @@ def summarize(out: Path, settings: dict, state: dict) -> dict:
         "sub_adapter": {"strategy": search["strategy"], "ranks": search["chosen"]["ranks"],
                         "cost": search["chosen"]["cost"], "cost_name": search["cost"]},
         "openvino": {"weights": export["weights"], "ir_sparsity": export["sparsity"]},
-        "accuracy": {name: headline(t) for name, t in results["tasks"].items()} | {"average": results["average"]},
+        "accuracy": _headlines(results),
         "scoring": results.get("scoring", "generate"),
+        "also_scored": {scoring: _headlines(other) for scoring, other in also.items()},
         "bench": [{"folder": row["folder"], "backend": row["backend"], "sparse_rate": row["sparse_rate"],
                    "weights": row.get("weights"), "tokens_per_s": row.get("tokens_per_s"), "ttft_ms": row.get("ttft_ms"),
                    "tpot_ms": row.get("tpot_ms"), "peak_rss_mb": row.get("peak_rss_mb"), "status": row.get("status"),
@@ -250,8 +274,25 @@ def summarize(out: Path, settings: dict, state: dict) -> dict:
     }
 
 
+def _headlines(results: dict) -> dict:
+    return {name: headline(t) for name, t in results["tasks"].items()} | {"average": results["average"]}
+
+
+_SCORING_HEADER = {"generate": "accuracy, generation (%)", "loglik": "acc_norm, log-likelihood (%)"}
+
+
+def _accuracy_table(summary: dict) -> list[str]:
+    """One column per scoring the run asked for: the first one's tasks, the others' beside them."""
+    columns = {summary["scoring"]: summary["accuracy"], **summary.get("also_scored", {})}
+    lines = ["| task | " + " | ".join(_SCORING_HEADER[s] for s in columns) + " |", "|---|" + "---|" * len(columns)]
+    for name in summary["accuracy"]:
+        cells = [f"{100 * acc[name]:.1f}" if name in acc else "-" for acc in columns.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary_markdown(summary: dict) -> str:
-    sp, tr, sub, acc = summary["sparsity"], summary["training"], summary["sub_adapter"], summary["accuracy"]
+    sp, tr, sub = summary["sparsity"], summary["training"], summary["sub_adapter"]
     ir = summary["openvino"]["ir_sparsity"]
     lines = [
         "# shears run summary",
@@ -267,9 +308,7 @@ def summary_markdown(summary: dict) -> str:
         f"- OpenVINO IR ({summary['openvino']['weights']} weights, adapter unmerged): base linears "
         f"{ir['base_sparsity']:.1%} zero as counted in the IR ({ir['base_zeros']:,} of {ir['base_params']:,} weights)",
         "",
-        f"| task | {'accuracy' if summary['scoring'] == 'generate' else 'acc_norm, log-likelihood'} (%) |",
-        "|---|---|",
-        *[f"| {name} | {100 * value:.1f} |" for name, value in acc.items()],
+        *_accuracy_table(summary),
         "",
         f"CPU: {summary['cpu']['model']}, AMX: {'yes' if summary['cpu']['amx'] else 'no'}",
         "",

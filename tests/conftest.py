@@ -57,10 +57,12 @@ def smollm2():
     return load_model(EMBEDDED_MODEL), load_tokenizer(EMBEDDED_MODEL)
 
 
-def train_tiny_super_adapter(base, tokenizer, folder):
+def train_tiny_super_adapter(base, tokenizer, folder, sparse_adapter: bool = False):
     """`shears train`'s own code for 3 optimizer steps on `base`, saved (with its tokenizer, as `shears sparsify`
-    writes it) to folder/sparse; the super-adapter goes to folder/super. Returns the training result."""
-    from shears_nncf.config import bundled_config, load_config
+    writes it) to folder/sparse; the super-adapter goes to folder/super. Returns the training result.
+    `sparse_adapter` trains it mask-aware (shears.lora.sparse_adapter)."""
+    from shears_nncf.artifacts import read_json
+    from shears_nncf.config import bundled_config, parse_config
     from shears_nncf.nls import training
 
     base.save_pretrained(folder / "sparse")
@@ -70,7 +72,11 @@ def train_tiny_super_adapter(base, tokenizer, folder):
     for _ in range(12):
         ids = torch.randint(5, 300, (12,), generator=g).tolist()
         examples.append({"input_ids": ids, "attention_mask": [1] * 12, "labels": ids})
-    config = load_config(bundled_config("demo/smollm2_commonsense"), batch_size=2, grad_accum=1, lr=5e-2)
+    path = bundled_config("demo/smollm2_commonsense")
+    raw = read_json(path, what="config")
+    if sparse_adapter:
+        raw["shears"]["lora"]["sparse_adapter"] = True
+    config = parse_config(raw, source=str(path), batch_size=2, grad_accum=1, lr=5e-2)
     return training.train(base, tokenizer, config, examples, folder / "super", max_steps=3, save_steps=100,
                           manifest={"base_model": str(folder / "sparse")})
 

@@ -103,6 +103,30 @@ def test_a_changed_evaluation_setting_reruns_only_the_evaluation(tiny_run, capsy
     assert "[shears run] evaluate: shears evaluate" in printed
 
 
+def test_asking_for_both_scorings_adds_one_step_and_a_column(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("SHEARS_CACHE", str(tmp_path / "cache"))
+    config, out = tiny_run
+    keys = _stage_keys(out)
+    raw = json.loads(config.read_text())
+    raw["shears"]["pipeline"]["evaluate"]["scoring"] = ["generate", "loglik"]
+    both = config.with_name("run_both.json")
+    both.write_text(json.dumps(raw))
+    assert main(["run", "--config", str(both), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    new_keys = _stage_keys(out)
+    assert {name for name in new_keys if keys.get(name) != new_keys[name]} == {"evaluate", "evaluate-loglik"}
+    assert "[shears run] evaluate-loglik: shears evaluate" in printed and "--scoring loglik" in printed
+    summary = read_json(out / "summary.json")
+    assert summary["scoring"] == "generate" and set(summary["also_scored"]) == {"loglik"}
+    assert read_json(out / "eval" / "results-loglik.json")["tasks"]["boolq"]["n"] == raw["shears"]["pipeline"]["evaluate"]["limit"]
+    assert "| task | accuracy, generation (%) | acc_norm, log-likelihood (%) |" in (out / "summary.md").read_text()
+    raw["shears"]["pipeline"]["evaluate"]["scoring"] = ["loglik", "loglik"]
+    both.write_text(json.dumps(raw))
+    assert main(["run", "--config", str(both), "--output", str(out)]) == 2
+    assert "a list of different ones" in capsys.readouterr().err
+
+
 def test_a_config_that_names_no_model_is_an_error_and_writes_nothing(tmp_path, capsys):
     config = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
     del config["shears"]["pipeline"]["model"]

@@ -10,6 +10,8 @@ from ..errors import ShearsError
 
 
 def evaluate_command(args) -> None:
+    """Under torchrun or `accelerate launch` each process scores its share of every task and the main one
+    writes the results and prints the table (see `harness.run_tasks`)."""
     if args.perplexity:
         return _perplexity(args)
     if args.scoring == "loglik":
@@ -26,6 +28,8 @@ def evaluate_command(args) -> None:
                 "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None,
                 "protocol": protocol, "dtype": None if args.openvino else args.dtype}
     results = evaluate(generator, records, output_path=args.output, metadata=metadata, protocol=protocol)
+    if results is None:  # not the main process
+        return
     print(format_results_table(results))
     if args.output:
         print(f"every example written to {args.output}")
@@ -33,6 +37,7 @@ def evaluate_command(args) -> None:
 
 def _loglik(args) -> None:
     """Ranked-choice scoring of the commonsense tasks through lm-evaluation-harness (see loglik.py)."""
+    from .. import distributed
     from . import loglik
     from .harness import format_results_table, run_tasks
 
@@ -44,17 +49,22 @@ def _loglik(args) -> None:
     if args.openvino:
         from .openvino_backend import openvino_lm
 
+        distributed.join("cpu")
         lm = openvino_lm(args.openvino, args.batch_size)
     else:
         model, tokenizer, _ = _load(args)
         lm = loglik.torch_lm(model, tokenizer, args.batch_size)
-    scorer = loglik.LoglikScorer(lm, loglik.task_folder(documents, style))
+    with distributed.main_first():  # one process writes the cached task folder, the others then read it
+        folder = loglik.task_folder(documents, style)
+    scorer = loglik.LoglikScorer(lm, folder)
     metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit,
                 "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None,
                 "scoring": "loglik", "prompt_style": style, "protocol": protocol if style == "llm-adapters" else None,
                 "dtype": None if args.openvino else args.dtype}
     start = time.perf_counter()
     results = run_tasks(list(documents), lambda task: scorer.score(task, args.limit), args.output, metadata)
+    if results is None:  # not the main process
+        return
     print(format_results_table(results))
     print(f"wall time {time.perf_counter() - start:.1f} s" + (f"; results written to {args.output}" if args.output else ""))
 
@@ -70,8 +80,10 @@ def _protocol(args) -> str:
 
 def _generator(args, protocol: str):
     if args.openvino:
+        from .. import distributed
         from .openvino_backend import OpenVINOGenerator
 
+        distributed.join("cpu")
         return OpenVINOGenerator(args.openvino, batch_size=args.batch_size, protocol=protocol)
     from .generation import TorchGenerator
 
@@ -80,30 +92,37 @@ def _generator(args, protocol: str):
 
 
 def _load(args):
+    from .. import distributed
     from ..models import load_model, load_tokenizer, resolve_device, resolve_dtype
 
     if args.super_adapter:
         return _load_sub_adapter(args)
     if not args.model:
         raise ShearsError("give --model (an HF folder, hub id or 'smollm2-135m'), --super-adapter DIR or --openvino DIR")
-    device = resolve_device(args.device)
+    device = distributed.join(resolve_device(args.device))  # under several processes, this one's GPU
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, dtype=resolve_dtype(args.dtype, device))
     if args.adapter:
         from peft import PeftModel
 
+        from ..nls.folder import sub_adapter_mask_aware
         from ..nls.mpt import prepare_for_adapters
+        from ..nls.sparse_adapter import apply_sparse_adapter
 
         prepare_for_adapters(model)  # MPT: the adapter names attn.q_proj/k_proj/v_proj
 
         if not Path(args.adapter, "adapter_config.json").is_file():
             raise ShearsError(f"adapter folder {args.adapter} has no adapter_config.json; give a PEFT adapter folder")
         model = PeftModel.from_pretrained(model, args.adapter)
+        if sub_adapter_mask_aware(args.adapter):  # trained with shears.lora.sparse_adapter: score the trained model
+            apply_sparse_adapter(model)
+            print(f"adapter {args.adapter}: update masked by the base's zeros, as it was trained")
     return model.to(device).eval(), tokenizer, device
 
 
 def _load_sub_adapter(args):
     """The trained supernet with one sub-adapter active: evaluated without extracting it first."""
+    from .. import distributed
     from ..nls.folder import super_adapter_groups
     from ..models import resolve_device, resolve_dtype
     from ..nls.space import SearchSpace
@@ -113,13 +132,14 @@ def _load_sub_adapter(args):
         raise ShearsError("give either --adapter or --super-adapter, not both")
     names, widths, _, _ = super_adapter_groups(args.super_adapter)
     ranks, how = resolve_subnet(SearchSpace.of(widths, names), args.subnet)  # a bad --subnet fails before loading
-    device = resolve_device(args.device)
+    device = distributed.join(resolve_device(args.device))  # under several processes, this one's GPU
 
     from ..nls.supernet import open_super_adapter
 
     supernet, tokenizer = open_super_adapter(args.super_adapter, args.model, resolve_dtype(args.dtype, device))
     supernet.activate(list(ranks))
-    print(f"sub-adapter {how}: ranks {list(ranks)}")
+    masked = ", update masked by the base's zeros (trained with shears.lora.sparse_adapter)" if supernet.config.lora.sparse_adapter else ""
+    print(f"sub-adapter {how}: ranks {list(ranks)}{masked}")
     return supernet.peft_model.to(device).eval(), tokenizer, device
 
 

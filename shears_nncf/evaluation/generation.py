@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..models import resolve_device
 from ..protocol import Protocol, get_protocol
 
@@ -27,12 +28,16 @@ class TorchGenerator:
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        """Every prompt's new text, in input order, on every process. Under several processes process r
+        generates batches r, r + W, ... of the one-process batching: whole batches, so each prompt is padded
+        and decoded alongside the same prompts as in a one-process run and its text is the same."""
         # Batching prompts of similar length wastes less compute on padding; answers go back in input order.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
-        outputs: list[str] = [""] * len(prompts)
-        starts = range(0, len(prompts), self.batch_size)
-        for start in tqdm(starts, desc="generating", unit="batch", disable=not self.progress or len(starts) < 2):
-            indices = order[start:start + self.batch_size]
+        batches = [order[start:start + self.batch_size] for start in range(0, len(prompts), self.batch_size)]
+        mine = batches[distributed.rank()::distributed.world_size()]
+        texts: dict[int, str] = {}
+        quiet = not self.progress or len(mine) < 2 or not distributed.is_main()
+        for indices in tqdm(mine, desc="generating", unit="batch", disable=quiet):
             # Left padding: every prompt then ends where generation begins.
             batch = self.tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, padding_side="left")
             batch = batch.to(self.device)
@@ -40,7 +45,7 @@ class TorchGenerator:
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id, **self.decoding,
             )
-            texts = self.tokenizer.batch_decode(tokens[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-            for i, text in zip(indices, texts):
-                outputs[i] = text
-        return outputs
+            new = tokens[:, batch["input_ids"].shape[1]:]
+            texts.update(zip(indices, self.tokenizer.batch_decode(new, skip_special_tokens=True)))
+        gathered = {i: text for part in distributed.all_gather(texts) for i, text in part.items()}
+        return [gathered[i] for i in range(len(prompts))]

@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+from .. import distributed
 from ..artifacts import read_json, write_json
 from ..data.prompts import generation_prompt
 from .answers import answer_matches, extract_answer, response_text
@@ -17,9 +18,9 @@ from ..data.tasks import get_task
 
 
 def evaluate(generator, records_by_task: dict[str, list[dict]], output_path: str | os.PathLike | None = None,
-             metadata: dict | None = None, protocol=None) -> dict:
+             metadata: dict | None = None, protocol=None) -> dict | None:
     """Accuracy per task (a fraction), the average over tasks, and every example; optionally saved as JSON
-    (after each task: see `run_tasks`).
+    (after each task: see `run_tasks`, which also says what several processes do; None on all but the main one).
 
     `protocol` (a name or `shears_nncf.protocol.Protocol`) sets the prompt and how the answer is read."""
     given = {get_task(name).name: name for name in records_by_task}  # our task name -> the caller's key
@@ -42,16 +43,25 @@ def evaluate(generator, records_by_task: dict[str, list[dict]], output_path: str
 
 
 def run_tasks(tasks: list[str], score_task, output_path: str | os.PathLike | None = None,
-              metadata: dict | None = None) -> dict:
+              metadata: dict | None = None) -> dict | None:
     """Score each task in turn with `score_task(name) -> (summary, examples or None)`.
 
     The results file is rewritten after every task, so an interrupted run keeps the tasks it finished,
     and a rerun with the same output file and settings (`metadata`) scores only the tasks still missing.
+    Under several processes every process calls `score_task` for the same tasks (scoring them is collective:
+    each process scores its share) and what it returns counts only on the main process, which alone reads
+    and writes the results file and returns the results; the others return None.
     """
+    finished = _finished(output_path, metadata or {}) if distributed.is_main() else {}
+    done = distributed.broadcast(set(finished.get("tasks", {})))  # the main process's file decides for all
+    if not distributed.is_main():
+        for name in tasks:
+            if name not in done:
+                score_task(name)
+        return None
     results = {**(metadata or {}), "tasks": {}}
-    finished = _finished(output_path, metadata or {})
     for name in tasks:
-        if name in finished.get("tasks", {}):
+        if name in done:
             print(f"{name}: already in {output_path}, not scored again")
             summary, examples = finished["tasks"][name], finished.get("examples", {}).get(name)
         else:

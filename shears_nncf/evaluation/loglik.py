@@ -19,6 +19,7 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 
+from .. import distributed
 from ..artifacts import atomic_output_dir
 from ..data.tasks import COMMONSENSE, MULTIPLE_CHOICE, resolve_tasks
 from ..errors import ShearsError
@@ -154,15 +155,18 @@ class LoglikScorer:
         self.lm = lm
         self.task_manager = TaskManager(include_path=str(folder), include_defaults=False)
 
-    def score(self, task: str, limit: int | None = None) -> tuple[dict, list[dict]]:
+    def score(self, task: str, limit: int | None = None) -> tuple[dict, list[dict]] | None:
         """{"acc", "acc_stderr", "acc_norm", "acc_norm_stderr" (where lm-eval defines it), "n"} of the first
         `limit` documents, and each document's own scores ({"doc", "acc", "acc_norm"}, in document order),
-        which paired comparisons of two models on the same documents need."""
+        which paired comparisons of two models on the same documents need. Under several processes (see
+        `torch_lm`) every process scores its share and only the main one gets the results; the others None."""
         import lm_eval
 
         name = lm_eval_name(task)
         out = lm_eval.simple_evaluate(model=self.lm, tasks=[name], task_manager=self.task_manager, limit=limit,
                                       log_samples=True, verbosity="WARNING")
+        if out is None:  # not rank 0: lm-eval gathered this process's documents there
+            return None
         return task_metrics(out, name), document_scores(out["samples"][name])
 
 
@@ -186,10 +190,22 @@ def document_scores(samples: list[dict]) -> list[dict]:
 
 def torch_lm(model, tokenizer, batch_size: int):
     """lm-eval's HF model around an in-memory model (a PeftModel or a supernet's model too); for an
-    OpenVINO IR see `openvino_backend.openvino_lm`."""
+    OpenVINO IR see `openvino_backend.openvino_lm`.
+
+    In a process group (`distributed.join`) it takes lm-eval's data-parallel path: rank r builds the requests
+    of documents r, r + W, ... of the first `limit`, pads to the others' count, and `simple_evaluate` gathers
+    every rank's samples and per-document metrics on rank 0. HFLM sets that path up only for a model it loads
+    itself on several GPUs (an in-memory model it takes for one process), so the same attributes are set here:
+    the rank and world size, and the accelerator its `all_gather` and `barrier` go through."""
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    if distributed.world_size() > 1:
+        from accelerate import Accelerator
+
+        lm.accelerator = Accelerator()  # the process group already joined: gloo or NCCL, as the model's device
+        lm._rank, lm._world_size = distributed.rank(), distributed.world_size()
+    return lm
 
 
 # ---- documents of the embedded splits (OLMES "rc" documents) in lm-eval's fields

@@ -4,10 +4,13 @@
 super-adapter's alpha / r_max; see `sub_adapter.py`), and M is the base's non-zero mask. PEFT's
 `merge_and_unload` adds the dense ΔW and so fills every pruned position; masking it keeps the merged
 model exactly as sparse as the base, so it deploys as one sparse model with no adapter matmuls.
-The masked merge equals the unmerged model only where ΔW is already zero off the mask (SQFT's
-SparsePEFT trains it so); otherwise it drops (1 - M) ⊙ ΔW, and the manifest says how much, as
-||(1 - M) ⊙ ΔW|| / ||ΔW|| over all merged modules: a cheap measure of how far the merge moves the model.
-For scale: an update unrelated to the mask loses sqrt(sparsity) of its norm (0.71 at 50% sparsity).
+The masked merge equals the unmerged model only where ΔW is already zero off the mask; otherwise it drops
+(1 - M) ⊙ ΔW, and the manifest says how much, as ||(1 - M) ⊙ ΔW|| / ||ΔW|| over all merged modules: a
+cheap measure of how far the merge moves the model. For scale: an update unrelated to the mask loses
+sqrt(sparsity) of its norm (0.71 at 50% sparsity). A super-adapter trained with `shears.lora.sparse_adapter`
+(SQFT's SparsePEFT, `nls/sparse_adapter.py`) is the model W + M ⊙ ΔW in training, search and evaluation, so
+for it the merge is exact (the manifest's `sparse_adapter` says so) and the dropped part of ΔW is the part
+that never reached the trained model.
 """
 
 from __future__ import annotations

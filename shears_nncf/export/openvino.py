@@ -23,6 +23,7 @@ from ..artifacts import atomic_output_dir, read_json, write_manifest
 from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
 from ..models import dtype_name, load_model, load_tokenizer, resolve_dtype, resolve_model
+from ..nls.folder import sub_adapter_mask_aware
 from ..nls.mpt import prepare_for_adapters
 from . import IR_XML
 
@@ -58,6 +59,10 @@ def export_openvino(
     int4 = _int4_settings(int4_ratio, group_size) if weights == "int4" else None
     if weights == "w8a8":
         check_calibration_source(calibration)
+    if adapter is not None and sub_adapter_mask_aware(adapter):
+        raise ShearsError(f"adapter {adapter} was trained mask-aware (shears.lora.sparse_adapter): an unmerged export "
+                          "would add its update on pruned positions too; merge it into the sparse base with "
+                          "`shears extract --merge` (exact for it) and export that folder without --adapter")
     model_path = resolve_model(model)
     torch_dtype = resolve_dtype(dtype, "cpu")  # the export traces on the CPU: auto is fp32
     torch_model = load_model(model_path, dtype=torch_dtype)

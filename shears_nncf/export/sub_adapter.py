@@ -19,7 +19,7 @@ from typing import Sequence
 
 from ..artifacts import atomic_output_dir, write_manifest
 from ..errors import ShearsError
-from ..nls.folder import ADAPTER_WEIGHTS, super_adapter_groups
+from ..nls.folder import ADAPTER_WEIGHTS, super_adapter_groups, trained_mask_aware
 
 def write_sub_adapter(
     adapter_dir: str | os.PathLike,
@@ -87,7 +87,9 @@ def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.Path
     """`shears extract`: resolve `subnet` (heuristic|maximal|minimal|FILE.json) and write the PEFT folder.
 
     With `merge`, write instead an HF model folder: the sub-adapter folded into the sparse base `model`
-    (default: the super-adapter's), keeping every zero of the base (`merge.py`)."""
+    (default: the super-adapter's), keeping every zero of the base (`merge.py`). Both manifests say whether the
+    super-adapter was trained mask-aware (`sparse_adapter`): such an adapter is the trained model only with its
+    update masked, which the merge does and plain PEFT does not."""
     from ..nls.space import SearchSpace
     from ..search.subnet import resolve_subnet
 
@@ -101,10 +103,12 @@ def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.Path
         "chosen_by": how,
         "ranks": list(ranks),
         "ranks_by_group": dict(zip(names, ranks)),
+        "sparse_adapter": trained_mask_aware(manifest),
     }
+    result = {"ranks": list(ranks), "chosen_by": how, "sparse_adapter": record["sparse_adapter"]}
     if not merge:
         write_sub_adapter(super_adapter, modules, ranks, output, record)
-        return {"ranks": list(ranks), "chosen_by": how}
+        return result
     if not base:
         raise ShearsError(f"{super_adapter} names no base model; give the sparse base to merge into with --model")
     from .merge import merge_to_folder
@@ -112,14 +116,23 @@ def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.Path
     with tempfile.TemporaryDirectory(prefix="shears-sub-adapter-") as tmp:
         write_sub_adapter(super_adapter, modules, ranks, Path(tmp) / "sub_adapter", record)
         merged = merge_to_folder(base, Path(tmp) / "sub_adapter", output, record)
-    return {"ranks": list(ranks), "chosen_by": how, "update_dropped_by_mask": merged["update_dropped_by_mask"]}
+    return {**result, "update_dropped_by_mask": merged["update_dropped_by_mask"]}
 
 
 def extract_command(args) -> None:
     result = extract(args.super_adapter, args.subnet, args.output, model=args.model, merge=args.merge)
     ranks = sorted(set(result["ranks"]), reverse=True)
-    if args.merge:
+    dropped = result.get("update_dropped_by_mask")
+    if args.merge and result["sparse_adapter"]:
         print(f"merged the {result['chosen_by']} sub-adapter (ranks {ranks}) into the sparse base, keeping its zeros, "
-              f"to {args.output}; the mask dropped {result['update_dropped_by_mask']:.1%} of the update (L2)")
+              f"to {args.output}; exact: it was trained with the base's mask (shears.lora.sparse_adapter), so the "
+              f"{dropped:.1%} of B A (L2) on pruned positions never reached the trained model")
+    elif args.merge:
+        print(f"merged the {result['chosen_by']} sub-adapter (ranks {ranks}) into the sparse base, keeping its zeros, "
+              f"to {args.output}; the mask dropped {dropped:.1%} of the update (L2)")
     else:
         print(f"extracted the {result['chosen_by']} sub-adapter (ranks {ranks}) to {args.output}")
+    if not args.merge and result["sparse_adapter"]:
+        print("note: this super-adapter was trained mask-aware (shears.lora.sparse_adapter): the trained model adds the "
+              "update on the base's non-zeros only, which plain PEFT and an OpenVINO export of this folder do not do; "
+              "deploy it with `shears extract --merge`, which is exact for it")

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from ..artifacts import read_json, read_manifest
+from ..artifacts import MANIFEST, read_json, read_manifest
+from ..config import parse_config
 from ..errors import ShearsError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -43,6 +44,19 @@ def super_adapter_groups(folder: str | os.PathLike) -> tuple[list[str], list[lis
     width = read_json(folder / manifest.get("nncf_config", "nncf_config.json"), what="NNCF config")["bootstrapNAS"]["training"]["elasticity"]["width"]
     modules = [[module_path(node) for node in group] for group in width["overwrite_groups"]]
     return list(manifest["groups"]), [list(w) for w in width["overwrite_groups_widths"]], modules, manifest
+
+
+def trained_mask_aware(manifest: dict) -> bool:
+    """Whether a `shears train` manifest's super-adapter was trained with its update masked by the base's zeros
+    (`shears.lora.sparse_adapter`, read through the config parser so that its default holds for older folders)."""
+    return parse_config(manifest["config"], source="the super-adapter manifest's config").lora.sparse_adapter
+
+
+def sub_adapter_mask_aware(adapter: str | os.PathLike) -> bool:
+    """Whether a PEFT folder is a sub-adapter `shears extract` took from a mask-aware super-adapter: its trained
+    model masks the update by the base's zeros, which plain PEFT does not (a folder without our manifest: no)."""
+    manifest = Path(adapter) / MANIFEST
+    return manifest.is_file() and bool(read_json(manifest, what="adapter manifest").get("sparse_adapter"))
 
 
 def adapter_parameters(super_adapter: str | os.PathLike, group_modules: Sequence[Sequence[str]]) -> list[int]:

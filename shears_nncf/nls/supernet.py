@@ -7,7 +7,8 @@ needs two narrow changes (frozen base weights allowed; elastic input-width ops o
 can change the width), made in `bootstrapnas.py`, the one module that touches NNCF internals.
 
 Training and scoring then run the model outside NNCF's per-op tracing (`Supernet.untraced`): the
-elastic ops are pre-ops of the lora modules, which run on every call, traced or not.
+elastic ops are pre-ops of the lora modules, which run on every call, traced or not. With
+`shears.lora.sparse_adapter` the update is masked by the base's zeros (`sparse_adapter.py`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..errors import ShearsError
 from .bootstrapnas import LoRAProgressiveShrinkingBuilder
 from .mpt import prepare_for_adapters
 from .space import SearchSpace
+from .sparse_adapter import apply_sparse_adapter
 
 NNCF_CONFIG_FILE = "nncf_config.json"
 _TRACE_LENGTH = 16  # tokens of the dummy input NNCF traces; the traced graph does not depend on it
@@ -163,18 +165,20 @@ def build_supernet(model: nn.Module, config: ShearsConfig, elastic: bool = True)
         p.requires_grad_(False)
     peft_model = get_peft_model(model, lora_config(config))
     if not elastic:
-        return Supernet(peft_model, config, None, None, None)
-
-    with _quiet_nncf():
-        network = create_nncf_network(peft_model, NNCFConfig.from_dict(_input_info()))
-        names = [node.node_name for node in network.nncf.get_original_graph().get_all_nodes()]
-        groups = expand_groups(config, names)
-        expanded = nncf_config_dict(config, groups, _TRACE_LENGTH)
-        builder = LoRAProgressiveShrinkingBuilder(NNCFConfig.from_dict(_nncf_part(expanded)), config.frozen_layers_allowed)
-        network = builder.apply_to(network)
-        ctrl = builder.build_controller(network)
-        network.nncf.rebuild_graph()
-    supernet = Supernet(network, config, groups, ctrl, expanded)
+        supernet = Supernet(peft_model, config, None, None, None)
+    else:
+        with _quiet_nncf():
+            network = create_nncf_network(peft_model, NNCFConfig.from_dict(_input_info()))
+            names = [node.node_name for node in network.nncf.get_original_graph().get_all_nodes()]
+            groups = expand_groups(config, names)
+            expanded = nncf_config_dict(config, groups, _TRACE_LENGTH)
+            builder = LoRAProgressiveShrinkingBuilder(NNCFConfig.from_dict(_nncf_part(expanded)), config.frozen_layers_allowed)
+            network = builder.apply_to(network)
+            ctrl = builder.build_controller(network)
+            network.nncf.rebuild_graph()
+        supernet = Supernet(network, config, groups, ctrl, expanded)
+    if config.lora.sparse_adapter:  # only now: NNCF traced the plain branch, whose lora_A / lora_B it makes elastic
+        apply_sparse_adapter(supernet.peft_model)
     supernet.build_seconds = time.perf_counter() - start
     return supernet
 

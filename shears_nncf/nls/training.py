@@ -198,6 +198,9 @@ def train(
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},  # the frozen base's inputs need no grad
         ddp_find_unused_parameters=False,  # every LoRA weight is used at every rank (a sub-adapter slices it)
+        # Every buffer is a function of the frozen base, the same at every rank (rotary frequencies, the masks of
+        # shears.lora.sparse_adapter: a byte per adapted weight); DDP would broadcast them all before every forward.
+        ddp_broadcast_buffers=False,
         use_cpu=device.type == "cpu",
         remove_unused_columns=False,
         label_names=["labels"],
