@@ -9,8 +9,8 @@ same first --eval-limit documents of each task. The mask-aware super-adapter is 
 trained (`evaluate --super-adapter`, update masked), which its merge must equal.
 
 Deployments: plain unmerged (the usual Shears deployment), plain merged (the update masked at merge time
-only), mask-aware unmerged (plain PEFT: the update unmasked, not the trained model), mask-aware as trained,
-mask-aware merged. The table gives each one's average (acc_norm where lm-eval defines it, else acc) with
+only), mask-aware unmerged (the extracted folder, which `evaluate --adapter` masks as it was trained),
+mask-aware as trained, mask-aware merged. The table gives each one's average (acc_norm where lm-eval defines it, else acc) with
 its standard error and every task, then the paired differences on the same documents.
 
 A step whose output is complete is skipped, so an interrupted run resumes (an interrupted training from
@@ -40,14 +40,14 @@ CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "demo" / "smo
 DEPLOYMENTS = (
     ("plain, unmerged", "plain", "adapter"),
     ("plain, merged (masked)", "plain", "merged"),
-    ("mask-aware, unmerged (plain PEFT)", "mask-aware", "adapter"),
+    ("mask-aware, unmerged (masked)", "mask-aware", "adapter"),
     ("mask-aware, as trained (masked)", "mask-aware", "trained"),
     ("mask-aware, merged", "mask-aware", "merged"),
 )
 # (first, second): first - second on the same documents
 DIFFERENCES = (
     ("plain, merged (masked)", "plain, unmerged"),
-    ("mask-aware, merged", "mask-aware, unmerged (plain PEFT)"),
+    ("mask-aware, merged", "mask-aware, unmerged (masked)"),
     ("mask-aware, merged", "mask-aware, as trained (masked)"),
     ("mask-aware, merged", "plain, unmerged"),
 )
