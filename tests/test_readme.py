@@ -30,13 +30,21 @@ def test_the_demo_command_in_the_readme_is_the_one_make_demo_runs():
 
 
 def test_the_readme_results_are_those_of_benchmarks_results_md():
-    """The README's results table is a cut of RESULTS.md: every row's cells must be found there, in order."""
+    """The README's results table is a cut of RESULTS.md: every row's cells must be found there, in order,
+    and every claim's verdict is the one RESULTS.md gives it."""
     results = (README.parent / "benchmarks" / "RESULTS.md").read_text()
     section = README.read_text().split("## Results", 1)[1]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| row")]
-    assert len(rows) == 9
+    tables = [t for t in re.split(r"\n\s*\n", section) if t.lstrip().startswith("|")]
+    rows = [line for line in tables[0].splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert len(rows) == 17  # the study's rows: zero-shot, LoRA and Shears (benchmarks/reproduce_small.py ROWS)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         source = next(line for line in results.splitlines() if line.startswith(f"| {cells[0]} |"))
         source_cells = [c.strip() for c in source.strip("|").split("|")]
         assert cells[:10] == source_cells[:10]
+    verdicts = [line for line in tables[1].splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    assert verdicts
+    for line in verdicts:
+        claim, verdict = (c.strip() for c in line.strip("|").split("|"))
+        source = next(line for line in results.splitlines() if line.startswith(f"| {claim} |"))
+        assert source.rstrip().endswith(f"| {verdict} |")
