@@ -23,13 +23,13 @@ alone: after changing a setting, use a new --output.
 from __future__ import annotations
 
 import argparse
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 from shears_nncf.artifacts import read_json, write_json
 from shears_nncf.data.tasks import COMMONSENSE
+from shears_nncf.evaluation import compare
 from shears_nncf.evaluation.harness import headline
 from shears_nncf.models import EMBEDDED_MODEL
 from shears_nncf.nls.training import checkpoint_dir
@@ -119,43 +119,16 @@ class Study:
         return read_json(output, what="evaluation results")
 
 
-def metric(summary: dict) -> str:
-    return "acc_norm" if "acc_norm" in summary else "acc"
-
-
-def average_and_error(result: dict, tasks: list[str]) -> tuple[float, float]:
-    """The average over tasks of each task's headline score, and its standard error (the tasks' in quadrature)."""
-    summaries = [result["tasks"][t] for t in tasks]
-    error = math.sqrt(sum(s[f"{metric(s)}_stderr"] ** 2 for s in summaries)) / len(summaries)
-    return 100 * sum(map(headline, summaries)) / len(summaries), 100 * error
-
-
-def paired_difference(first: dict, second: dict, tasks: list[str]) -> tuple[float, float]:
-    """first - second, averaged over tasks, on the same documents, with its paired standard error."""
-    mean = variance = 0.0
-    for task in tasks:
-        key = metric(first["tasks"][task])
-        a, b = first["examples"][task], second["examples"][task]
-        if [d["doc"] for d in a] != [d["doc"] for d in b]:
-            raise SystemExit(f"{task}: two deployments were scored on different documents; use one --eval-limit")
-        diffs = [x[key] - y[key] for x, y in zip(a, b)]
-        n = len(diffs)
-        task_mean = sum(diffs) / n
-        mean += task_mean
-        variance += sum((d - task_mean) ** 2 for d in diffs) / (n - 1) / n if n > 1 else 0.0
-    return 100 * mean / len(tasks), 100 * math.sqrt(variance) / len(tasks)
-
-
 def table(results: dict[str, dict], tasks: list[str]) -> list[str]:
     lines = ["| deployment | average acc_norm ± s.e. | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
     for deployment, result in results.items():
-        avg, err = average_and_error(result, tasks)
+        avg, err = compare.average(result, tasks), compare.standard_error(result, tasks)
         cells = [f"{100 * headline(result['tasks'][t]):.1f}" for t in tasks]
         lines.append(f"| {deployment} | {avg:.1f} ± {err:.1f} | " + " | ".join(cells) + " |")
-    lines += ["", "| paired difference (same documents) | first - second ± s.e. |", "|---|---|"]
+    lines += ["", "| paired difference (same documents) | first - second [95% bootstrap interval] |", "|---|---|"]
     for first, second in DIFFERENCES:
-        diff, err = paired_difference(results[first], results[second], tasks)
-        lines.append(f"| {first} - {second} | {diff:+.2f} ± {err:.2f} |")
+        c = compare.paired_difference(results[first], results[second], tasks)
+        lines.append(f"| {first} - {second} | {c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] |")
     return lines
 
 

@@ -38,6 +38,7 @@ from safetensors import safe_open
 
 from shears_nncf.artifacts import MANIFEST, read_json, read_manifest, write_json, write_text
 from shears_nncf.data.tasks import COMMONSENSE
+from shears_nncf.evaluation import compare
 from shears_nncf.models import EMBEDDED_MODEL, resolve_model
 from shears_nncf.nls.training import checkpoint_dir
 from shears_nncf.sparsity.report import folder_sparsity
@@ -53,7 +54,6 @@ FORMATS = {"lm-eval": "lm-eval", "llm-adapters": "llm-adapters"}  # training for
 SEARCHES = {"hill-climbing": "hill-climbing", "rnsga2": "rnsga2"}  # subnet -> search strategy
 # The pilot that chose the training data: (training format, learning rate) of a LoRA on Wanda 50%.
 PILOT = {"a-1e-3": ("lm-eval", 1e-3), "b-1e-3": ("llm-adapters", 1e-3)}
-BOOTSTRAP_SAMPLES = 5000
 WORKER = "SHEARS_STUDY_WORKER"  # set in the environment of the --jobs worker processes
 DETECTABLE = 2.8  # standard errors: a difference this large is found 80% of the time at the 5% level
 
@@ -275,44 +275,21 @@ def _numel(safetensors_file: Path) -> int:
 # ---- statistics: per-document scores, averages over tasks and paired bootstrap intervals
 
 
-def headline_metric(summary: dict) -> str:
-    return "acc_norm" if "acc_norm" in summary else "acc"
-
-
 def scores(result: dict) -> dict[str, np.ndarray]:
     """Each task's per-document 0/1 scores (acc_norm where lm-eval defines it, else acc), in document order."""
-    out = {}
-    for task in COMMONSENSE:
-        metric = headline_metric(result["loglik"]["tasks"][task])
-        out[task] = np.array([d[metric] for d in result["loglik"]["examples"][task]], dtype=float)
-    return out
+    return {task: compare.document_scores(result["loglik"], task) for task in COMMONSENSE}
 
 
 def average(result: dict) -> float:
-    return 100 * float(np.mean([s.mean() for s in scores(result).values()]))
+    return compare.average(result["loglik"], list(COMMONSENSE))
 
 
 def standard_error(result: dict) -> float:
-    """Of the average over tasks: the tasks' sample standard errors, added in quadrature."""
-    tasks = result["loglik"]["tasks"]
-    return 100 * math.sqrt(sum(tasks[t][f"{headline_metric(tasks[t])}_stderr"] ** 2 for t in COMMONSENSE)) / len(COMMONSENSE)
+    return compare.standard_error(result["loglik"], list(COMMONSENSE))
 
 
-def paired_difference(first: dict, second: dict, seed: int = 0) -> dict:
-    """first - second, averaged over tasks, on the same documents: the difference, its bootstrap standard
-    error and 95% percentile interval (documents resampled within each task, the same draw for both rows)."""
-    a, b = scores(first), scores(second)
-    diffs = [a[t] - b[t] for t in COMMONSENSE]
-    if any(len(a[t]) != len(b[t]) for t in COMMONSENSE):
-        raise SystemExit("two rows were scored on different documents; rerun them with the same --eval-limit")
-    rng = np.random.default_rng(seed)
-    samples = np.zeros(BOOTSTRAP_SAMPLES)
-    for d in diffs:
-        samples += d[rng.integers(0, len(d), size=(BOOTSTRAP_SAMPLES, len(d)))].mean(axis=1)
-    samples *= 100 / len(diffs)
-    low, high = np.percentile(samples, [2.5, 97.5])
-    return {"diff": 100 * float(np.mean([d.mean() for d in diffs])), "se": float(samples.std()), "low": float(low),
-            "high": float(high)}
+def paired_difference(first: dict, second: dict) -> dict:
+    return compare.paired_difference(first["loglik"], second["loglik"], list(COMMONSENSE))
 
 
 def verdict(comparisons: list[dict]) -> str:
@@ -390,7 +367,7 @@ def table(results: list[dict]) -> list[str]:
             n = sum(t["count"] for t in tasks)
             generation = f"{100 * r['generate']['average']:.1f} ({n})"
         tasks = r["loglik"]["tasks"]
-        rows.append([r["row"].title, *(f"{100 * per_task[t].mean():.1f} ±{100 * tasks[t][headline_metric(tasks[t]) + '_stderr']:.0f}"
+        rows.append([r["row"].title, *(f"{100 * per_task[t].mean():.1f} ±{100 * tasks[t][compare.headline_metric(tasks[t]) + '_stderr']:.0f}"
                                        for t in COMMONSENSE),
                      f"**{average(r):.1f}** ± {standard_error(r):.1f}", generation, f"{r['nonzero'] / 1e6:.1f}M",
                      f"{r['adapter'] / 1e6:.2f}M", f"{r['train_seconds'] / 60:.1f}" if r["train_seconds"] else "-"])
@@ -566,7 +543,7 @@ def report(args, results: list[dict], study: Study, images: list[str], pilot: li
         f" ({sum(n_docs.values())} per row); acc_norm where lm-eval defines one (all but BoolQ and WinoGrande), else acc, "
         "in %. The average is over tasks; its standard error adds the tasks' in quadrature. Generation (greedy, "
         f"LLM-Adapters' prompt and answer extraction): the first {args.generate_limit} examples of each task.",
-        f"- Claims: paired bootstrap over documents ({BOOTSTRAP_SAMPLES} resamples, within each task), the difference of "
+        f"- Claims: paired bootstrap over documents ({compare.BOOTSTRAP_SAMPLES} resamples, within each task), the difference of "
         "averages with its 95% interval. **holds**: every interval above zero; **refuted**: one below zero; otherwise "
         f"**inconclusive at this size**, with the difference the study detects with 80% power ({DETECTABLE} standard errors).",
         "- Columns: per-task accuracy ± its standard error (lm-eval's, rounded to a point) and the average with its "
