@@ -70,12 +70,12 @@ def source_documents(data: str, tasks: list[str] | None, prompt_style: str, prot
             for task, task_records in records.items()}
 
 
-def olmo_documents(task: str) -> list[dict]:
-    """The embedded validation split of `task` in the fields of lm-eval's template."""
+def olmo_documents(task: str, split: str = "validation", limit: int | None = None) -> list[dict]:
+    """The first `limit` documents of `task`'s embedded split in the fields of lm-eval's template."""
     from ..data.olmo import CONVERTERS, olmo_documents as documents
 
     folder, _ = CONVERTERS[task]
-    return [_OLMO[task](doc) for doc in documents(folder, "validation")]
+    return [_OLMO[task](doc) for doc in islice(documents(folder, split), limit)]
 
 
 def record_documents(task: str, records: list[dict], prompt_style: str, protocol: str | None = None,
@@ -124,12 +124,7 @@ def training_records(tasks: list[str], limit: int | None = None) -> list[dict]:
     lm-eval builds the requests, so the text is its own, winogrande's partial scoring included."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    from ..data.olmo import CONVERTERS, olmo_documents as documents
-
-    by_task = {}
-    for task in loglik_tasks(tasks):
-        folder, _ = CONVERTERS[task]
-        by_task[task] = [_OLMO[task](doc) for doc in islice(documents(folder, "train"), limit)]
+    by_task = {task: olmo_documents(task, "train", limit) for task in loglik_tasks(tasks)}
     manager = TaskManager(include_path=str(task_folder(by_task, "lm-eval")), include_defaults=False)
     lm_eval_tasks = get_task_dict([lm_eval_name(task) for task in by_task], manager)
     records = []
