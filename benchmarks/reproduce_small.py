@@ -150,15 +150,10 @@ class Study:
         """The training records: for the lm-eval format, written once (before any worker starts) into the output."""
         if (train_format or self.args.train_format) == "llm-adapters":
             return "default"
-        path = self.out / "data" / "lm_eval_train.jsonl"
-        if not path.exists():
-            import json
+        from shears_nncf.evaluation.loglik import write_training_records
 
-            from shears_nncf.evaluation.loglik import training_records
-
-            records = training_records(list(COMMONSENSE), limit=self.args.train_per_task)
-            write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        return str(path)
+        return str(write_training_records(self.out / "data" / "lm_eval_train.jsonl", list(COMMONSENSE),
+                                          self.args.train_per_task))
 
     def pilot(self) -> list[dict]:
         """LoRA on the Wanda-50% model for each (format, learning rate) of PILOT, with the study's steps and data

@@ -19,6 +19,8 @@ On a CPU without AMX the sparse kernels cannot run: those rows are skipped and t
 
 Resumable: each finished row is written (atomically) to the results file, and rows already there are not
 measured again. Models and IRs live in --workdir and are removed once their rows are done (--keep keeps them).
+The exports take most of the time and need no quiet machine: `--prepare` builds the IRs only, beside other
+work; the run without it then measures them.
 """
 
 from __future__ import annotations
@@ -114,20 +116,26 @@ def sparse_rate(manifest: dict) -> float:
     return math.floor(100 * min(decoder)) / 100
 
 
+def prepared_ir(row_id: str, work: Path, tokenizer, args) -> Path:
+    """The row's IR folder, built (with its pruned model, if that is gone too) unless it exists."""
+    size, sparsity_tag, fmt = row_id.split("/")
+    weights = "w8a8" if fmt == "w8a8-sparse" else fmt
+    ir = work / f"{size}_{sparsity_tag}_{weights}"
+    if not ir.exists():
+        model_dir = work / f"{size}_{sparsity_tag}"
+        if not (model_dir / "config.json").is_file():
+            make_model(size, int(sparsity_tag[1:]) / 100, model_dir, tokenizer)
+        export_openvino(model_dir, ir, weights=weights, nsamples=args.calibration_samples, seqlen=64)
+    return ir
+
+
 def measure_row(row_id: str, work: Path, tokenizer, args, bandwidth: float, amx: bool) -> dict:
     size, sparsity_tag, fmt = row_id.split("/")
     sparsity = int(sparsity_tag[1:]) / 100
     row = {"row": row_id, "size": size, "sparsity": sparsity, "format": fmt, "bandwidth_gbs": bandwidth / 1e9}
     if fmt == "w8a8-sparse" and not amx:
         return dict(row, status="skipped: no AMX on this CPU (the sparse INT8 kernels need it)")
-    model_dir = work / f"{size}_{sparsity_tag}"
-    if not (model_dir / "config.json").is_file():
-        make_model(size, sparsity, model_dir, tokenizer)
-    weights = "w8a8" if fmt == "w8a8-sparse" else fmt
-    ir = work / f"{size}_{sparsity_tag}_{weights}"
-    if not ir.exists():
-        export_openvino(model_dir, ir, weights=weights, nsamples=args.calibration_samples, seqlen=64)
-    manifest = read_manifest(ir, stage="export")
+    manifest = read_manifest(prepared_ir(row_id, work, tokenizer, args), stage="export")
     rate = sparse_rate(manifest) if fmt == "w8a8-sparse" else None
     row.update(ir_mb=manifest["ir_bytes"] / 2**20, ir_sparsity=manifest["sparsity"]["base_sparsity"], sparse_rate=rate,
                batches={})
@@ -206,6 +214,9 @@ def main() -> None:
     parser.add_argument("--results", default="sparse_scaling.json", help="results JSON, read to resume and rewritten after each row")
     parser.add_argument("--workdir", default=str(cache_dir() / "sparse_scaling"), help="models and IRs while they are needed")
     parser.add_argument("--keep", action="store_true", help="keep the models and IRs after their rows are measured")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only build the IRs of the rows still to measure (into --workdir, kept), measuring nothing: "
+                             "the slow exports can run beside other work, the measurement later on a quiet machine")
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=32, help="decode steps measured per batch")
@@ -225,12 +236,15 @@ def main() -> None:
     cpu = cpu_isa()
     results_path = Path(args.results)
     results = read_json(results_path, what="results file") if results_path.exists() else {"rows": {}}
-    bandwidth = copy_bandwidth(threads=args.threads)
-    print(f"CPU: {cpu['model']} ({cpu['cores']} cores), AMX: {'yes' if cpu['amx'] else 'NO: the sparse rows are skipped'}; "
-          f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     work = Path(args.workdir)
     tokenizer = load_tokenizer(EMBEDDED_MODEL)
     todo = [r for r in order if results["rows"].get(r, {}).get("status") != "ok"]  # skipped rows: retried (another CPU?)
+    if args.prepare:
+        prepare(todo, work, tokenizer, args, cpu["amx"])
+        return
+    bandwidth = copy_bandwidth(threads=args.threads)
+    print(f"CPU: {cpu['model']} ({cpu['cores']} cores), AMX: {'yes' if cpu['amx'] else 'NO: the sparse rows are skipped'}; "
+          f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for row_id in todo:
         print(f"measuring {row_id} ...", flush=True)
         results["rows"][row_id] = measure_row(row_id, work, tokenizer, args, bandwidth, cpu["amx"])
@@ -243,6 +257,18 @@ def main() -> None:
     for line in crossover({r: results["rows"][r] for r in order if r in results["rows"]}, args.batches, cpu["amx"]):
         print(line)
     print(f"JSON: {results_path}")
+
+
+def prepare(todo: list[str], work: Path, tokenizer, args, amx: bool) -> None:
+    """Build every IR the rows in `todo` will measure; a pruned model is deleted once its IRs exist."""
+    measured = [r for r in todo if amx or not r.endswith("w8a8-sparse")]
+    for row_id in measured:
+        print(f"preparing {row_id} ...", flush=True)
+        prepared_ir(row_id, work, tokenizer, args)
+        size, sparsity_tag, _ = row_id.split("/")
+        if not any(r.startswith(f"{size}/{sparsity_tag}/") for r in measured[measured.index(row_id) + 1:]):
+            shutil.rmtree(work / f"{size}_{sparsity_tag}", ignore_errors=True)
+    print(f"IRs of {len(measured)} rows ready in {work}; measure them on a quiet machine without --prepare")
 
 
 def _remove_unneeded(work: Path, done: str, todo: list[str]) -> None:

@@ -457,9 +457,9 @@ def format_choice(report: dict, accuracy: dict[str, dict]) -> str:
         beaten = any(o["tokens_per_s"] > row["tokens_per_s"] and accuracy[o["folder"]]["average"] >= acc for o in rows)
         rate = "" if row["sparse_rate"] is None else f", rate {row['sparse_rate']:g}"
         lines.append((f"{Path(row['folder']).name} ({row['weights']}{rate})", f"{row['tokens_per_s']:.1f}",
-                      f"{100 * acc:.1f}", "" if beaten else "yes"))
+                      f"{row['size_mb']:.0f}", f"{100 * acc:.1f}", "" if beaten else "yes"))
     tasks = sorted({t for r in rows for t in accuracy[r["folder"]]["tasks"]})
-    header = ("deployment", "tok/s", "accuracy (%)", "best trade-off")
+    header = ("deployment", "tok/s", "size MB", "accuracy (%)", "best trade-off")
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([f"Which deployment is fastest at which accuracy (average over {', '.join(tasks)}):",

@@ -216,7 +216,8 @@ def test_bench_choice_table_marks_the_deployments_no_other_beats_on_speed_and_ac
     from shears_nncf.bench import format_choice
 
     def row(name, tok_s, weights="int8", rate=None):
-        return {"folder": f"runs/{name}", "status": "ok", "tokens_per_s": tok_s, "weights": weights, "sparse_rate": rate}
+        return {"folder": f"runs/{name}", "status": "ok", "tokens_per_s": tok_s, "weights": weights, "sparse_rate": rate,
+                "size_mb": 100.0}
 
     report = {"rows": [row("fp32", 10.0, "as-is"), row("int8", 30.0), row("w8a8", 35.0, "w8a8", 0.5),
                        row("int4", 40.0, "int4")]}

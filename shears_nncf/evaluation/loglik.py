@@ -20,7 +20,7 @@ from itertools import islice
 from pathlib import Path
 
 from .. import distributed
-from ..artifacts import atomic_output_dir
+from ..artifacts import atomic_output_dir, write_text
 from ..data.tasks import COMMONSENSE, MULTIPLE_CHOICE, resolve_tasks
 from ..errors import ShearsError
 
@@ -139,6 +139,15 @@ def training_records(tasks: list[str], limit: int | None = None) -> list[dict]:
             context, continuation = requests[gold].arguments
             records.append({"prompt": context, "completion": continuation, "task": task})
     return records
+
+
+def write_training_records(path: str | Path, tasks: list[str], limit: int | None = None) -> Path:
+    """`training_records` as a JSONL file that `shears train --data` reads, written atomically once."""
+    path = Path(path)
+    if not path.exists():
+        lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in training_records(tasks, limit))
+        write_text(path, "".join(lines))
+    return path
 
 
 class LoglikScorer:
