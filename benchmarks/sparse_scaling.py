@@ -135,7 +135,8 @@ def measure_row(row_id: str, work: Path, tokenizer, args, bandwidth: float, amx:
     row = {"row": row_id, "size": size, "sparsity": sparsity, "format": fmt, "bandwidth_gbs": bandwidth / 1e9}
     if fmt == "w8a8-sparse" and not amx:
         return dict(row, status="skipped: no AMX on this CPU (the sparse INT8 kernels need it)")
-    manifest = read_manifest(prepared_ir(row_id, work, tokenizer, args), stage="export")
+    ir = prepared_ir(row_id, work, tokenizer, args)
+    manifest = read_manifest(ir, stage="export")
     rate = sparse_rate(manifest) if fmt == "w8a8-sparse" else None
     row.update(ir_mb=manifest["ir_bytes"] / 2**20, ir_sparsity=manifest["sparsity"]["base_sparsity"], sparse_rate=rate,
                batches={})
