@@ -39,6 +39,7 @@ from safetensors import safe_open
 from shears_nncf.artifacts import MANIFEST, read_json, read_manifest, write_json, write_text
 from shears_nncf.data.tasks import COMMONSENSE
 from shears_nncf.evaluation import compare
+from shears_nncf.evaluation.harness import headline_metric
 from shears_nncf.models import EMBEDDED_MODEL, resolve_model
 from shears_nncf.nls.training import checkpoint_dir
 from shears_nncf.sparsity.report import folder_sparsity
@@ -362,7 +363,7 @@ def table(results: list[dict]) -> list[str]:
             n = sum(t["count"] for t in tasks)
             generation = f"{100 * r['generate']['average']:.1f} ({n})"
         tasks = r["loglik"]["tasks"]
-        rows.append([r["row"].title, *(f"{100 * per_task[t].mean():.1f} ±{100 * tasks[t][compare.headline_metric(tasks[t]) + '_stderr']:.0f}"
+        rows.append([r["row"].title, *(f"{100 * per_task[t].mean():.1f} ±{100 * tasks[t][headline_metric(tasks[t]) + '_stderr']:.0f}"
                                        for t in COMMONSENSE),
                      f"**{average(r):.1f}** ± {standard_error(r):.1f}", generation, f"{r['nonzero'] / 1e6:.1f}M",
                      f"{r['adapter'] / 1e6:.2f}M", f"{r['train_seconds'] / 60:.1f}" if r["train_seconds"] else "-"])

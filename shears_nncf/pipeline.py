@@ -139,16 +139,21 @@ def plan(train_config: Path, output: str | os.PathLike, settings: dict) -> list[
         stage = STAGES[name]
         run_wide = {k: settings[k] for k, steps in RUN_SETTINGS.items() if name in steps and settings.get(k)}
         section = settings.get(name, {})
-        scorings = section.get("scoring") if name == "evaluate" else None
-        if isinstance(scorings, list):  # the first scoring writes eval/results.json, each other eval/results-<it>.json
-            for i, scoring in enumerate(scorings):
-                path = out / product if i == 0 else out / f"eval/results-{scoring}.json"
-                args = stage.namespace(**{**run_wide, **section, **wiring[name], "scoring": scoring, "output": path})
-                steps.append(Step(name, args, path, depends, name=name if i == 0 else f"{name}-{scoring}"))
-            continue
-        args = stage.namespace(**{**run_wide, **section, **wiring[name]})
-        steps.append(Step(name, args, out / product, depends))
+        for step_name, path, override in _variants(name, section, out / product):
+            args = stage.namespace(**{**run_wide, **section, **wiring[name], **override})
+            steps.append(Step(name, args, path, depends, name=step_name))
     return steps
+
+
+def _variants(name: str, section: dict, product: Path) -> list[tuple[str, Path, dict]]:
+    """(step name, product, options) of each step a stage makes: one, except evaluate with a list of scorings,
+    whose first writes the stage's product and each other eval/results-<scoring>.json as step evaluate-<scoring>."""
+    scorings = section.get("scoring") if name == "evaluate" else None
+    if not isinstance(scorings, list):
+        return [(name, product, {})]
+    paths = [product] + [product.with_name(f"results-{scoring}.json") for scoring in scorings[1:]]
+    names = [name] + [f"{name}-{scoring}" for scoring in scorings[1:]]
+    return [(n, path, {"scoring": scoring, "output": path}) for n, path, scoring in zip(names, paths, scorings)]
 
 
 def step_keys(steps: list[Step], digests: dict[str, str]) -> dict[str, str]:

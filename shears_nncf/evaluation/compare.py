@@ -12,13 +12,9 @@ import math
 import numpy as np
 
 from ..errors import ShearsError
+from .harness import headline_metric
 
 BOOTSTRAP_SAMPLES = 5000
-
-
-def headline_metric(summary: dict) -> str:
-    """acc_norm where lm-eval defines it, else acc (as `harness.headline` averages them)."""
-    return "acc_norm" if "acc_norm" in summary else "acc"
 
 
 def document_scores(results: dict, task: str) -> np.ndarray:

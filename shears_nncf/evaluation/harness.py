@@ -76,9 +76,15 @@ def run_tasks(tasks: list[str], score_task, output_path: str | os.PathLike | Non
     return results
 
 
+def headline_metric(summary: dict) -> str:
+    """The metric a task adds to the average: generation accuracy; for log-likelihood acc_norm, or acc where
+    lm-eval defines no acc_norm."""
+    return next(metric for metric in ("accuracy", "acc_norm", "acc") if metric in summary)
+
+
 def headline(summary: dict) -> float:
-    """A task's number in the average: generation accuracy; for log-likelihood acc_norm, or acc where lm-eval defines no acc_norm."""
-    return summary["accuracy"] if "accuracy" in summary else summary.get("acc_norm", summary.get("acc"))
+    """A task's number in the average (see `headline_metric`)."""
+    return summary[headline_metric(summary)]
 
 
 def _finished(output_path, settings: dict) -> dict:
