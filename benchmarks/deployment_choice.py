@@ -15,7 +15,7 @@ log-likelihood scoring measures; --train-format llm-adapters trains on LLM-Adapt
 
 PyTorch deployments: plain unmerged (the usual Shears deployment), plain merged (the update masked at merge
 time only), mask-aware unmerged (the extracted folder, which `evaluate --adapter` masks as it was trained),
-mask-aware as trained (`evaluate --super-adapter`), mask-aware merged (equal to the two before it). OpenVINO
+mask-aware merged (equal to the one before it). OpenVINO
 deployments: the plain sub-adapter unmerged on the sparse base and the mask-aware merged model, each in
 INT8 weights, plus the merged one in W8A8 and INT4; fp32 IRs of both are timed but not scored (their
 scores are PyTorch's, tested in tests/test_loglik.py). The table gives each one's average (acc_norm where
@@ -47,12 +47,11 @@ from shears_nncf.nls.training import checkpoint_dir
 
 CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "demo" / "smollm2_commonsense.json"
 # deployment -> (training, how it is loaded, IR weights or None for PyTorch): "adapter" the extracted folder
-# on the sparse base, "merged" the merged HF folder, "trained" the super-adapter itself.
+# on the sparse base, "merged" the merged HF folder.
 DEPLOYMENTS = {
     "plain, unmerged": ("plain", "adapter", None),
     "plain, merged (masked)": ("plain", "merged", None),
     "mask-aware, unmerged (masked)": ("mask-aware", "adapter", None),
-    "mask-aware, as trained (masked)": ("mask-aware", "trained", None),
     "mask-aware, merged": ("mask-aware", "merged", None),
     "plain, unmerged, INT8 IR": ("plain", "adapter", "int8"),
     "mask-aware, merged, INT8 IR": ("mask-aware", "merged", "int8"),
@@ -69,7 +68,6 @@ TIMED_ONLY = {
 DIFFERENCES = (
     ("plain, merged (masked)", "plain, unmerged"),
     ("mask-aware, merged", "mask-aware, unmerged (masked)"),
-    ("mask-aware, merged", "mask-aware, as trained (masked)"),
     ("mask-aware, merged", "plain, unmerged"),
     ("mask-aware, merged, INT8 IR", "mask-aware, merged"),
     ("mask-aware, merged, W8A8 IR", "mask-aware, merged, INT8 IR"),
@@ -133,24 +131,16 @@ class Study:
                   folder.exists())
         return folder
 
-    def ir(self, training: str, how: str, weights: str) -> Path:
-        folder = self.out / "ir" / f"{training}-{how}-{weights}"
-        if how == "adapter":
-            model = ["--model", str(self.sparse()), "--adapter", str(self.extracted(training, merge=False))]
-        else:
-            model = ["--model", str(self.extracted(training, merge=True))]
-        self.step(f"export {folder.name}", ["export", *model, "--weights", weights, "--output", str(folder)],
-                  folder.exists())
-        return folder
-
-    def model_options(self, training: str, how: str, weights: str | None) -> list[str]:
-        if weights:
-            return ["--openvino", str(self.ir(training, how, weights))]
+    def model_options(self, training: str, how: str) -> list[str]:
         if how == "adapter":
             return ["--model", str(self.sparse()), "--adapter", str(self.extracted(training, merge=False))]
-        if how == "merged":
-            return ["--model", str(self.extracted(training, merge=True))]
-        return ["--super-adapter", str(self.trained(training)), "--subnet", "heuristic"]
+        return ["--model", str(self.extracted(training, merge=True))]
+
+    def ir(self, training: str, how: str, weights: str) -> Path:
+        folder = self.out / "ir" / f"{training}-{how}-{weights}"
+        self.step(f"export {folder.name}", ["export", *self.model_options(training, how), "--weights", weights,
+                                            "--output", str(folder)], folder.exists())
+        return folder
 
     def evaluated(self, deployment: str) -> Path:
         training, how, weights = DEPLOYMENTS[deployment]
@@ -159,7 +149,8 @@ class Study:
         # `evaluate` rewrites its results after every task and scores only the missing ones when rerun.
         complete = output.exists() and set(tasks) <= set(read_json(output, what="evaluation results")["tasks"])
         self.step(f"evaluate {deployment}", [
-            "evaluate", *self.model_options(training, how, weights), "--data", "default", "--tasks", self.args.tasks,
+            "evaluate", *(["--openvino", str(self.ir(training, how, weights))] if weights
+                          else self.model_options(training, how)), "--data", "default", "--tasks", self.args.tasks,
             "--scoring", "loglik", "--prompt-style", self.args.train_format, "--limit", str(self.args.eval_limit),
             "--batch-size", str(self.args.batch_size), "--output", str(output)], complete)
         return output
