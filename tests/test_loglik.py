@@ -262,11 +262,16 @@ def test_smollm2_ranks_piqa_and_arc_easy_choices_above_chance(tmp_path):
     assert tasks["piqa"]["acc_norm"] > 0.6 and tasks["arc_easy"]["acc_norm"] > 0.35, tasks
 
 
-def test_training_records_are_the_gold_requests_lm_eval_scores():
+def test_training_records_are_the_gold_requests_lm_eval_scores(tmp_path):
     """Fine-tuning text (issue: training the scoring can see) is lm-eval's own context and gold continuation."""
     from shears_nncf.data.olmo import CONVERTERS, olmo_documents
+    from shears_nncf.data.sources import load_training_records
 
-    records = loglik.training_records(["piqa", "winogrande", "arc_easy"], limit=3)
+    path = loglik.write_training_records(tmp_path / "train.jsonl", ["piqa", "winogrande", "arc_easy"], limit=3)
+    records = load_training_records(str(path), None, None, seed=0)  # what `shears train --data FILE` reads
+    assert sorted(map(json.dumps, records)) == sorted(
+        map(json.dumps, loglik.training_records(["piqa", "winogrande", "arc_easy"], limit=3)))
+    records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["task"] for r in records] == ["piqa"] * 3 + ["winogrande"] * 3 + ["arc_easy"] * 3
     docs = {task: [loglik._OLMO[task](d) for _, d in zip(range(3), olmo_documents(CONVERTERS[task][0], "train"))]
             for task in ("piqa", "winogrande", "arc_easy")}
