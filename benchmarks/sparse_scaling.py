@@ -183,6 +183,29 @@ def crossover(rows: dict, batches: list[int], amx: bool) -> list[str]:
     return lines
 
 
+def format_ratios(rows: dict, sizes: list[str], batches: list[int]) -> str:
+    """Decode tokens/s of each format over dense INT8 of the same size and batch. INT8 at 50 and 70% runs the
+    same dense kernel on the same number of weights as at 0%, so its column shows the measurement's noise."""
+    columns = [("s50", "int8"), ("s70", "int8"), ("s0", "w8a8"), ("s50", "w8a8-sparse"), ("s70", "w8a8-sparse"),
+               ("s0", "int4")]
+    header = ["decode vs dense INT8", *(f"{fmt} {tag[1:]}%" for tag, fmt in columns)]
+    lines = []
+    for size in sizes:
+        for batch in map(str, batches):
+            base = rows.get(f"{size}/s0/int8", {}).get("batches", {}).get(batch, {})
+            if base.get("status") != "ok":
+                continue
+            cells = []
+            for tag, fmt in columns:
+                r = rows.get(f"{size}/{tag}/{fmt}", {}).get("batches", {}).get(batch, {})
+                ok = r.get("status") == "ok"
+                cells.append(f"{r['decode_tokens_per_s'] / base['decode_tokens_per_s']:.2f}x" if ok else "-")
+            lines.append([f"{size}, batch {batch}", *cells])
+    widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([fmt(header)] + [fmt(r) for r in lines])
+
+
 def format_rows(rows: dict, order: list[str]) -> str:
     header = ["row", "linear params", "IR MB", "IR sparsity", "batch", "prefill tok/s", "decode tok/s",
               "limit tok/s", "of limit", "GB/s", "peak MB", "FC kernels (decode)", "status"]
@@ -255,6 +278,7 @@ def main() -> None:
             _remove_unneeded(work, row_id, todo)
 
     print(format_rows(results["rows"], order))
+    print(format_ratios(results["rows"], sizes, args.batches))
     for line in crossover({r: results["rows"][r] for r in order if r in results["rows"]}, args.batches, cpu["amx"]):
         print(line)
     print(f"JSON: {results_path}")
