@@ -287,11 +287,11 @@ def main() -> None:
 def prepare(todo: list[str], work: Path, tokenizer, args, amx: bool) -> None:
     """Build every IR the rows in `todo` will measure; a pruned model is deleted once its IRs exist."""
     measured = [r for r in todo if amx or not r.endswith("w8a8-sparse")]
-    for row_id in measured:
+    for i, row_id in enumerate(measured):
         print(f"preparing {row_id} ...", flush=True)
         prepared_ir(row_id, work, tokenizer, args)
         size, sparsity_tag, _ = row_id.split("/")
-        if not any(r.startswith(f"{size}/{sparsity_tag}/") for r in measured[measured.index(row_id) + 1:]):
+        if not any(r.startswith(f"{size}/{sparsity_tag}/") for r in measured[i + 1:]):
             shutil.rmtree(work / f"{size}_{sparsity_tag}", ignore_errors=True)
     print(f"IRs of {len(measured)} rows ready in {work}; measure them on a quiet machine without --prepare")
 
