@@ -114,13 +114,15 @@ class Study:
 
     def trained(self, training: str) -> Path:
         folder = self.out / "train" / training
+        if folder.exists():  # every later step asks for it: no config or records to write again then
+            return folder
         argv = ["train", "--config", str(self.config(training)), "--model", str(self.sparse()),
                 "--data", self.training_data(), "--tasks", "commonsense", "--limit", str(self.args.train_limit),
                 "--max-steps", str(self.args.steps), "--lr", str(self.args.lr), "--seed", str(self.args.seed),
                 "--output", str(folder)]
-        if not folder.exists() and any(checkpoint_dir(folder).glob("checkpoint-*")):
+        if any(checkpoint_dir(folder).glob("checkpoint-*")):
             argv.append("--resume")
-        self.step(f"train {training}", argv, folder.exists())
+        self.step(f"train {training}", argv, done=False)
         return folder
 
     def extracted(self, training: str, merge: bool) -> Path:
