@@ -22,9 +22,10 @@ scores are PyTorch's, tested in tests/test_loglik.py). The table gives each one'
 lm-eval defines it, else acc) with its standard error and every task, then paired differences on the same
 documents; then the speed table, merged / unmerged decode speed per weight format, and the choice.
 
-A step whose output is complete is skipped, so an interrupted run resumes (an interrupted training from
-its last checkpoint, an interrupted evaluation from its last finished task). A step is known by its folder
-alone: after changing a setting, use a new --output.
+Every step goes through `shears run`'s step machinery (`shears_nncf.steps`): one that completed under the
+same key (its options, its input files, the steps it reads from) is skipped, so an interrupted run resumes
+(an interrupted training from its last checkpoint, an interrupted evaluation from its last finished task)
+and a changed setting reruns what depends on it.
 
     python benchmarks/deployment_choice.py --output runs/deployment_choice --steps 50 --eval-limit 100
 """
@@ -33,17 +34,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from shears_nncf.artifacts import read_json, write_json
-from shears_nncf.bench import benchmark, format_choice, format_table
+from shears_nncf.bench import format_choice, format_table
 from shears_nncf.data.tasks import COMMONSENSE
 from shears_nncf.evaluation import compare
 from shears_nncf.evaluation.harness import headline
 from shears_nncf.models import EMBEDDED_MODEL
-from shears_nncf.nls.training import checkpoint_dir
+from shears_nncf.steps import StepRunner, step_from_argv
 
 CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "demo" / "smollm2_commonsense.json"
 # deployment -> (training, how it is loaded, IR weights or None for PyTorch): "adapter" the extracted folder
@@ -77,22 +76,19 @@ DIFFERENCES = (
 
 
 class Study:
+    """The steps, run through `shears run`'s step machinery (`shears_nncf.steps`), each in its own process."""
+
     def __init__(self, args):
         self.args = args
         self.out = Path(args.output)
+        self.runner = StepRunner(self.out, label="deployment-choice", isolate=True)
 
-    def step(self, name: str, argv: list[str], done: bool) -> None:
-        if done:
-            return
-        print(f"[deployment-choice] {name}: shears {' '.join(argv)}", flush=True)
-        subprocess.run([sys.executable, "-m", "shears_nncf", *argv], check=True)
+    def step(self, name: str, argv: list[str], product: Path) -> Path:
+        return self.runner.run(step_from_argv(argv, product, name=name))
 
     def sparse(self) -> Path:
-        folder = self.out / "sparse"
-        self.step("sparsify", ["sparsify", "--model", EMBEDDED_MODEL, "--ratio", "0.5", "--nsamples", "32",
-                                "--output", str(folder)],
-                  folder.exists())
-        return folder
+        return self.step("sparsify", ["sparsify", "--model", self.args.model, "--ratio", "0.5", "--nsamples", "32",
+                                      "--output", str(self.out / "sparse")], self.out / "sparse")
 
     def training_data(self) -> str:
         if self.args.train_format == "llm-adapters":
@@ -103,35 +99,30 @@ class Study:
                                           self.args.train_per_task))
 
     def config(self, training: str) -> Path:
-        """The demo config, or a copy of it with the update masked by the base's zeros."""
+        """The demo config, or a copy of it with the update masked by the base's zeros (written when it differs)."""
         if training == "plain":
             return CONFIG
         path = self.out / "configs" / "smollm2_commonsense_sparse_adapter.json"
         raw = read_json(CONFIG, what="config")
         raw["shears"]["lora"]["sparse_adapter"] = True
-        write_json(path, raw)
+        if not path.exists() or read_json(path, what="config") != raw:
+            write_json(path, raw)
         return path
 
     def trained(self, training: str) -> Path:
         folder = self.out / "train" / training
-        if folder.exists():  # every later step asks for it: no config or records to write again then
-            return folder
-        argv = ["train", "--config", str(self.config(training)), "--model", str(self.sparse()),
-                "--data", self.training_data(), "--tasks", "commonsense", "--limit", str(self.args.train_limit),
-                "--max-steps", str(self.args.steps), "--lr", str(self.args.lr), "--seed", str(self.args.seed),
-                "--output", str(folder)]
-        if any(checkpoint_dir(folder).glob("checkpoint-*")):
-            argv.append("--resume")
-        self.step(f"train {training}", argv, done=False)
-        return folder
+        return self.step(f"train {training}", [
+            "train", "--config", str(self.config(training)), "--model", str(self.sparse()),
+            "--data", self.training_data(), "--tasks", "commonsense", "--limit", str(self.args.train_limit),
+            "--max-steps", str(self.args.steps), "--lr", str(self.args.lr), "--seed", str(self.args.seed),
+            "--output", str(folder)], folder)
 
     def extracted(self, training: str, merge: bool) -> Path:
         folder = self.out / ("merged" if merge else "adapter") / training
         argv = ["extract", "--super-adapter", str(self.trained(training)), "--subnet", "heuristic",
                 "--output", str(folder)]
-        self.step(f"extract {training}{' --merge' if merge else ''}", argv + (["--merge"] if merge else []),
-                  folder.exists())
-        return folder
+        return self.step(f"extract {training}{' --merge' if merge else ''}", argv + (["--merge"] if merge else []),
+                         folder)
 
     def model_options(self, training: str, how: str) -> list[str]:
         if how == "adapter":
@@ -140,31 +131,28 @@ class Study:
 
     def ir(self, training: str, how: str, weights: str) -> Path:
         folder = self.out / "ir" / f"{training}-{how}-{weights}"
-        self.step(f"export {folder.name}", ["export", *self.model_options(training, how), "--weights", weights,
-                                            "--output", str(folder)], folder.exists())
-        return folder
+        return self.step(f"export {folder.name}", ["export", *self.model_options(training, how), "--weights", weights,
+                                                   "--output", str(folder)], folder)
 
     def evaluated(self, deployment: str) -> Path:
+        """`evaluate` rewrites its results after every task; an interrupted one resumes with the missing tasks."""
         training, how, weights = DEPLOYMENTS[deployment]
         output = self.out / "eval" / f"{training}-{how}{'-' + weights if weights else ''}.json"
-        tasks = self.args.tasks.split(",")
-        # `evaluate` rewrites its results after every task and scores only the missing ones when rerun.
-        complete = output.exists() and set(tasks) <= set(read_json(output, what="evaluation results")["tasks"])
-        self.step(f"evaluate {deployment}", [
+        return self.step(f"evaluate {deployment}", [
             "evaluate", *(["--openvino", str(self.ir(training, how, weights))] if weights
                           else self.model_options(training, how)), "--data", "default", "--tasks", self.args.tasks,
             "--scoring", "loglik", "--prompt-style", self.args.train_format, "--limit", str(self.args.eval_limit),
-            "--batch-size", str(self.args.batch_size), "--output", str(output)], complete)
-        return output
+            "--batch-size", str(self.args.batch_size), "--output", str(output)], output)
 
     def speed(self, scored: dict[str, Path]) -> dict:
-        """`shears bench` on every IR in one run (the report is kept: timing again needs a new --output)."""
+        """`shears bench` on every IR in one run (kept: its key changes only with the IRs or the bench options)."""
         path = self.out / "bench.json"
         irs = {name: self.ir(*spec) for name, spec in {**DEPLOYMENTS, **TIMED_ONLY}.items() if spec[2]}
-        if not path.exists():
-            print(f"[deployment-choice] bench {len(irs)} IRs; load average {os.getloadavg()[0]:.1f}", flush=True)
-            benchmark([str(ir) for ir in irs.values()], max_new_tokens=self.args.max_new_tokens,
-                      sparse_rate=self.args.sparse_rate, json_out=str(path), threads=self.args.threads)
+        print(f"[deployment-choice] bench {len(irs)} IRs; load average {os.getloadavg()[0]:.1f}", flush=True)
+        options = [flag for flag, value in (("--sparse-rate", self.args.sparse_rate), ("--threads", self.args.threads))
+                   if value is not None for flag in (flag, str(value))]
+        self.step("bench", ["bench", *map(str, irs.values()), "--max-new-tokens", str(self.args.max_new_tokens),
+                            *options, "--json", str(path)], path)
         report = read_json(path, what="bench report")
         accuracy = {str(irs[name]): read_json(scored[name], what="evaluation results") for name in irs if name in scored}
         return {"report": report, "irs": irs, "accuracy": accuracy}
@@ -202,6 +190,7 @@ def merged_vs_unmerged(report: dict, irs: dict[str, Path]) -> list[str]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="folder of every step's output (resumable)")
+    parser.add_argument("--model", default=EMBEDDED_MODEL, help="the dense base model")
     parser.add_argument("--steps", type=int, default=50, help="optimizer steps of each training")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of both trainings")
     parser.add_argument("--eval-limit", type=int, default=100, help="first N validation documents of each task")

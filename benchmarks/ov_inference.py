@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from shears_nncf.artifacts import read_manifest
+from shears_nncf.export.merge import merged_manifest
+from shears_nncf.nls.folder import ADAPTER_CONFIG
 from shears_nncf.bench import benchmark, format_table
 from shears_nncf.cli import main as shears
 from shears_nncf.export.merge import merge_to_folder
@@ -57,7 +58,7 @@ def make_stand_in_adapter(sparse: Path, out: Path) -> None:
 
 def _point_adapter_at(adapter: Path, base: Path) -> None:
     """The eager baseline loads the adapter's base from its config: make that the sparse folder."""
-    config_file = adapter / "adapter_config.json"
+    config_file = adapter / ADAPTER_CONFIG
     config = json.loads(config_file.read_text())
     config["base_model_name_or_path"] = str(base.resolve())
     config_file.write_text(json.dumps(config, indent=2))
@@ -119,7 +120,7 @@ def main() -> None:
                     if row["status"] == "ok":
                         print(f"OpenVINO {name} (rate {rate}) / PyTorch eager, same sparse model + adapter: "
                               f"{row['tokens_per_s'] / eager['tokens_per_s']:.2f}x tokens/s")
-    dropped = read_manifest(merged, stage="extract")["update_dropped_by_mask"]
+    dropped = merged_manifest(merged)["update_dropped_by_mask"]
     for w in ("int8", "w8a8"):
         for rate in (None, args.sparse_rate):
             one, other = rows[(f"merged_{w}", rate)], rows[(f"sparse_lora_{w}", rate)]

@@ -11,9 +11,10 @@ rows on the same documents: a bootstrap over documents (stratified by task) give
 the task-averaged scores, its 95% interval and a verdict.
 
 Every step is one `shears` command in its own process, writing its own folder under --output
-atomically. A step whose output exists is skipped, so an interrupted study resumes where it stopped
-(an interrupted training from its last checkpoint), and `--rows` runs a subset. A step is known by
-its folder alone: after changing a setting, use a new --output. Once every row is complete, the
+atomically, run through `shears run`'s step machinery (`shears_nncf.steps`): a step is skipped when it
+completed under the same key (its options, its input files, the steps it reads from), so an interrupted
+study resumes where it stopped (an interrupted training from its last checkpoint), a changed setting
+reruns what depends on it, and `--rows` runs a subset. Once every row is complete, the
 report goes to --results and its two pictures beside it.
 
     python benchmarks/reproduce_small.py --jobs 2 --output runs/reproduce --results benchmarks/RESULTS.md
@@ -29,20 +30,21 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 
-from shears_nncf.artifacts import MANIFEST, read_json, read_manifest, write_json, write_text
+from shears_nncf.artifacts import read_json, write_json, write_text
 from shears_nncf.data.tasks import COMMONSENSE
 from shears_nncf.evaluation import compare
 from shears_nncf.evaluation.harness import headline_metric
 from shears_nncf.models import EMBEDDED_MODEL, resolve_model
-from shears_nncf.nls.training import checkpoint_dir
+from shears_nncf.nls.folder import ADAPTER_WEIGHTS, SuperAdapter
+from shears_nncf.search.run import SEARCH_FILE
 from shears_nncf.sparsity.report import folder_sparsity
+from shears_nncf.steps import DIGESTS, RECORDS, StepRunner, step_from_argv
 
 CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "demo" / "smollm2_commonsense.json"
 SPARSE_MODELS = {"wanda-40": ("wanda", 0.4), "wanda-50": ("wanda", 0.5), "wanda-60": ("wanda", 0.6),
@@ -102,24 +104,18 @@ ROWS = (
 
 
 class Study:
-    """Runs the steps of the requested rows, skipping completed ones, and records each step's wall time
-    in `steps/<step>.json` (one file per step, so that parallel workers never write the same file)."""
+    """Runs the steps of the requested rows through `shears run`'s step machinery (`shears_nncf.steps`): a step is
+    skipped when its product exists and its record (`steps/<step>.json`, one file per step, so that parallel
+    workers never write the same file) says it completed under the same key; the record keeps its wall time."""
 
     def __init__(self, args):
         self.args = args
         self.out = Path(args.output)
-        (self.out / "steps").mkdir(parents=True, exist_ok=True)
+        self.runner = StepRunner(self.out, label="reproduce", isolate=True)
 
     @property
     def wording(self) -> str:
         return FORMATS[self.args.train_format]
-
-    def record(self, name: str) -> Path:
-        return self.out / "steps" / f"{name.replace(' ', '_')}.json"
-
-    def seconds(self, name: str) -> float:
-        path = self.record(name)
-        return read_json(path, what="step record")["seconds"] if path.exists() else 0.0
 
     def log_invocation(self, seconds: float) -> None:
         """Each run of this script and its wall time (a resumed study took several): invocations.json."""
@@ -132,20 +128,12 @@ class Study:
         return sum(r["seconds"] for r in read_json(path, what="invocation log")) if path.exists() else 0.0
 
     def total_seconds(self) -> float:
-        return sum(read_json(p, what="step record")["seconds"] for p in (self.out / "steps").glob("*.json"))
+        return sum(read_json(p, what="step record").get("seconds", 0.0) for p in (self.out / RECORDS).glob("*.json")
+                   if p.name != DIGESTS)
 
-    def step(self, name: str, argv: list[str], product: Path, done: Callable[[], bool] | None = None) -> Path:
-        """Run `shears argv` unless it is done (default: its product exists); a step that writes its product
-        piece by piece (a search, a results file) is done only when its last piece is there."""
-        if done() if done else product.exists():
-            return product
-        print(f"[reproduce] {name}: shears {' '.join(argv)}", flush=True)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "shears_nncf", *argv], check=True)
-        # an interrupted training resumes, so its seconds add up over the runs it took
-        seconds = round(self.seconds(name) + time.perf_counter() - start, 1)
-        write_json(self.record(name), {"argv": argv, "seconds": seconds})
-        return product
+    def step(self, name: str, argv: list[str], product: Path) -> Path:
+        """`shears argv` in its own process, unless it is up to date; an interrupted training resumes."""
+        return self.runner.run(step_from_argv(argv, product, name=name))
 
     def training_data(self, train_format: str | None = None) -> str:
         """The training records: for the lm-eval format, written once (before any worker starts) into the output."""
@@ -172,17 +160,17 @@ class Study:
                        "--limit", str(self.args.pilot_limit)]
             zero = self.scored(f"pilot eval zero-{wording}", scoring, folder / f"eval-zero-{wording}.json")
             tuned = self.scored(f"pilot eval {key}", [*scoring, "--adapter", str(trained)], folder / f"eval-{key}.json")
-            runs.append({"format": train_format, "lr": lr, "wording": wording, "manifest": read_manifest(trained, stage="train"),
+            runs.append({"format": train_format, "lr": lr, "wording": wording, "manifest": SuperAdapter.read(trained).manifest,
                          "zero": {"loglik": read_json(zero, what="evaluation results")},
                          "tuned": {"loglik": read_json(tuned, what="evaluation results")}})
         return runs
 
     def base_model(self, row: Row) -> str:
         if row.sparse is None:
-            return EMBEDDED_MODEL
+            return self.args.model
         method, ratio = SPARSE_MODELS[row.sparse]
         folder = self.out / "sparse" / row.sparse
-        self.step(f"sparsify {row.sparse}", ["sparsify", "--model", EMBEDDED_MODEL, "--method", method,
+        self.step(f"sparsify {row.sparse}", ["sparsify", "--model", self.args.model, "--method", method,
                                              "--ratio", str(ratio), "--nsamples", str(self.args.nsamples),
                                              "--output", str(folder)], folder)
         return str(folder)
@@ -194,8 +182,6 @@ class Study:
                 "--max-steps", str(self.args.steps), "--seed", str(self.args.seed), "--output", str(folder)]
         if row.training == "lora":
             argv.append("--lora-only")
-        if not folder.exists() and any(checkpoint_dir(folder).glob("checkpoint-*")):
-            argv.append("--resume")
         return self.step(f"train {row.train_name}", argv, folder)
 
     def search(self, row: Row) -> Path:
@@ -205,7 +191,7 @@ class Study:
             "search", "--super-adapter", str(self.trained(row)), "--strategy", SEARCHES[row.subnet],
             "--budget", str(self.args.search_budget), "--metric", "loglik", "--prompt-style", self.wording,
             "--tasks", ",".join(COMMONSENSE), "--limit", str(self.args.search_limit), "--seed", str(self.args.seed),
-            "--batch-size", str(self.args.batch_size), "--output", str(folder)], folder, done=(folder / MANIFEST).exists)
+            "--batch-size", str(self.args.batch_size), "--output", str(folder)], folder)
 
     def adapter(self, row: Row) -> Path | None:
         """The adapter the row deploys: none (zero-shot), the LoRA itself, or the extracted sub-adapter."""
@@ -214,7 +200,7 @@ class Study:
         trained = self.trained(row)
         if row.training == "lora":
             return trained
-        subnet = str(self.search(row) / "search.json") if row.subnet in SEARCHES else row.subnet
+        subnet = str(self.search(row) / SEARCH_FILE) if row.subnet in SEARCHES else row.subnet
         folder = self.out / "adapter" / f"{row.train_name}-{row.subnet}"
         return self.step(f"extract {folder.name}", ["extract", "--super-adapter", str(trained), "--subnet", subnet,
                                                     "--output", str(folder)], folder)
@@ -235,21 +221,18 @@ class Study:
                 **self.sizes(row, base, adapter)}
 
     def scored(self, name: str, argv: list[str], result: Path) -> Path:
-        """`shears evaluate` into `result`; the file is rewritten after every task (and a rerun scores only the
-        missing ones), so it is done when it holds every task."""
-        def done() -> bool:
-            return result.exists() and set(read_json(result, what="evaluation results")["tasks"]) == set(COMMONSENSE)
-
-        return self.step(name, ["evaluate", *argv, "--output", str(result)], result, done=done)
+        """`shears evaluate` into `result`: the file is rewritten after every task, and an interrupted one resumes
+        with the missing tasks."""
+        return self.step(name, ["evaluate", *argv, "--output", str(result)], result)
 
     def sizes(self, row: Row, base: str, adapter: Path | None) -> dict:
         sizes = {"nonzero": nonzero_parameters(base),
-                 "adapter": _numel(adapter / "adapter_model.safetensors") if adapter else 0,
+                 "adapter": _numel(adapter / ADAPTER_WEIGHTS) if adapter else 0,
                  "trainable": 0, "train_seconds": None}
         if row.training:
             folder = self.out / "train" / row.train_name
-            sizes["trainable"] = _numel(folder / "adapter_model.safetensors")
-            sizes["train_seconds"] = read_manifest(folder, stage="train")["train_seconds"]
+            sizes["trainable"] = _numel(folder / ADAPTER_WEIGHTS)
+            sizes["train_seconds"] = SuperAdapter.read(folder).summary["train_seconds"]
         return sizes
 
 
@@ -392,7 +375,7 @@ def search_lines(study: Study) -> list[str]:
     """What each search saw on its validation documents: the heuristic it starts from (or compares with) and its choice."""
     lines = []
     for subnet in SEARCHES:
-        path = study.out / "search" / f"wanda-50-nls-{subnet}" / "search.json"
+        path = study.out / "search" / f"wanda-50-nls-{subnet}" / SEARCH_FILE
         if path.exists():
             s = read_json(path, what="search result")
             heuristic, chosen = s["anchors"]["heuristic"], s["chosen"]
@@ -475,7 +458,7 @@ def plot(results: list[dict], study: Study, folder: Path) -> list[str]:
     images = ["![accuracy against sparsity](accuracy_vs_sparsity.png)"]
 
     searches = {s: read_json(p, what="search result") for s in SEARCHES
-                if (p := study.out / "search" / f"wanda-50-nls-{s}" / "search.json").exists()}
+                if (p := study.out / "search" / f"wanda-50-nls-{s}" / SEARCH_FILE).exists()}
     if searches:
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         metric = next(iter(searches.values()))["metric"]
@@ -504,7 +487,7 @@ def plot(results: list[dict], study: Study, folder: Path) -> list[str]:
 def report(args, results: list[dict], study: Study, images: list[str], pilot: list[dict]) -> str:
     raw = read_json(CONFIG, what="config")
     config, ranks = raw["shears"], raw["bootstrapNAS"]["training"]["elasticity"]["width"]["overwrite_groups_widths"][0]
-    train = next((read_manifest(study.out / "train" / r["row"].train_name, stage="train")
+    train = next((SuperAdapter.read(study.out / "train" / r["row"].train_name).manifest
                   for r in results if r["row"].training), None)
     n_docs = {t: len(next(iter(results))["loglik"]["examples"][t]) for t in COMMONSENSE}
     claim_lines, verdicts = claims(results)
@@ -602,9 +585,10 @@ def replace_readme_section(readme: Path, section: str) -> None:
     write_text(readme, text[:start] + section + ("\n" if following >= 0 else "") + text[end:])
 
 
-def main():
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="runs/reproduce", help="folder of every step's output (resumable)")
+    parser.add_argument("--model", default=EMBEDDED_MODEL, help="the dense base model")
     parser.add_argument("--results", help="write the markdown report here (and its pictures beside it) once every "
                                           "requested row is complete")
     parser.add_argument("--readme", help="regenerate this README's results section from the report (with --results)")
@@ -626,13 +610,18 @@ def main():
     parser.add_argument("--search-limit", type=int, default=10, help="validation documents per task for the search")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--jobs", type=int, default=1, help="run the rows in this many worker processes")
-    args = parser.parse_args()
-
+    args = parser.parse_args(argv)
     wanted = args.rows.split(",") if args.rows else [r.slug for r in ROWS]
     unknown = set(wanted) - {r.slug for r in ROWS}
     if unknown:
         parser.error(f"unknown row(s) {sorted(unknown)}; rows are {', '.join(r.slug for r in ROWS)}")
-    rows = [row for row in ROWS if row.slug in wanted]
+    args.selected = [row for row in ROWS if row.slug in wanted]
+    return args
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    rows = args.selected
     study = Study(args)
     start = time.perf_counter()
     study.training_data()

@@ -20,12 +20,11 @@ from pathlib import Path
 
 from shears_nncf.artifacts import write_json
 from shears_nncf.data.sources import load_records
-from shears_nncf.nls.folder import adapter_parameters, super_adapter_groups
+from shears_nncf.nls.folder import SuperAdapter
 from shears_nncf.search.cache import EvaluationCache
 from shears_nncf.search.objective import AccuracyObjective, adapter_cost, validation_records
 from shears_nncf.search.outputs import plot_pareto
 from shears_nncf.search.run import run_search
-from shears_nncf.nls.space import SearchSpace
 
 STRATEGIES = ("maximal", "heuristic", "hill-climbing", "rnsga2", "minimal")
 
@@ -44,23 +43,22 @@ def main():
     args = parser.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
 
-    names, widths, modules, manifest = super_adapter_groups(args.super_adapter)
-    space = SearchSpace.of(widths, names)
+    trained = SuperAdapter.read(args.super_adapter)
+    space = trained.space
     from shears_nncf.nls.supernet import open_super_adapter
 
-    supernet, tokenizer = open_super_adapter(args.super_adapter)
-    val, seen = validation_records(args.data, tasks, args.val_limit, args.seed, manifest)
+    supernet, tokenizer = open_super_adapter(trained)
+    val, seen = validation_records(args.data, tasks, args.val_limit, args.seed, trained.training_data)
     test = load_records(args.data, tasks, split="test", limit=args.test_limit)
-    cost = adapter_cost(adapter_parameters(args.super_adapter, modules))
+    cost = adapter_cost(trained.parameters_per_rank())
     val_cache = EvaluationCache(AccuracyObjective(supernet, tokenizer, val, args.batch_size), cost)
     test_cache = EvaluationCache(AccuracyObjective(supernet, tokenizer, test, args.batch_size), cost)
-    search_config = manifest["config"]["bootstrapNAS"].get("search", {})
 
     rows, chosen = [], {}
     for strategy in STRATEGIES:
         start = time.perf_counter()
         budget = args.budget if strategy in ("hill-climbing", "rnsga2") else None
-        run = run_search(space, val_cache, strategy, budget=budget, seed=args.seed, search_config=search_config)
+        run = run_search(space, val_cache, strategy, budget=budget, seed=args.seed, search_config=trained.search_settings)
         search_seconds = sum(r.seconds for r in run.looked_at)
         test_record = test_cache.evaluate(run.chosen.ranks)
         chosen[strategy] = run.chosen

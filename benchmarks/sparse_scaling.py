@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from shears_nncf.artifacts import read_json, read_manifest, write_json
+from shears_nncf.artifacts import read_json, write_json
 from shears_nncf.bench import cpu_isa, throughput
-from shears_nncf.export.openvino import export_openvino
+from shears_nncf.export.openvino import OpenVINOModel, export_openvino
 from shears_nncf.models import EMBEDDED_MODEL, cache_dir, load_tokenizer
 from shears_nncf.sparsity.masks import magnitude_
 
@@ -92,12 +92,12 @@ def make_model(size: str, sparsity: float, folder: Path, tokenizer) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def weight_bytes(manifest: dict, sparse_fc: int) -> tuple[int, int]:
+def weight_bytes(ir: OpenVINOModel, sparse_fc: int) -> tuple[int, int]:
     """(bytes read per decode step, parameters) from the IR's MatMul weight constants.
 
     `sparse_fc` FullyConnected layers ran a sparse kernel: that share of the decoder linears is counted at
     (1 - s) + 1/8 of its INT8 bytes."""
-    layers = [layer for layer in manifest["layers"] if not layer["adapter"]]
+    layers = [layer for layer in ir.layers if not layer["adapter"]]
     dense = sum(int(np.prod(layer["shape"])) * BITS[layer["dtype"]] // 8 for layer in layers)
     params = sum(int(np.prod(layer["shape"])) for layer in layers)
     decoder = [layer for layer in layers if layer["layer"] != "lm_head"]
@@ -105,14 +105,14 @@ def weight_bytes(manifest: dict, sparse_fc: int) -> tuple[int, int]:
         return dense, params
     share = min(1.0, sparse_fc / len(decoder))
     decoder_bytes = sum(int(np.prod(layer["shape"])) * BITS[layer["dtype"]] // 8 for layer in decoder)
-    s = manifest["sparsity"]["base_sparsity"]
+    s = ir.sparsity["base_sparsity"]
     return int(dense - share * decoder_bytes * (1 - ((1 - s) + 1 / 8))), params
 
 
-def sparse_rate(manifest: dict) -> float:
+def sparse_rate(ir: OpenVINOModel) -> float:
     """The rate that lets every pruned decoder linear take the sparse kernel: OpenVINO uses it on layers at
     least this sparse, and int(0.7 * 576) / 576 is just under 0.7, so the lowest layer's sparsity, rounded down."""
-    decoder = [layer["sparsity"] for layer in manifest["layers"] if not layer["adapter"] and layer["layer"] != "lm_head"]
+    decoder = [layer["sparsity"] for layer in ir.layers if not layer["adapter"] and layer["layer"] != "lm_head"]
     return math.floor(100 * min(decoder)) / 100
 
 
@@ -136,15 +136,15 @@ def measure_row(row_id: str, work: Path, tokenizer, args, bandwidth: float, amx:
     if fmt == "w8a8-sparse" and not amx:
         return dict(row, status="skipped: no AMX on this CPU (the sparse INT8 kernels need it)")
     ir = prepared_ir(row_id, work, tokenizer, args)
-    manifest = read_manifest(ir, stage="export")
-    rate = sparse_rate(manifest) if fmt == "w8a8-sparse" else None
-    row.update(ir_mb=manifest["ir_bytes"] / 2**20, ir_sparsity=manifest["sparsity"]["base_sparsity"], sparse_rate=rate,
+    exported = OpenVINOModel.read(ir)
+    rate = sparse_rate(exported) if fmt == "w8a8-sparse" else None
+    row.update(ir_mb=exported.ir_bytes / 2**20, ir_sparsity=exported.sparsity["base_sparsity"], sparse_rate=rate,
                batches={})
     for batch in args.batches:
         result = throughput(ir, batch, args.prompt_tokens, args.max_new_tokens, sparse_rate=rate, threads=args.threads)
         kernels = result.get("fc_kernels", {}).get("decode", {})
         sparse_fc = sum(n for k, n in kernels.items() if "sparse" in k)
-        read, params = weight_bytes(manifest, sparse_fc)
+        read, params = weight_bytes(exported, sparse_fc)
         limit = batch * bandwidth / read
         result.update(weight_bytes_per_step=read, limit_decode_tokens_per_s=limit, sparse_fc=sparse_fc,
                       fc_total=sum(kernels.values()),

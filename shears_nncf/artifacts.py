@@ -1,7 +1,9 @@
 """Stage outputs on disk: folders written atomically, each with a small JSON manifest.
 
 Every stage writes into a temporary sibling folder and renames it into place only when it
-succeeded, so an interrupted run never leaves a folder that looks complete.
+succeeded, so an interrupted run never leaves a folder that looks complete. Nothing shears did not
+write is replaced: an output that holds anything else is refused (`check_output`) unless the user
+asked for `--overwrite`.
 """
 
 from __future__ import annotations
@@ -12,23 +14,107 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 from .errors import ShearsError
 
 MANIFEST = "shears_manifest.json"
+# What marks an output as a stage's own besides a folder's manifest: the file a folder filled in place holds
+# before its manifest (an unfinished search's evaluations, a run's state), and the keys of a stage's JSON file.
+_FOLDER_MARKS = {"evaluations.json": "search", "pipeline.json": "run"}
+_FILE_KEYS = {"evaluate": ({"tasks", "average"}, {"perplexity", "seqlen"}), "bench": ({"cpu", "rows"},),
+              "score": ({"line", "extracted", "correct"},)}
+
+
+def written_by(path: str | os.PathLike) -> str | None:
+    """The stage that wrote `path` (a folder by its manifest, a JSON or JSONL file by its keys), else None."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / MANIFEST).is_file():
+            stage = (_json_object(path / MANIFEST) or {}).get("stage")
+            return stage if isinstance(stage, str) else None
+        return next((stage for name, stage in _FOLDER_MARKS.items() if (path / name).is_file()), None)
+    found = _json_object(path)
+    return next((stage for stage, key_sets in _FILE_KEYS.items()
+                 if found is not None and any(keys <= found.keys() for keys in key_sets)), None)
+
+
+def _json_object(path: Path) -> dict | None:
+    """A file's JSON object, or its first line's (JSONL); None when it is neither, or unreadable."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for candidate in (text, text.partition("\n")[0]):
+        try:
+            found = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        return found if isinstance(found, dict) else None
+    return None
+
+
+def check_output(path: str | os.PathLike, stage: str | None, *, folder: bool = True, overwrite: bool = False,
+                 flag: str = "--output") -> bool:
+    """Refuse, before `stage` does any work, an output it would replace that holds what it did not write.
+
+    Fine: nothing there, an empty folder or file, or what `stage` wrote itself (a rerun replaces it; with
+    `stage` None, what any stage wrote). Anything else only with `overwrite`: returns whether it is such a
+    foreign output, to be replaced. Never writes or removes anything."""
+    path = Path(path)
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ShearsError(f"{flag} {path} is under {above}, which is a file; give a path in a folder")
+    if not path.exists():
+        return False
+    if not folder and path.is_dir():
+        raise ShearsError(f"{flag} {path} is a folder; this command writes a file there, give a file path "
+                          f"such as {path / 'results.json'}")
+    owner = written_by(path)
+    empty = not any(path.iterdir()) if path.is_dir() else path.stat().st_size == 0
+    if empty or (owner is not None and stage in (None, owner)):
+        return False
+    if overwrite:
+        return True
+    if owner is not None:
+        held = f"holds the output of `shears {owner}`"
+    elif path.is_dir():
+        names = sorted(p.name for p in path.iterdir())
+        listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        held = f"holds {listed}, which shears did not write"
+    else:
+        held = "is a file shears did not write"
+    what = "folder" if folder else "file"
+    raise ShearsError(f"{flag} {path} {held}; give --overwrite to replace it, or another {what}")
+
+
+def clear_output(path: str | os.PathLike, stage: str, *, overwrite: bool = False) -> None:
+    """For a stage that fills its folder in place (search, run): the guard, then what `--overwrite` allowed to be
+    replaced is removed now, just before the stage writes (an atomic writer replaces it at the end instead)."""
+    path = Path(path)
+    if check_output(path, stage, overwrite=overwrite):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 @contextmanager
-def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder that replaces `path` when the block completes without error."""
+def atomic_output_dir(path: str | os.PathLike, stage: str | None = None, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder that replaces `path` when the block completes without error.
+
+    An existing `path` is replaced only when `check_output` allows it for `stage` (checked on entry and again
+    before the swap), so what shears did not write is never removed without `overwrite`."""
     path = Path(path)
+    check_output(path, stage, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
+        check_output(path, stage, overwrite=overwrite)  # it may have changed while the stage ran
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -60,12 +146,24 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A text file's content: a missing, unreadable or non-UTF-8 file is one ShearsError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ShearsError(f"{what} {path} does not exist")
     try:
-        return json.loads(path.read_text())
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ShearsError(f"{what} {path} is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); "
+                          "save it as UTF-8") from None
+    except OSError as e:
+        raise ShearsError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    path = Path(path)
+    try:
+        return json.loads(read_text(path, what))
     except json.JSONDecodeError as e:
         raise ShearsError(f"{what} {path} is not valid JSON: {e}") from None
 
@@ -85,6 +183,20 @@ def read_manifest(folder: str | os.PathLike, stage: str | None = None) -> dict:
             f"{folder} was written by stage {manifest.get('stage')!r}, expected a {stage!r} folder"
         )
     return manifest
+
+
+@dataclass(frozen=True)
+class StageFolder:
+    """A stage's folder read back: its path and manifest. Each stage's subclass (in the module that owns the format)
+    names its `STAGE` and gives the manifest's fields as properties, so no other module reads a manifest key."""
+
+    STAGE: ClassVar[str]
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike):
+        return cls(Path(folder), read_manifest(folder, stage=cls.STAGE))
 
 
 def content_digest(path: str | os.PathLike) -> str:

@@ -6,6 +6,13 @@ per step with the KV cache, a fixed number of new tokens, EOS ignored so every r
 number), so their times compare. OpenVINO's `CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE` is a request, not
 a guarantee: the kernels that really ran are read from the compiled model's runtime graph, and
 the table says "no" wherever no FullyConnected layer ran a sparse kernel.
+
+An IR folder with run-time adapters (`shears export --runtime-adapter`) adds a row per adapter and one of
+the base alone. Only OpenVINO GenAI applies run-time adapters, so a run that has any times *every* IR
+through GenAI's `LLMPipeline` (backend "genai", same greedy loop, EOS ignored): the baked, merged, run-time
+and base-alone rows then differ by the deployment alone. Rows are measured in interleaved rounds (each
+row once per round, in turn) and the table shows each row's median, so load that drifts during the run
+weighs on every row alike.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from statistics import median
 
-from .artifacts import MANIFEST, read_json, write_json
+from .artifacts import read_json, write_json
 from .errors import ShearsError
 from .export import IR_XML
+from .nls.folder import ADAPTER_CONFIG
 
 TOKENIZER_XML = "openvino_tokenizer.xml"
 DEFAULT_PROMPTS = [
@@ -41,8 +50,10 @@ def benchmark(
     sparse_rate: float | None = None,
     json_out: str | os.PathLike | None = None,
     threads: int | None = None,
+    rounds: int = 3,
 ) -> dict:
-    """Run every folder on the same prompts; IR folders also with the sparse rate set when one is given.
+    """Run every folder on the same prompts; IR folders also with the sparse rate set when one is given, IR
+    folders with run-time adapters also with each adapter. Each row runs once per round, the rows in turn.
 
     `threads` pins both back ends to the same number of inference threads (default: each its own choice).
     """
@@ -52,16 +63,31 @@ def benchmark(
         raise ShearsError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if threads is not None and threads < 1:
         raise ShearsError(f"--threads must be at least 1, got {threads}")
+    if rounds < 1:
+        raise ShearsError(f"--rounds must be at least 1, got {rounds}")
     prompts = prompts or DEFAULT_PROMPTS
+    backends = {str(folder): folder_backend(folder) for folder in folders}
+    exported = {f: _exported(f) for f, backend in backends.items() if backend == "openvino"}
+    adapters = {f: ir.runtime_adapters if ir else {} for f, ir in exported.items()}
+    ir_backend = "genai" if any(adapters.values()) else "openvino"  # the one runtime that applies them, for all IRs
     runs = []
-    for folder in folders:
-        backend = folder_backend(folder)
+    for folder, backend in backends.items():
+        backend = ir_backend if backend == "openvino" else backend
         rates = [None] if backend == "pytorch" or sparse_rate is None else [None, sparse_rate]
-        runs += [dict(folder=str(folder), backend=backend, sparse_rate=rate, threads=threads) for rate in rates]
+        names = [None, *adapters[folder]] if backend == "genai" else [None]
+        runs += [dict(folder=folder, backend=backend, sparse_rate=rate, threads=threads, adapter=name,
+                      adapter_file=adapters[folder][name]["path"] if name else None,
+                      alpha=adapters[folder][name]["alpha"] if name else None)
+                 for rate in rates for name in names]
     load_average = " ".join(f"{x:.1f}" for x in os.getloadavg())  # other work on the machine skews every row
-    rows = [_run_in_subprocess(run, prompts, max_new_tokens) for run in runs]
+    measured = [[] for _ in runs]
+    for _ in range(rounds):
+        for run, results in zip(runs, measured):
+            results.append(_spawn(dict(run, prompts=prompts, max_new_tokens=max_new_tokens)))
+    rows = [dict(run, **_describe(run, exported.get(run["folder"])), **_median(results))
+            for run, results in zip(runs, measured)]
     report = {"cpu": cpu_isa(), "load_average": load_average, "prompts": prompts, "max_new_tokens": max_new_tokens,
-              "rows": rows}
+              "rounds": rounds, "rows": rows}
     if json_out is not None:
         write_json(json_out, report)
     return report
@@ -74,7 +100,7 @@ def folder_backend(folder: str | os.PathLike) -> str:
         if not (folder / TOKENIZER_XML).is_file():
             raise ShearsError(f"{folder} has an IR but no {TOKENIZER_XML}; export it with `shears export`")
         return "openvino"
-    if (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file() and _weight_bytes(folder):
+    if _is_adapter(folder) or (folder / "config.json").is_file() and _weight_bytes(folder):
         return "pytorch"
     raise ShearsError(
         f"{folder} is not an OpenVINO IR folder ({IR_XML}) nor a PyTorch model or PEFT adapter folder; "
@@ -102,10 +128,54 @@ def _read_lines(path: str) -> list[str]:
         return []
 
 
-def _run_in_subprocess(run: dict, prompts: list[str], max_new_tokens: int) -> dict:
-    row = dict(run, size_mb=_folder_size_mb(Path(run["folder"])), weights=_weights_label(Path(run["folder"])))
-    row.update(_spawn(dict(run, prompts=prompts, max_new_tokens=max_new_tokens)))
+_TIMES = ("ttft_ms", "tpot_ms", "tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")
+
+
+def _median(results: list[dict]) -> dict:
+    """One row from its rounds: the median of every time, the highest peak memory; a failed round, as it failed."""
+    failed = [r for r in results if r["status"] != "ok"]
+    if failed:
+        return dict(failed[0], rounds_ok=len(results) - len(failed))
+    row = dict(results[-1], peak_rss_mb=max(r["peak_rss_mb"] for r in results))
+    for key in _TIMES:
+        values = [r[key] for r in results if r.get(key) is not None]
+        row[key] = median(values) if values else None
+    row["rounds_decode_tokens_per_s"] = [r.get("decode_tokens_per_s") for r in results]
     return row
+
+
+def _exported(folder: str):
+    """The IR folder as `shears export` wrote it, or None for an IR that shears did not export."""
+    from .export.openvino import OpenVINOModel
+
+    try:
+        return OpenVINOModel.read(folder)
+    except ShearsError:
+        return None
+
+
+def _describe(run: dict, exported) -> dict:
+    """What a row deploys: its route (baked, runtime, merged, base; eager for PyTorch), the adapter's ranks and
+    parameters (from the IR's own layers, or the run-time adapter's entry), its weights and size on disk."""
+    folder = Path(run["folder"])
+    row = {"size_mb": _folder_size_mb(folder), "weights": _weights_label(folder), "adapter_ranks": None,
+           "adapter_parameters": None}
+    if run["backend"] == "pytorch":
+        return dict(row, route="eager")
+    if exported is None:
+        return dict(row, route="?")
+    if run["adapter"]:
+        entry = exported.runtime_adapter(run["adapter"])
+        return dict(row, route="runtime", adapter_ranks=entry["ranks"], adapter_parameters=entry["parameters"],
+                    size_mb=row["size_mb"] + entry["bytes"] / 2**20)
+    if exported.merged:
+        return dict(row, route="merged")
+    lora = [layer for layer in exported.layers if layer["adapter"]]
+    if not lora:
+        return dict(row, route="base")
+    ranks = sorted({layer["shape"][0] for layer in lora if ".lora_A" in layer["layer"]}, reverse=True)
+    return dict(row, route="baked", adapter_ranks=ranks,
+                adapter_parameters=sum(layer["shape"][0] * layer["shape"][1] for layer in lora))
 
 
 def throughput(folder: str | os.PathLike, batch: int, prompt_tokens: int, new_tokens: int,
@@ -143,11 +213,18 @@ def _worker_env() -> dict:
 
 
 def _weights_label(folder: Path) -> str:
-    if (folder / MANIFEST).is_file():
-        manifest = read_json(folder / MANIFEST, what="manifest")
-        if manifest.get("stage") == "export":
-            return manifest.get("weights", "?")
-    return "torch fp32"
+    from .export.openvino import OpenVINOModel
+
+    if folder_backend(folder) != "openvino":
+        return "torch fp32"
+    try:
+        return OpenVINOModel.read(folder).weights
+    except ShearsError:  # an IR that shears did not export
+        return "?"
+
+
+def _is_adapter(folder: Path) -> bool:
+    return (folder / ADAPTER_CONFIG).is_file()
 
 
 def _weight_bytes(folder: Path) -> int:
@@ -157,9 +234,10 @@ def _weight_bytes(folder: Path) -> int:
 def _folder_size_mb(folder: Path) -> float:
     """Bytes of the model files; an adapter folder adds its base model's."""
     size = _weight_bytes(folder)
-    adapter_config = folder / "adapter_config.json"
-    if adapter_config.is_file():
-        base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+    if _is_adapter(folder):
+        from .export.sub_adapter import SubAdapter  # imports torch, which a worker of an IR must not carry (its RSS)
+
+        base = SubAdapter.read(folder).base_model
         if base and Path(base).is_dir():
             size += _weight_bytes(Path(base))
     return size / 2**20
@@ -186,11 +264,19 @@ def _measure(prefill, decode, prompt_ids: list, max_new_tokens: int) -> dict:
             step_times.append(time.perf_counter() - t)
         total_time += time.perf_counter() - start
         total_tokens += max_new_tokens
+    return _timings(1e3 * sum(ttft) / len(ttft), 1e3 * sum(step_times) / len(step_times) if step_times else None,
+                    sum(len(ids) for ids in prompt_ids) / sum(ttft), total_tokens, total_time)
+
+
+def _timings(ttft_ms: float, tpot_ms: float | None, prefill_tokens_per_s: float, new_tokens: int, seconds: float) -> dict:
+    """What every worker reports: prefill (time to the first token, prompt tokens/s) and decode (per token) apart."""
     return {
-        "ttft_ms": 1e3 * sum(ttft) / len(ttft),
-        "tpot_ms": 1e3 * sum(step_times) / len(step_times) if step_times else None,
-        "tokens_per_s": total_tokens / total_time,
-        "new_tokens": total_tokens,
+        "ttft_ms": ttft_ms,
+        "tpot_ms": tpot_ms,
+        "prefill_tokens_per_s": prefill_tokens_per_s,
+        "decode_tokens_per_s": 1e3 / tpot_ms if tpot_ms else None,
+        "tokens_per_s": new_tokens / seconds,
+        "new_tokens": new_tokens,
     }
 
 
@@ -314,21 +400,22 @@ def _openvino_worker(folder: Path, prompts: list[str], max_new_tokens: int, spar
     return result
 
 
+def eager_model(folder: Path):
+    """What an eager row runs: an HF model folder, or a PEFT adapter folder on the base it names (`load_adapted`,
+    as every stage loads one)."""
+    from .export.adapted import load_adapted
+
+    return load_adapted(None, folder) if _is_adapter(folder) else load_adapted(folder)
+
+
 def _pytorch_worker(folder: Path, prompts: list[str], max_new_tokens: int, threads: int | None) -> dict:
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
-    from .models import load_model, load_tokenizer
-
     _stage("load")
-    if (folder / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-        model, tokenizer = PeftModel.from_pretrained(load_model(base), str(folder)).eval(), load_tokenizer(base)
-    else:
-        model, tokenizer = load_model(folder), load_tokenizer(folder)
+    adapted = eager_model(folder)
+    model, tokenizer = adapted.model, adapted.tokenizer
     prompt_ids = [tokenizer(p, return_tensors="pt")["input_ids"][0] for p in prompts]
     cache = {}
 
@@ -354,6 +441,42 @@ def _pytorch_worker(folder: Path, prompts: list[str], max_new_tokens: int, threa
     return result
 
 
+def _genai_worker(folder: Path, prompts: list[str], max_new_tokens: int, sparse_rate: float | None,
+                  threads: int | None, adapter: str | None, adapter_file: str | None, alpha: float | None) -> dict:
+    """The same greedy loop through OpenVINO GenAI, with one run-time adapter active (or none); GenAI's own
+    metrics give the time to the first token and per later token."""
+    import openvino as ov
+    import openvino_genai
+
+    from .evaluation.openvino_backend import GenAIModel
+
+    properties = {} if sparse_rate is None else {"CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE": sparse_rate}
+    if threads is not None:
+        properties["INFERENCE_NUM_THREADS"] = threads
+    _stage("load")
+    model = GenAIModel(folder, {adapter: (adapter_file, alpha)} if adapter else {}, properties)
+    _stage("warm-up")
+    model.generate(prompts[0], adapter, 2, ignore_eos=True)
+    _stage("generation")
+    ttft, tpot, prompt_tokens, new_tokens, seconds = [], [], 0, 0, 0.0
+    for prompt in prompts:
+        start = time.perf_counter()
+        metrics = model.generate(prompt, adapter, max_new_tokens, ignore_eos=True).perf_metrics
+        seconds += time.perf_counter() - start
+        ttft.append(metrics.get_ttft().mean)
+        tpot.append(metrics.get_tpot().mean)
+        prompt_tokens += metrics.get_num_input_tokens()
+        new_tokens += metrics.get_num_generated_tokens()
+    result = _timings(sum(ttft) / len(ttft), sum(tpot) / len(tpot) if max_new_tokens > 1 else None,
+                      1e3 * prompt_tokens / sum(ttft), new_tokens, seconds)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["precision"] = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    result["fc_kernels"] = {}  # the pipeline's compiled model is not exposed
+    result["openvino"] = ov.get_version()
+    result["openvino_genai"] = openvino_genai.__version__
+    return result
+
+
 def _worker(spec: dict) -> dict:
     folder = Path(spec["folder"])
     if spec.get("mode") == "throughput":
@@ -361,6 +484,9 @@ def _worker(spec: dict) -> dict:
                                   spec["sparse_rate"], spec["threads"])
     if spec["backend"] == "openvino":
         return _openvino_worker(folder, spec["prompts"], spec["max_new_tokens"], spec["sparse_rate"], spec["threads"])
+    if spec["backend"] == "genai":
+        return _genai_worker(folder, spec["prompts"], spec["max_new_tokens"], spec["sparse_rate"], spec["threads"],
+                             spec["adapter"], spec["adapter_file"], spec["alpha"])
     return _pytorch_worker(folder, spec["prompts"], spec["max_new_tokens"], spec["threads"])
 
 
@@ -369,7 +495,7 @@ def _worker(spec: dict) -> dict:
 
 def sparse_path(row: dict, amx: bool) -> str:
     """Whether OpenVINO's sparse-weights kernels ran (per phase), and if not, the likely reason."""
-    if row["backend"] != "openvino":
+    if row["backend"] == "pytorch":
         return "n/a (eager)"
     ran = {phase: (sum(n for k, n in kernels.items() if "sparse" in k), sum(kernels.values()))
            for phase, kernels in row.get("fc_kernels", {}).items()}
@@ -381,23 +507,48 @@ def sparse_path(row: dict, amx: bool) -> str:
         return "no (rate not set)"
     if not amx:
         return "no (no AMX on this CPU)"
+    if row["backend"] == "genai":
+        return "not read (GenAI hides its compiled model)"
     return "no (needs INT8 weights+activations)" if row["weights"] != "w8a8" else "no (layers below the rate)"
 
 
+def _adapter_cell(row: dict) -> str:
+    """The adapter a row applies: its ranks (highest first) and parameters; "-" for none (base, merged)."""
+    if not row.get("adapter_ranks"):
+        return "-"
+    ranks = row["adapter_ranks"]
+    rank = f"r {ranks[0]}" if len(ranks) == 1 else f"r {ranks[-1]}-{ranks[0]}"
+    return f"{rank}, {row['adapter_parameters'] / 1e6:.2f}M params"
+
+
+def _route_cell(row: dict) -> str:
+    return f"runtime: {row['adapter']}" if row.get("adapter") else row.get("route", "-")
+
+
 def format_table(report: dict) -> str:
+    """One line per row: what it deploys (route, adapter ranks and size), prefill (TTFT, prompt tokens/s) and
+    decode (TPOT, tokens/s; relative to the baked adapter at the same rate when the run has one) apart."""
     amx = report["cpu"]["amx"]
-    header = ["model", "backend", "weights", "rate", "prec", "TTFT ms", "TPOT ms", "tok/s", "peak RSS MB",
-              "size MB", "FC kernels (decode)", "sparse path"]
+    header = ["model", "route", "adapter", "backend", "weights", "rate", "prec", "TTFT ms", "prefill tok/s",
+              "TPOT ms", "decode tok/s", "vs baked", "tok/s", "peak RSS MB", "size MB", "FC kernels (decode)",
+              "sparse path"]
+    baked = {row["sparse_rate"]: row["decode_tokens_per_s"] for row in reversed(report["rows"])
+             if row.get("route") == "baked" and row.get("status") == "ok" and row.get("decode_tokens_per_s")}
     lines = []
     for row in report["rows"]:
         ok = row.get("status") == "ok"
         kernels = ", ".join(f"{k}x{n}" for k, n in sorted(row.get("fc_kernels", {}).get("decode", {}).items()))
+        decode = row.get("decode_tokens_per_s") if ok else None
+        reference = baked.get(row["sparse_rate"])
         lines.append([
-            Path(row["folder"]).name, row["backend"], row["weights"],
+            Path(row["folder"]).name, _route_cell(row), _adapter_cell(row), row["backend"], row["weights"],
             "-" if row["sparse_rate"] is None else f"{row['sparse_rate']:g}",
             row.get("precision", "-").replace("<Type: '", "").replace("'>", ""),
             f"{row['ttft_ms']:.1f}" if ok else "-",
+            f"{row['prefill_tokens_per_s']:.0f}" if ok and row.get("prefill_tokens_per_s") else "-",
             f"{row['tpot_ms']:.1f}" if ok and row["tpot_ms"] is not None else "-",
+            f"{decode:.1f}" if decode else "-",
+            f"{decode / reference:.2f}x" if decode and reference else "-",
             f"{row['tokens_per_s']:.1f}" if ok else row["status"],
             f"{row['peak_rss_mb']:.0f}" if ok else "-",
             f"{row['size_mb']:.0f}",
@@ -408,23 +559,19 @@ def format_table(report: dict) -> str:
     cpu = report["cpu"]
     title = f"CPU: {cpu['model']} ({cpu['cores']} cores), AMX: {'yes' if amx else 'no'}; " \
             f"{len(report['prompts'])} prompts x {report['max_new_tokens']} new tokens, batch 1, greedy, " \
-            f"threads: {report['rows'][0]['threads'] or 'default'}; load average before: {report['load_average']}"
+            f"threads: {report['rows'][0]['threads'] or 'default'}; median of {report.get('rounds', 1)} interleaved " \
+            f"round(s); load average before: {report['load_average']}"
     return "\n".join([title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
 
 
 def bench_command(args) -> None:
     """`shears bench`: the prompts file read, every folder benchmarked, the table printed."""
-    prompts = None
-    if args.prompts:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise ShearsError(f"prompts file {path} does not exist; give a text file with one prompt per line")
-        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not prompts:
-            raise ShearsError(f"prompts file {path} has no prompts; give one prompt per line")
+    from .generate import read_prompts
+
+    prompts = read_prompts(args.prompts) if args.prompts else None
     accuracy = dict(_accuracy_results(spec, args.folders) for spec in args.accuracy or [])
     report = benchmark(args.folders, prompts=prompts, max_new_tokens=args.max_new_tokens,
-                       sparse_rate=args.sparse_rate, json_out=args.json_out, threads=args.threads)
+                       sparse_rate=args.sparse_rate, json_out=args.json_out, threads=args.threads, rounds=args.rounds)
     print(format_table(report))
     if accuracy:
         print(format_choice(report, accuracy))

@@ -3,9 +3,10 @@
 One JSON file says everything about a super-adapter: the LoRA settings (`shears.lora`), the
 training settings NNCF does not know (`shears.training`), the learning rate and epochs (in the
 BootstrapNAS stage, as the Shears reference writes them) and the adapter groups with their rank
-lists (`bootstrapNAS.training.elasticity.width`). Groups are written once as node-name patterns:
-`{layer}` stands for a decoder layer's index and `{*}` for any text (usually the wrapper prefix),
-and every pattern group is expanded against the traced graph into one group per layer. Every
+lists (`bootstrapNAS.training.elasticity.width`). A group is written once, as the module names it ties
+together (`["q_proj", "k_proj", "v_proj"]`, the same for every family that names its linears so) or as
+NNCF node-name patterns, where `{layer}` stands for a decoder layer's index and `{*}` for any text (usually
+the wrapper prefix), and every group is expanded against the traced graph into one group per layer. Every
 mistake is found here, before a model is trained: unknown keys (jsonschema), rank lists that are
 not descending or do not start at the LoRA rank, patterns that match no node, missing modules.
 """
@@ -58,6 +59,8 @@ class TrainingSettings:
     weight_decay: float
     precision: str  # auto|bf16|fp16|fp32; auto: bf16 on CUDA (fp16 where bf16 is missing), fp32 on CPU
     gradient_checkpointing: bool  # recompute activations in the backward pass: less memory, one more forward
+    truncation: str = "prompt"  # an example over max_length: "prompt" cuts its prompt's start, "end" (the reference) its end
+    val_set_size: int = 0  # records set aside from the training data for the search (the reference's val_set_size)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
     lora = raw["shears"]["lora"]
     protocol = get_protocol(raw["shears"].get("protocol"))
     # The protocol gives the defaults; a value the config writes wins.
-    training = {**TRAINING_DEFAULTS, "train_on_inputs": protocol.train_on_inputs, **raw["shears"].get("training", {})}
+    training = {**TRAINING_DEFAULTS, "train_on_inputs": protocol.train_on_inputs, "truncation": protocol.truncation,
+                "val_set_size": protocol.val_set_size, **raw["shears"].get("training", {})}
     nas = raw["bootstrapNAS"]["training"]
     width = nas["elasticity"]["width"]
     stage = nas["schedule"]["list_stage_descriptions"][0]
@@ -180,8 +184,14 @@ def expand_groups(config: ShearsConfig, node_names: list[str]) -> AdapterGroups:
     for patterns, ranks in zip(config.group_patterns, config.group_widths):
         matched: dict[int | None, list[str]] = {}
         for pattern in patterns:
-            regex = _pattern_regex(pattern)
+            regex = _entry_regex(pattern)
             hits = [(m, n) for n in node_names if (m := regex.fullmatch(n))]
+            if not hits and is_module_name(pattern):
+                adapted = sorted({_adapted_module(n) for n in node_names if _LORA_A in n})
+                raise ShearsError(
+                    f"{config.source}: group module {pattern!r} carries no adapter in the decoder layers of this model; "
+                    f"the adapted modules (shears.lora.target_modules) are: {', '.join(adapted)}"
+                )
             if not hits:
                 raise ShearsError(
                     f"{config.source}: group pattern {pattern!r} matches no node of the traced model; "
@@ -205,6 +215,30 @@ def expand_groups(config: ShearsConfig, node_names: list[str]) -> AdapterGroups:
     return AdapterGroups(names, nodes, widths)
 
 
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
+_LORA_A = "/ModuleDict[lora_A]/"
+
+
+def is_module_name(entry: str) -> bool:
+    """A group entry written as a module name (`q_proj`, `self_attn.q_proj`), not as an NNCF node-name pattern."""
+    return _MODULE_NAME.fullmatch(entry) is not None
+
+
+def _entry_regex(entry: str) -> re.Pattern:
+    """A module name matches the lora_A node of that module inside every decoder layer (the scope that follows
+    the layers' ModuleList, whatever the family calls its classes); a pattern matches as written."""
+    if not is_module_name(entry):
+        return _pattern_regex(entry)
+    scopes = "/".join(rf"[^/\[]+\[{re.escape(part)}\]" for part in entry.split("."))
+    return re.compile(rf".*/ModuleList\[[^\]]+\]/[^/\[]+\[(?P<layer>\d+)\]/(?:[^/]+/)*?{scopes}"
+                      rf"{re.escape(_LORA_A)}[^/]+\[default\]/linear_0")
+
+
+def _adapted_module(node_name: str) -> str:
+    """The attribute name of the module whose lora_A a node is (`.../Linear[q_proj]/ModuleDict[lora_A]/...` -> q_proj)."""
+    return re.findall(r"\[([^\]]+)\]", node_name.split(_LORA_A)[0])[-1]
+
+
 def _pattern_regex(pattern: str) -> re.Pattern:
     if pattern.count(LAYER) > 1:
         raise ShearsError(f"group pattern {pattern!r} has {LAYER} more than once")
@@ -222,7 +256,7 @@ def closest_names(pattern: str, node_names: list[str], n: int = 3) -> list[str]:
 
 def _group_name(layer: int | None, nodes: list[str]) -> str:
     """E.g. '3:q_proj+k_proj+v_proj': the layer and the adapted modules (the scope just above `lora_A`)."""
-    modules = [m.group(1) if (m := re.search(r"\[([^\]]+)\]/ModuleDict\[lora_A\]", n)) else n for n in nodes]
+    modules = [_adapted_module(n) if _LORA_A in n else n for n in nodes]
     return f"{'' if layer is None else layer}:{'+'.join(modules)}"
 
 

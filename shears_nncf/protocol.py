@@ -3,14 +3,14 @@
 Every value of the reference protocol is read from the reference's code and names the file it
 comes from: IntelLabs/Hardware-Aware-Automated-Machine-Learning at commit
 fc29bc781ff71ef009e6b0117dd6afcdc91caf89, folder `Shears/` (`running_commands`, `run_math.py`,
-`run_commonsense.py`), which follows AGI-Edgerunners/LLM-Adapters (`finetune.py`, `evaluate.py`)
+`run_commonsense.py`, `run_gsm8k.py`), which follows AGI-Edgerunners/LLM-Adapters (`finetune.py`, `evaluate.py`)
 and locuslab/wanda (`main.py`). A setting the user writes in the config (e.g. `shears.lora.dropout`)
 still wins over the protocol's default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import ShearsError
 
@@ -60,8 +60,10 @@ class Protocol:
     generate_kwargs: dict  # decoding, as `model.generate` takes it; max_new_tokens comes from the task table
     answer_split: bool  # read the answer as decode(prompt + generation).split("### Response:")[1].strip()
     extraction: str  # "llm-adapters": the reference's regular expressions; "shears": evaluation/answers.py's own
-    val_set_size: int | None  # search validation carved from the training file; None: a seeded draw of --limit records
+    val_set_size: int  # the default of shears.training.val_set_size: records set aside from the training data
     val_seed: int
+    truncation: str  # the default of shears.training.truncation: "prompt" (cut its start) or "end" (the reference's)
+    script: str  # the reference script whose templates these are (or "shears")
     calibration: str  # Wanda calibration, recorded (sparsify's flags choose): "c4" the reference's, "default" BoolQ passages
     calibration_nsamples: int
     calibration_seqlen: int
@@ -99,10 +101,14 @@ REFERENCE_PROTOCOL = Protocol(
     # run_math.py extract_answer_number / extract_answer_letter, run_commonsense.py extract_answer (as LLM-Adapters).
     extraction="llm-adapters",
     # run_commonsense.py: `val_set_size: int = field(default=120)` and
-    # `data["train"].train_test_split(test_size=val_set_size, shuffle=True, seed=42)`.
-    # (run_math.py and run_gsm8k.py default val_set_size to 0 and carve nothing.)
+    # `data["train"].train_test_split(test_size=val_set_size, shuffle=True, seed=42)`. run_math.py and run_gsm8k.py
+    # default it to 0 and carve nothing: the paper configs write their script's value (shears.training.val_set_size).
     val_set_size=120,
     val_seed=42,
+    # run_*.py `tokenize`: `tokenizer(prompt, truncation=True, max_length=cutoff_len)` keeps the first cutoff_len
+    # tokens, and EOS is appended only when the result is shorter than cutoff_len (and does not end in EOS already).
+    truncation="end",
+    script="run_math.py / run_commonsense.py",
     # running_commands: `wanda/main.py --prune_method wanda --sparsity_type unstructured`, so Wanda's defaults:
     # 128 C4 samples (--nsamples 128, --seed 0) of model.seqlen = 2048 tokens (locuslab/wanda main.py).
     calibration="c4",
@@ -122,13 +128,31 @@ SHEARS_PROTOCOL = Protocol(
     generate_kwargs={"do_sample": False, "num_beams": 1, "temperature": None, "top_p": None, "top_k": None},  # greedy
     answer_split=False,  # the generated text is the answer: only the new tokens are decoded
     extraction=SHEARS,
-    val_set_size=None,
+    val_set_size=0,  # nothing carved: the search draws from the train split minus the records trained on
     val_seed=0,
+    truncation="prompt",  # an example too long loses the start of its prompt, never its response
+    script=SHEARS,
     calibration="default",
     calibration_nsamples=32,
     calibration_seqlen=512,
     calibration_seed=0,
     training_precision="auto",  # shears.training.precision's default: bf16 (fp16) on CUDA, fp32 on CPU
+)
+
+# run_gsm8k.py, the reference's script for MPT-7B on GSM8K, has templates of its own: `generate_prompt` indents 16
+# spaces (the first line ends in two), `generate_prompt_eval` 24 (the first line ends in one), both without an input
+# form; a record with an input gets the same indentation with LLM-Adapters' input form. Everything else is
+# run_math.py's (its val_set_size is 0 as well: shears.training.val_set_size in the MPT configs).
+REFERENCE_MPT_PROTOCOL = replace(
+    REFERENCE_PROTOCOL,
+    training_template=Templates(
+        plain=_reference_template(_INSTRUCTION + "  ", 16, with_input=False),
+        with_input=_reference_template(_INSTRUCTION_WITH_INPUT + " ", 16, with_input=True),
+    ),
+    evaluation_templates={family: Templates(plain=_reference_template(_INSTRUCTION + " ", 24, with_input=False),
+                                            with_input=_reference_template(_INSTRUCTION_WITH_INPUT, 24, with_input=True))
+                          for family in ("math", "commonsense")},
+    script="run_gsm8k.py",
 )
 
 # The reference's answer extraction (extraction="llm-adapters"): run_math.py `extract_answer_number` (drop every
@@ -156,3 +180,10 @@ def get_protocol(name: str | Protocol | None) -> Protocol:
     if protocol is None:
         raise ShearsError(f"unknown protocol {name!r}; expected {' or '.join(PROTOCOLS)}")
     return protocol
+
+
+def for_model_type(protocol: str | Protocol | None, model_type: str | None) -> Protocol:
+    """The protocol's templates for a model of this type (`config.model_type`): under `reference` MPT gets
+    run_gsm8k.py's, the script the reference trains and scores MPT with."""
+    protocol = get_protocol(protocol)
+    return REFERENCE_MPT_PROTOCOL if protocol.name == REFERENCE and model_type == "mpt" else protocol

@@ -15,28 +15,60 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .artifacts import check_output
 from .config import PRECISIONS
 from .errors import ShearsError
 from .protocol import PROTOCOLS
 
 
-def ratio(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+def _checked(convert, accept, expected: str):
+    """An argparse `type`: `convert` the flag's text (or a config's value, already a number), `accept` the result.
+
+    argparse turns its ArgumentTypeError into one usage line and exit 2; `Stage.namespace` into a ShearsError."""
+
+    def parse(value):
+        try:
+            number = None if isinstance(value, bool) else convert(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not accept(number):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+        return number
+
+    return parse
 
 
-def csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+def _integer(value) -> int:
+    """An int from text or from a whole number; 2.5 is not one."""
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
+positive_int = _checked(_integer, lambda n: n >= 1, "a positive integer")
+non_negative_int = _checked(_integer, lambda n: n >= 0, "an integer >= 0")
+positive_float = _checked(float, lambda x: x > 0, "a positive number")
+fraction = _checked(float, lambda x: 0 <= x <= 1, "a number in [0, 1]")
+open_fraction = _checked(float, lambda x: 0 < x < 1, "a number in (0, 1)")
+positive_fraction = _checked(float, lambda x: 0 < x <= 1, "a number in (0, 1]")
+group_size = _checked(_integer, lambda n: n == -1 or n >= 2, "a group size >= 2, or -1 (one group per row)")
+
+
+def csv(text: str | list) -> list[str]:
+    """Comma-separated names (a config may give the list itself)."""
+    items = text if isinstance(text, list) else str(text).split(",")
+    return [str(t).strip() for t in items if str(t).strip()]
 
 
 @dataclass(frozen=True)
 class Option:
-    """One option: its flags and argparse's `add_argument` keywords (type, default, choices, help, ...)."""
+    """One option: its flags and argparse's `add_argument` keywords (type, default, choices, help, ...).
+
+    `writes` ("folder" or "file") marks the path a stage writes, which `Stage.run` guards before any work."""
 
     flags: tuple[str, ...]
     settings: dict
+    writes: str | None = None
 
     @property
     def dest(self) -> str:
@@ -54,9 +86,19 @@ class Option:
     def positional(self) -> bool:
         return not self.flags[0].startswith("-")
 
+    def parse(self, value):
+        """A value given already parsed (by a config, not argv) through the same `type` check as the flag."""
+        convert = self.settings.get("type")
+        if convert is None or value is None:
+            return value
+        try:
+            return convert(value)
+        except argparse.ArgumentTypeError as e:
+            raise ShearsError(f"{self.flags[0]}: {e}") from None
 
-def option(*flags: str, **settings) -> Option:
-    return Option(flags, settings)
+
+def option(*flags: str, writes: str | None = None, **settings) -> Option:
+    return Option(flags, settings, writes)
 
 
 def _as_parsed(value):
@@ -83,6 +125,10 @@ class Stage:
         if unknown:
             raise ShearsError(f"`shears {self.name}` has no option {', '.join(unknown)}; "
                               f"its options are {', '.join(sorted(by_dest))}")
+        try:
+            values = {dest: by_dest[dest].parse(value) for dest, value in values.items()}
+        except ShearsError as e:
+            raise ShearsError(f"`shears {self.name}` {e}") from None
         resolved = {dest: _as_parsed(values.get(dest, o.default)) for dest, o in by_dest.items()}
         missing = [o.flags[0] for o in self.options if o.required and resolved[o.dest] in (None, [])]
         if missing:
@@ -111,11 +157,21 @@ class Stage:
         return getattr(importlib.import_module(module), name)
 
     def run(self, args: argparse.Namespace) -> Any:
+        """The handler, once every path the stage writes has passed the guard: nothing of the user's is replaced."""
+        for o in self.options:
+            if o.writes and getattr(args, o.dest, None):
+                check_output(getattr(args, o.dest), self.name, folder=o.writes == "folder",
+                             overwrite=getattr(args, "overwrite", False), flag=o.flags[0])
         return self.function(args)
 
 
 DTYPE = option("--dtype", default="auto", choices=PRECISIONS,
                help="precision the model is loaded in; auto: bf16 on CUDA where supported, else fp16; fp32 on CPU")
+
+
+OVERWRITE = option("--overwrite", action="store_true",
+                   help="replace the output even when it holds something this command did not write (without it such "
+                        "an output is refused; the command's own earlier output is always replaced)")
 
 
 def protocol_option(default_from: str) -> Option:
@@ -128,19 +184,20 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("sparsify", "prune a model (Wanda, magnitude; unstructured or N:M) and save it",
           "shears_nncf.sparsity.api:sparsify_command", (
         option("--model", required=True, help="HF folder, hub id, or 'smollm2-135m' (embedded default)"),
-        option("--ratio", required=True, type=ratio, help="fraction of each row's weights to zero, in (0, 1)"),
+        option("--ratio", required=True, type=open_fraction, help="fraction of each row's weights to zero, in (0, 1)"),
         option("--method", default="wanda", choices=["wanda", "magnitude"]),
         option("--pattern", default="unstructured", help="unstructured, 2:4 or 4:8 (N:M needs ratio N/M)"),
         option("--calibration", default="default",
                help=".txt file, .jsonl file, hub dataset id, 'c4' (Wanda's C4 shard, streamed), or 'default'"),
-        option("--nsamples", type=int, default=None,
+        option("--nsamples", type=positive_int, default=None,
                help="calibration samples (default: 32; c4: 128; a .jsonl: its line count)"),
-        option("--seqlen", type=int, default=None,
+        option("--seqlen", type=positive_int, default=None,
                help="tokens per calibration sample (default 512, c4 2048; capped by the model)"),
-        option("--seed", type=int, default=0),
+        option("--seed", type=non_negative_int, default=0),
         option("--device", default="auto", help="cpu, cuda, cuda:N, or auto"),
         DTYPE,
-        option("--output", required=True, help="folder for the sparse HF model and its manifest"),
+        option("--output", required=True, writes="folder", help="folder for the sparse HF model and its manifest"),
+        OVERWRITE,
     )),
     Stage("report", "print the per-layer sparsity and non-zero parameters of a model folder",
           "shears_nncf.sparsity.report:report_command", (
@@ -150,28 +207,31 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("evaluate", "accuracy on tasks (generation or log-likelihood) or perplexity on a text file",
           "shears_nncf.evaluation.cli:evaluate_command", (
         option("--model", help="HF folder, hub id, or 'smollm2-135m'; default: the base named by --super-adapter"),
-        option("--adapter", help="a PEFT adapter folder to apply to the model"),
+        option("--adapter",
+               help="a PEFT adapter folder to apply to the model; with --openvino: the name of a run-time adapter of the "
+                    "IR folder (shears export --runtime-adapter), applied by OpenVINO GenAI (generation scoring only)"),
         option("--super-adapter", help="a trained super-adapter folder (shears train)"),
         option("--subnet", default="heuristic", help="with --super-adapter: heuristic|maximal|minimal|FILE.json"),
         option("--openvino", help="an OpenVINO IR folder (shears export) to evaluate instead of a PyTorch model"),
         option("--tasks", type=csv, help="comma-separated task names, e.g. boolq,piqa,gsm8k"),
         option("--data", default="default",
                help="a JSON/JSONL file, a folder of <task>/test.json, a hub id, or 'default'"),
-        option("--limit", type=int, default=None, help="evaluate the first N examples of each task"),
+        option("--limit", type=positive_int, default=None, help="evaluate the first N examples of each task"),
         option("--scoring", default="generate", choices=["generate", "loglik"],
                help="generate: greedy answers read by the task's extractor (the paper's protocol); loglik: rank "
                     "the answer choices by likelihood through lm-evaluation-harness (commonsense tasks)"),
         option("--prompt-style", default="lm-eval", choices=["lm-eval", "llm-adapters"],
                help="with --scoring loglik: lm-eval's task templates, or the paper's prompt with its answer sentences"
                     " as choices"),
-        option("--batch-size", type=int, default=8),
-        option("--output",
+        option("--batch-size", type=positive_int, default=8),
+        option("--output", writes="file",
                help="results JSON, written after each task; a rerun with the same settings scores only the missing "
                     "tasks"),
+        OVERWRITE,
         option("--perplexity", metavar="TEXTFILE",
                help="measure perplexity on this text file instead of task accuracy"),
-        option("--seqlen", type=int, default=512, help="with --perplexity: tokens per window"),
-        option("--nsamples", type=int, default=None, help="with --perplexity: at most this many windows"),
+        option("--seqlen", type=positive_int, default=512, help="with --perplexity: tokens per window"),
+        option("--nsamples", type=positive_int, default=None, help="with --perplexity: at most this many windows"),
         option("--device", default="auto"),
         DTYPE,
         protocol_option("the super-adapter's, else shears"),
@@ -180,8 +240,20 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
         option("--task", required=True),
         option("--predictions", required=True, help='JSONL with lines {"prediction": str, "answer": str}'),
         option("--json", action="store_true", help='print only {"task", "accuracy", "count"}'),
-        option("--output", help='write every line\'s verdict as JSONL {"line", "extracted", "correct"}'),
+        option("--output", writes="file", help='write every line\'s verdict as JSONL {"line", "extracted", "correct"}'),
+        OVERWRITE,
         protocol_option("shears"),
+    )),
+    Stage("init-config", "write a complete training config for a model's architecture, from its config alone",
+          "shears_nncf.nls.init_config:init_config_command", (
+        option("--model", required=True, help="HF folder, hub id, or 'smollm2-135m'; only its config is read"),
+        option("--ranks", type=csv, default=None,
+               help="the rank space of every group, strictly descending (default 32,24,16, the paper's); alpha = 2 r"),
+        option("--targets", type=csv, default=None,
+               help="LoRA target modules, e.g. q_proj,k_proj,v_proj,o_proj (default: the paper's Q,K,V / Up / Down as "
+                    "this family names them); Q,K,V share a group per layer, Up with Gate, every other one its own"),
+        option("--output", required=True, writes="file", help="the config JSON to write"),
+        OVERWRITE,
     )),
     Stage("train", "train an elastic-LoRA super-adapter (NLS), or a plain LoRA with --lora-only",
           "shears_nncf.nls.cli:train_command", (
@@ -190,22 +262,23 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
         DTYPE,
         option("--data", default="default", help="training data: a JSON/JSONL file, a hub id, or 'default'"),
         option("--tasks", type=csv, help="tasks or a named mixture (e.g. commonsense) when the data has several"),
-        option("--output", help="super-adapter folder (required unless --dry-run)"),
-        option("--max-steps", type=int, default=None, help="stop after N optimizer steps"),
-        option("--epochs", type=float, default=None, help="override the config's epochs"),
-        option("--lr", type=float, default=None, help="override the config's learning rate"),
-        option("--batch-size", type=int, default=None, help="override the config's per-device batch size"),
-        option("--grad-accum", type=int, default=None, help="override the config's gradient accumulation"),
-        option("--max-length", type=int, default=None, help="override the config's maximum sequence length"),
+        option("--output", writes="folder", help="super-adapter folder (required unless --dry-run)"),
+        OVERWRITE,
+        option("--max-steps", type=positive_int, default=None, help="stop after N optimizer steps"),
+        option("--epochs", type=positive_float, default=None, help="override the config's epochs"),
+        option("--lr", type=positive_float, default=None, help="override the config's learning rate"),
+        option("--batch-size", type=positive_int, default=None, help="override the config's per-device batch size"),
+        option("--grad-accum", type=positive_int, default=None, help="override the config's gradient accumulation"),
+        option("--max-length", type=positive_int, default=None, help="override the config's maximum sequence length"),
         option("--precision", default=None, choices=PRECISIONS,
                help="override the config's training precision (auto: bf16 on CUDA, fp16 where bf16 is missing, fp32 "
                     "on CPU)"),
         option("--gradient-checkpointing", action="store_true", default=None,
                help="recompute activations in the backward pass: less memory, one more forward"),
-        option("--limit", type=int, default=None, help="use at most N training examples"),
+        option("--limit", type=positive_int, default=None, help="use at most N training examples"),
         option("--lora-only", action="store_true", help="plain LoRA baseline: elasticity off"),
         option("--resume", action="store_true", help="resume from the last checkpoint in --output"),
-        option("--seed", type=int, default=42),
+        option("--seed", type=non_negative_int, default=42),
         protocol_option("the config's shears.protocol, else shears"),
         option("--dry-run", action="store_true",
                help="print the trainable parameters and a peak-memory estimate from the model's config only; train "
@@ -216,10 +289,10 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
         option("--model", help="base model; default: the one named in the super-adapter's manifest"),
         DTYPE,
         option("--strategy", required=True, help="heuristic|hill-climbing|rnsga2|nsga2|maximal|minimal"),
-        option("--budget", type=int, default=None, help="maximum number of evaluated configurations"),
+        option("--budget", type=positive_int, default=None, help="maximum number of evaluated configurations"),
         option("--tasks", type=csv),
         option("--data", default="default"),
-        option("--limit", type=int, default=50, help="validation examples per task (a seeded draw; default 50)"),
+        option("--limit", type=positive_int, default=50, help="validation examples per task (a seeded draw; default 50)"),
         option("--metric", default="accuracy",
                help="accuracy (generation, as the paper), loss (cheaper) or loglik (acc_norm through lm-evaluation-"
                     "harness)"),
@@ -228,13 +301,15 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
                     "as choices"),
         option("--cost", default="params",
                help="params (adapter parameters) or macs (of the subnet, as NNCF counts them)"),
-        option("--batch-size", type=int, default=8),
-        option("--seed", type=int, default=0),
-        option("--output", required=True),
+        option("--batch-size", type=positive_int, default=8),
+        option("--seed", type=non_negative_int, default=0),
+        option("--output", required=True, writes="folder",
+               help="search folder; a rerun with the same settings reuses the evaluations stored there"),
+        OVERWRITE,
         protocol_option("the super-adapter's"),
     )),
     Stage("extract", "write a sub-adapter as a standard PEFT adapter folder",
-          "shears_nncf.export.sub_adapter:extract_command", (
+          "shears_nncf.export.extract:extract_command", (
         option("--super-adapter", required=True),
         option("--subnet", default="heuristic", help="heuristic|maximal|minimal|FILE.json (search.json or ranks)"),
         option("--model",
@@ -242,38 +317,64 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
                     "super-adapter's"),
         option("--merge", action="store_true",
                help="write an HF model folder: the sub-adapter folded into the base, keeping every zero of the base"),
-        option("--output", required=True),
+        option("--output", required=True, writes="folder"),
+        OVERWRITE,
     )),
     Stage("export", "export the sparse model (with an unmerged adapter) to OpenVINO IR",
           "shears_nncf.export.cli:export_command", (
         option("--model", required=True, help="the sparse (or dense) HF model folder"),
         DTYPE,
-        option("--adapter", help="a PEFT adapter folder (e.g. from shears extract)"),
-        option("--output", required=True),
+        option("--adapter", help="a PEFT adapter folder (e.g. from shears extract), baked into the IR's graph unmerged"),
+        option("--runtime-adapter", action="append", metavar="SUB_ADAPTER",
+               help="a PEFT sub-adapter folder (repeatable): the base is exported alone and each sub-adapter written "
+                    "under adapters/ for OpenVINO GenAI to apply at run time (shears generate --adapter NAME)"),
+        option("--output", required=True, writes="folder"),
+        OVERWRITE,
         option("--weights", default="as-is", choices=["as-is", "int8", "w8a8", "int4"]),
         option("--calibration", default="default", help="with --weights w8a8: calibration text (as for sparsify)"),
-        option("--int4-ratio", type=ratio, default=1.0,
+        option("--int4-ratio", type=positive_fraction, default=1.0,
                help="with --weights int4: fraction of linears in INT4 (the rest INT8)"),
-        option("--group-size", type=int, default=128,
+        option("--group-size", type=group_size, default=128,
                help="with --weights int4: inputs sharing one scale (-1: whole row)"),
     )),
     Stage("bench", "benchmark inference of OpenVINO IR folders (or a PyTorch model) on CPU",
           "shears_nncf.bench:bench_command", (
         option("folders", nargs="+", metavar="DIR"),
         option("--prompts", help="a text file, one prompt per line"),
-        option("--max-new-tokens", type=int, default=64),
-        option("--sparse-rate", type=float, default=None, help="CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE, in [0, 1]"),
-        option("--json", dest="json_out", help="also write the results to this JSON file"),
-        option("--threads", type=int, default=None, help="inference threads for every back end (default: their own)"),
+        option("--max-new-tokens", type=positive_int, default=64),
+        option("--sparse-rate", type=fraction, default=None, help="CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE, in [0, 1]"),
+        option("--json", dest="json_out", writes="file", help="also write the results to this JSON file"),
+        OVERWRITE,
+        option("--threads", type=positive_int, default=None,
+               help="inference threads for every back end (default: their own)"),
         option("--accuracy", action="append", metavar="DIR=RESULTS.json",
                help="a folder's `shears evaluate --output` results (repeatable): adds a speed-vs-accuracy table"),
+        option("--rounds", type=positive_int, default=3,
+               help="rounds, each running every row once in turn (interleaved, so drifting load hits all rows alike); "
+                    "the table shows each row's median"),
+    )),
+    Stage("generate", "generate text with an exported IR through OpenVINO GenAI, switching run-time adapters",
+          "shears_nncf.generate:generate_command", (
+        option("--openvino", required=True, help="an OpenVINO IR folder (shears export)"),
+        option("--adapter", type=csv,
+               help="run-time adapter name(s) of the IR folder, comma-separated: every prompt runs with each in turn, "
+                    "switched without reloading the base; none: the base alone. Default: the folder's first adapter "
+                    "(none if it has none)"),
+        option("--prompt", help="one prompt"),
+        option("--prompts", metavar="FILE", help="a text file, one prompt per line"),
+        option("--max-new-tokens", type=positive_int, default=128),
+        option("--template", default="none", choices=["none", *PROTOCOLS],
+               help="none: the prompt as given; shears or reference: wrapped as the instruction of that protocol's "
+                    "prompt template (what the adapter was trained on)"),
     )),
     Stage("run", "every stage in order (sparsify, train, search, extract, export, evaluate, bench), resumable",
           "shears_nncf.pipeline:run_command", (
         option("--config", required=True, help="NNCF JSON config; its shears.pipeline section sets the stages"),
         option("--model", help="override the config's base model"),
         option("--data", help="override the config's training data"),
-        option("--output", required=True, help="run folder: one sub-folder per stage, summary.md, summary.json"),
+        option("--output", required=True, writes="folder",
+               help="run folder: one sub-folder per stage, summary.md, summary.json; a rerun resumes it"),
+        OVERWRITE,
         protocol_option("the config's shears.protocol, else shears"),
     )),
 )}

@@ -21,8 +21,8 @@ LAYERS = [
     ("evaluation",),
     ("search",),
     ("export",),
-    ("evaluation.cli", "evaluation.openvino_backend", "bench"),
-    ("stages", "pipeline", "cli", "__main__", "__init__"),
+    ("evaluation.cli", "evaluation.openvino_backend", "bench", "generate"),
+    ("stages", "steps", "pipeline", "cli", "__main__", "__init__"),
 ]
 
 
@@ -103,3 +103,53 @@ def test_the_import_reader_sees_relative_and_function_level_imports():
     edges = graph()
     assert "data.tasks" in edges["data.sources"]  # `from .tasks import ...` at module level
     assert "nls.supernet" in edges["search.cli"]  # imported inside a function
+
+
+# Each stage folder is read and written only by the module that owns its format (ARCHITECTURE.md, "Stage folders");
+# every other module goes through that module's folder object. artifacts.py holds the primitives.
+MANIFEST_OWNERS = {
+    "artifacts", "sparsity.api", "nls.folder", "search.run", "export.sub_adapter", "export.merge", "export.openvino",
+}
+MANIFEST_NAMES = {"read_manifest", "write_manifest", "MANIFEST"}
+# A file name of a stage folder is spelled once, by its owner; others import the constant.
+FILE_NAMES = {"adapter_config.json": "nls.folder", "adapter_model.safetensors": "nls.folder",
+              "nncf_config.json": "nls.folder", "training_log.json": "nls.folder", "search.json": "search.run",
+              "shears_manifest.json": "artifacts"}
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+
+
+def _sources():
+    yield from ((module_name(p), p) for p in PACKAGE.rglob("*.py"))
+    yield from ((f"benchmarks.{p.stem}", p) for p in BENCHMARKS.glob("*.py"))
+
+
+def _manifest_uses(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name) and node.id in MANIFEST_NAMES:
+            names.add(node.id)
+        elif isinstance(node, ast.alias) and node.name in MANIFEST_NAMES:
+            names.add(node.name)
+    return names
+
+
+def test_no_module_reads_a_stage_folders_manifest_but_its_owner():
+    wrong = [f"{module} uses {', '.join(sorted(names))}" for module, path in _sources()
+             if module not in MANIFEST_OWNERS and (names := _manifest_uses(path))]
+    assert not wrong, ("read a stage folder through its owner's object (SparseModel, SuperAdapter, read_search, "
+                       "SubAdapter, merged_manifest, OpenVINOModel), not its manifest:\n" + "\n".join(sorted(wrong)))
+
+
+def test_stage_folder_file_names_are_spelled_only_by_their_owner():
+    wrong = []
+    for module, path in _sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in FILE_NAMES and FILE_NAMES[node.value] != module:
+                wrong.append(f"{module}:{node.lineno} spells {node.value!r} (owned by {FILE_NAMES[node.value]})")
+    assert not wrong, "import the owner's constant instead:\n" + "\n".join(wrong)
+
+
+def test_the_manifest_check_would_catch_a_raw_read(tmp_path):
+    offender = tmp_path / "offender.py"
+    offender.write_text("from shears_nncf.artifacts import read_manifest\nread_manifest('x', stage='train')['config']\n")
+    assert _manifest_uses(offender) == {"read_manifest"}

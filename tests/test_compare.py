@@ -35,3 +35,49 @@ def test_results_of_different_documents_cannot_be_paired():
     second = _results({"piqa": [1, 0, 1, 1]})
     with pytest.raises(ShearsError, match="different documents"):
         compare.paired_difference(first, second, ["piqa"])
+
+
+def _seed_runs(base: list[int], offsets: list[int]) -> list[dict]:
+    """One results file per training seed: the same documents, `base` with the first k answers of each seed flipped
+    to right (offset k > 0) or to wrong (k < 0), so the seeds differ by how many documents they get right."""
+    runs = []
+    for k in offsets:
+        scores = list(base)
+        for i in range(abs(k)):
+            scores[i] = 1 if k > 0 else 0
+        runs.append(_results({"piqa": scores, "winogrande": scores}))
+    return runs
+
+
+def test_the_seeded_interval_widens_when_the_seeds_disagree():
+    tasks = ["piqa", "winogrande"]
+    base = [1, 0, 0, 1, 0, 1, 1, 0] * 25  # 200 documents, half right
+    lora = _seed_runs(base, [0, 0, 0])
+    agreeing = compare.seeded_difference(_seed_runs(base, [20, 20, 20]), lora, tasks)
+    disagreeing = compare.seeded_difference(_seed_runs(base, [60, 20, -20]), lora, tasks)
+    assert agreeing["diff"] == pytest.approx(disagreeing["diff"])  # the same mean gain over seeds...
+    assert disagreeing["high"] - disagreeing["low"] > 1.5 * (agreeing["high"] - agreeing["low"])  # ...less sure
+    assert compare.verdict(agreeing) == "holds" and compare.verdict(disagreeing).startswith("inconclusive")
+    assert disagreeing["seed_spread"]["first"] != agreeing["seed_spread"]["first"]
+
+
+def test_one_seed_per_method_is_the_paired_document_bootstrap():
+    tasks = ["piqa", "winogrande"]
+    first = _results({"piqa": [1, 1, 0, 1] * 10, "winogrande": [1, 0] * 20})
+    second = _results({"piqa": [1, 0, 0, 1] * 10, "winogrande": [1, 0] * 20})
+    seeded, paired = compare.seeded_difference([first], [second], tasks), compare.paired_difference(first, second, tasks)
+    assert seeded["diff"] == pytest.approx(paired["diff"])
+    assert seeded["se"] == pytest.approx(paired["se"], rel=0.1)
+
+
+def test_paired_seeds_keep_each_super_adapters_two_sub_adapters_together():
+    tasks = ["piqa"]
+    base = [1, 0] * 50
+    # Each super-adapter's heuristic beats its own maximal by 2 documents (of 100), but the super-adapters differ a lot.
+    heuristic, maximal = _seed_runs(base, [45, 25, 5]), _seed_runs(base, [40, 20, 0])
+    paired = compare.seeded_difference(heuristic, maximal, tasks, paired_seeds=True)
+    unpaired = compare.seeded_difference(heuristic, maximal, tasks)
+    assert paired["seed_spread"]["differences"] == pytest.approx([2.0, 2.0, 2.0])
+    assert paired["high"] - paired["low"] < unpaired["high"] - unpaired["low"]
+    with pytest.raises(ShearsError, match="paired seeds"):
+        compare.seeded_difference(heuristic, maximal[:2], tasks, paired_seeds=True)

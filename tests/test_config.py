@@ -1,11 +1,12 @@
 """Config files: the shipped setups validate, patterns expand per layer, and every bad config fails early in one line."""
 
 import json
+import re
 
 import pytest
 
 from shears_nncf.cli import main
-from shears_nncf.config import bundled_config, load_config, parse_config
+from shears_nncf.config import bundled_config, expand_groups, load_config, parse_config
 from shears_nncf.errors import ShearsError
 from shears_nncf.nls.supernet import build_supernet
 
@@ -78,15 +79,80 @@ def test_group_pattern_expands_to_one_group_per_layer(tiny_llama_factory):
     assert len(expanded["overwrite_groups_widths"]) == 6
 
 
-def test_pattern_matching_no_node_names_the_closest_nodes(tiny_llama_factory):
-    raw = demo_raw()
-    groups = raw["bootstrapNAS"]["training"]["elasticity"]["width"]["overwrite_groups"]
-    groups[1] = [groups[1][0].replace("Linear[up_proj]", "Linear[upproj]")]
+# The demo's groups as its file wrote them before they became module names: the short form must expand to exactly these.
+OLD_DEMO_GROUPS = [
+    [f"{{*}}LlamaDecoderLayer[{{layer}}]/LlamaAttention[self_attn]/Linear[{m}]/ModuleDict[lora_A]/NNCFLinear[default]/linear_0"
+     for m in ("q_proj", "k_proj", "v_proj")],
+    ["{*}LlamaDecoderLayer[{layer}]/LlamaMLP[mlp]/Linear[up_proj]/ModuleDict[lora_A]/NNCFLinear[default]/linear_0"],
+    ["{*}LlamaDecoderLayer[{layer}]/LlamaMLP[mlp]/Linear[down_proj]/ModuleDict[lora_A]/NNCFLinear[default]/linear_0"],
+]
+# What `{*}` stands for in front of a decoder layer, written out: the PEFT wrapper and the model's own scopes.
+PREFIX = {
+    "llama": "PeftModelForCausalLM/LoraModel[base_model]/LlamaForCausalLM[model]/LlamaModel[model]/ModuleList[layers]/",
+    "mpt": "PeftModelForCausalLM/LoraModel[base_model]/MptForCausalLM[model]/MptModel[transformer]/ModuleList[blocks]/",
+}
+
+
+@pytest.fixture(scope="module")
+def traced_nodes(tiny_llama_factory):
+    """The node names NNCF traces on the tiny LLaMA and a tiny MPT (Wqkv split) with LoRA on every linear of a block."""
+    from nncf import NNCFConfig
+    from nncf.torch.model_creation import create_nncf_network
+    from peft import LoraConfig, get_peft_model
+    from transformers import MptConfig, MptForCausalLM
+
+    from shears_nncf.nls.mpt import prepare_for_adapters
+
+    mpt = MptForCausalLM(MptConfig(d_model=64, n_heads=4, n_layers=2, expansion_ratio=2, vocab_size=1000))
+    models = {"llama": (tiny_llama_factory(), ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+              "mpt": (mpt, ["q_proj", "k_proj", "v_proj", "out_proj", "up_proj", "down_proj"])}
+    nodes = {}
+    for family, (model, targets) in models.items():
+        peft_model = get_peft_model(prepare_for_adapters(model), LoraConfig(r=4, target_modules=targets, task_type="CAUSAL_LM"))
+        info = {"input_info": [{"sample_size": [1, 8], "type": "long", "keyword": "input_ids"}]}
+        graph = create_nncf_network(peft_model, NNCFConfig.from_dict(info)).nncf.get_original_graph()
+        nodes[family] = [node.node_name for node in graph.get_all_nodes()]
+    return nodes
+
+
+def _with_groups(raw: dict, groups: list[list[str]]) -> dict:
+    raw = json.loads(json.dumps(raw))
+    raw["bootstrapNAS"]["training"]["elasticity"]["width"]["overwrite_groups"] = groups
+    return raw
+
+
+@pytest.mark.parametrize("name", ["demo/smollm2_commonsense"] + PAPER)
+def test_module_name_groups_train_the_same_nodes_as_the_patterns_did(name, traced_nodes):
+    """Every shipped config, as node patterns and as module names, expands to the node names its patterns spell out."""
+    raw = json.loads(bundled_config(name).read_text())
+    family = "mpt" if name.startswith("mpt") else "llama"
+    patterns = OLD_DEMO_GROUPS if name.startswith("demo") else raw["bootstrapNAS"]["training"]["elasticity"]["width"]["overwrite_groups"]
+    module_names = [[re.search(r"Linear\[(\w+)\]/ModuleDict\[lora_A\]", p).group(1) for p in group] for group in patterns]
+    expected = [[p.replace("{*}", PREFIX[family]).replace("{layer}", str(layer)) for p in group]
+                for layer in range(2) for group in patterns]
+    nodes = traced_nodes[family]
+    as_patterns = expand_groups(parse_config(_with_groups(raw, patterns)), nodes)
+    assert as_patterns.nodes == expected
+    assert expand_groups(parse_config(_with_groups(raw, module_names)), nodes) == as_patterns
+    assert expand_groups(parse_config(raw), nodes) == as_patterns  # the shipped file itself
+
+
+def test_pattern_matching_no_node_names_the_closest_nodes(traced_nodes):
+    groups = [OLD_DEMO_GROUPS[0], [OLD_DEMO_GROUPS[1][0].replace("Linear[up_proj]", "Linear[upproj]")], ["down_proj"]]
     with pytest.raises(ShearsError) as error:
-        build_supernet(tiny_llama_factory(), parse_config(raw))
+        expand_groups(parse_config(_with_groups(demo_raw(), groups)), traced_nodes["llama"])
     message = str(error.value)
     assert "matches no node" in message and "\n" not in message
     assert "LlamaMLP[mlp]/Linear[up_proj]/ModuleDict[lora_A]" in message.split("closest node names:")[1]
+
+
+def test_a_group_module_without_an_adapter_names_the_adapted_modules(tiny_llama_factory):
+    raw = _with_groups(demo_raw(), [["q_proj", "k_proj", "v_proj"], ["gate_proj"], ["down_proj"]])  # gate: no LoRA target
+    with pytest.raises(ShearsError) as error:
+        build_supernet(tiny_llama_factory(), parse_config(raw))
+    assert str(error.value) == ("config: group module 'gate_proj' carries no adapter in the decoder layers of this model; "
+                                "the adapted modules (shears.lora.target_modules) are: down_proj, k_proj, q_proj, up_proj, "
+                                "v_proj")
 
 
 def test_target_module_the_model_lacks_is_an_error(tiny_llama_factory):

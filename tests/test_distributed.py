@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from shears_nncf.cli import main
 from shears_nncf.config import bundled_config, load_config
 from shears_nncf.nls import training
+from shears_nncf.nls.folder import SuperAdapter
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS, ACCUM = 4, 2  # optimizer steps, micro-batches per step: 8 micro-batches per run
@@ -90,7 +91,7 @@ def sub_adapters(log_dir, rank):
 
 
 def losses(output):
-    return [entry["loss"] for entry in json.loads((Path(output) / training.TRAINING_LOG).read_text()) if "loss" in entry]
+    return [entry["loss"] for entry in SuperAdapter.read(output).training_log if "loss" in entry]
 
 
 def adapter(output):

@@ -142,12 +142,11 @@ def test_search_then_extract_pipeline_through_the_cli(trained_super_adapter, tmp
 def test_nncf_macs_cost_and_adapter_parameters_agree_on_what_a_rank_costs(trained_super_adapter):
     """NNCF counts the MACs of the whole subnet for its traced input; per token a LoRA module of rank r costs
     r * (in + out) MACs, which is also its parameter count: the two costs differ only by the token count."""
-    from shears_nncf.nls.folder import adapter_parameters, super_adapter_groups
+    from shears_nncf.nls.folder import SuperAdapter
     from shears_nncf.search.objective import adapter_cost, nncf_macs_cost
 
     folder, supernet = trained_super_adapter
-    _, _, modules, _ = super_adapter_groups(folder / "super")
-    params, macs = adapter_cost(adapter_parameters(folder / "super", modules)), nncf_macs_cost(supernet)
+    params, macs = adapter_cost(SuperAdapter.read(folder / "super").parameters_per_rank()), nncf_macs_cost(supernet)
     tokens = supernet.nncf_config["input_info"][0]["sample_size"][1]
     configs = [[16] * 6, [12] * 6, [8] * 6, [16, 8, 12, 8, 16, 8]]
     for config in configs[1:]:

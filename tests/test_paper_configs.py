@@ -71,6 +71,12 @@ def test_paper_config_has_every_reference_value(name):
                                     "nsamples": 128, "seqlen": 2048, "seed": 0}
     assert pipeline["train"]["data"] == data
     assert pipeline["evaluate"]["tasks"] == eval_tasks and pipeline["evaluate"]["limit"] is None
+    # run_commonsense.py sets 120 records aside and scores LLM-Adapters' test files; run_math.py and run_gsm8k.py set
+    # none aside, and score LLM-Adapters' math files (shipped, "default") and the hub's GSM8K test split; all in PyTorch.
+    commonsense = data.startswith("commonsense")
+    assert (t.val_set_size, t.truncation) == (120 if commonsense else 0, "end")
+    assert pipeline["evaluate"]["data"] == ("llm-adapters" if commonsense else "gsm8k" if data == "gsm8k" else "default")
+    assert pipeline["evaluate_on"] == ["pytorch"] and pipeline["search"] == {"strategy": "heuristic"}
     assert data in raw["comment"] or "GSM8K" in raw["comment"]
 
 

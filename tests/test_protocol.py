@@ -376,12 +376,22 @@ def test_reference_validation_is_datasets_train_test_split_with_seed_42():
     import datasets
 
     records = [{**RECORD, "instruction": f"question {i}"} for i in range(500)]
-    train, validation = carve_validation(records, "reference")
+    train, validation = carve_validation(records, REFERENCE_PROTOCOL.val_set_size)
     expected = datasets.Dataset.from_list(records).train_test_split(test_size=120, shuffle=True, seed=42)
     assert validation == expected["test"].to_list() and len(validation) == 120
     assert train == expected["train"].to_list()
     with pytest.raises(ShearsError, match="sets 120 training records aside"):
-        carve_validation(records[:100], "reference")
+        carve_validation(records[:100], 120)
+
+
+def test_the_validation_split_is_the_configs_120_for_commonsense_and_none_for_math():
+    """run_commonsense.py `val_set_size` 120; run_math.py and run_gsm8k.py 0 (every record trained on)."""
+    sizes = {name: load_config(bundled_config(name)).training.val_set_size
+             for name in ("llama7b_commonsense_40", "llama7b_commonsense15k_50", "llama7b_math_50", "mpt7b_gsm8k_60")}
+    assert sizes == {"llama7b_commonsense_40": 120, "llama7b_commonsense15k_50": 120, "llama7b_math_50": 0,
+                     "mpt7b_gsm8k_60": 0}
+    assert parse_config(_config("reference")).training.val_set_size == 120  # the protocol's default: run_commonsense.py's
+    assert parse_config(_config()).training.val_set_size == 0
 
 
 def test_reference_training_never_sees_the_search_validation_records(tmp_path):
@@ -389,15 +399,28 @@ def test_reference_training_never_sees_the_search_validation_records(tmp_path):
 
     path = tmp_path / "train.json"
     path.write_text(json.dumps([{**RECORD, "instruction": f"question {i}"} for i in range(300)]))
-    trained = load_training_records(str(path), None, None, seed=1, protocol="reference")
+    trained = load_training_records(str(path), None, None, seed=1, val_set_size=120)
     manifest = {"data": str(path), "tasks": None}
-    by_task, _ = validation_records("default", None, 50, 0, manifest, "reference", metric="loss")
+    by_task, _ = validation_records("default", None, 50, 0, manifest, val_set_size=120)
     (validation,) = by_task.values()
     assert len(trained) == 180 and len(validation) == 120
     assert not {r["instruction"] for r in trained} & {r["instruction"] for r in validation}
-    with pytest.raises(ShearsError, match="--metric loss, or name their one task with --tasks"):
-        validation_records("default", None, 50, 0, manifest, "reference", metric="accuracy")
-    assert list(validation_records("default", ["gsm8k"], 50, 0, manifest, "reference")[0]) == ["gsm8k"]
+    assert list(validation_records("default", ["gsm8k"], 50, 0, manifest, val_set_size=120)[0]) == ["gsm8k"]
+    assert len(load_training_records(str(path), None, None, seed=1)) == 300  # val_set_size 0: every record
+
+
+def test_reference_search_chooses_validation_data_as_the_reference_would_have_to():
+    from shears_nncf.search.objective import validation_plan
+
+    assert validation_plan("heuristic", "default", None, "accuracy", "reference", 120, None) is None  # evaluates nothing
+    assert validation_plan("heuristic", "default", None, "loss", "shears", 0, None).startswith("the embedded train split")
+    assert "120 records set aside" in validation_plan("hill-climbing", "default", None, "loss", "reference", 120, None)
+    assert validation_plan("nsga2", "default", ["boolq"], "accuracy", "reference", 120, None)
+    with pytest.raises(ShearsError, match="which mix its tasks; score them with --metric loss"):
+        validation_plan("hill-climbing", "default", None, "accuracy", "reference", 120, ["commonsense"])
+    with pytest.raises(ShearsError, match="sets none aside here .* name a held-out set with --data"):
+        validation_plan("hill-climbing", "default", ["gsm8k"], "accuracy", "reference", 0, None)
+    assert "named with --data" in validation_plan("hill-climbing", "heldout.json", ["gsm8k"], "accuracy", "reference", 0, None)
 
 
 def test_run_passes_the_protocol_to_the_evaluation_of_the_exported_model(tmp_path):
@@ -416,7 +439,7 @@ def test_run_passes_the_protocol_to_the_evaluation_of_the_exported_model(tmp_pat
 def test_reference_protocol_records_the_references_other_settings():
     p = REFERENCE_PROTOCOL
     assert (p.calibration, p.calibration_nsamples, p.calibration_seqlen, p.calibration_seed) == ("c4", 128, 2048, 0)
-    assert (p.val_set_size, p.val_seed, p.training_precision) == (120, 42, "fp16")
+    assert (p.val_set_size, p.val_seed, p.training_precision, p.truncation) == (120, 42, "fp16", "end")
     assert get_task("gsm8k").max_new_tokens == 256 and get_task("boolq").max_new_tokens == 32  # per script
 
 
@@ -427,11 +450,114 @@ def test_reference_tokenization_trains_on_the_prompt_in_the_reference_template(t
     assert is_correct("gsm8k", "The answer is 5", "5", "reference")
 
 
+def oracle_generate_and_tokenize_prompt(tokenizer, data_point, cutoff_len, train_on_inputs):
+    """run_math.py / run_commonsense.py / run_gsm8k.py `tokenize` and `generate_and_tokenize_prompt`, verbatim but for
+    the prompt, which is the reference protocol's training template (tested byte for byte above)."""
+    def generate_prompt(data_point):
+        return format_prompt(data_point, True, "reference")
+
+    def tokenize(prompt, add_eos_token=True):
+        result = tokenizer(
+            prompt,
+            truncation=True,
+            max_length=cutoff_len,
+            padding=True,
+            return_tensors=None,
+        )
+        if (
+            result["input_ids"][-1] != tokenizer.eos_token_id
+            and len(result["input_ids"]) < cutoff_len
+            and add_eos_token
+        ):
+            result["input_ids"].append(tokenizer.eos_token_id)
+
+            result["attention_mask"].append(1)
+
+        result["labels"] = result["input_ids"].copy()
+
+        return result
+
+    full_prompt = generate_prompt(data_point)
+    tokenized_full_prompt = tokenize(full_prompt)
+    if not train_on_inputs:
+        user_prompt = generate_prompt({**data_point, "output": ""})
+        tokenized_user_prompt = tokenize(user_prompt, add_eos_token=False)
+        user_prompt_len = len(tokenized_user_prompt["input_ids"])
+
+        tokenized_full_prompt["labels"] = [-100] * user_prompt_len + tokenized_full_prompt["labels"][
+            user_prompt_len:
+        ]
+    return tokenized_full_prompt
+
+
+@pytest.mark.parametrize("train_on_inputs", [True, False])
+def test_reference_truncation_is_the_references_tokenize_for_short_cut_and_exact_examples(tokenizer, train_on_inputs):
+    records = [RECORD, {**RECORD, "output": "two plus three is five " * 30},  # short; its response cut at the end
+               {**RECORD, "instruction": "Add these numbers: " + "2 + 3 " * 60}]  # its prompt alone is longer
+    exact = len(tokenizer(format_prompt(RECORD, True, "reference"))["input_ids"])  # fits exactly: no EOS, as cut ones
+    for cutoff in (64, exact):
+        got, truncated = tokenize_for_training(records, tokenizer, cutoff, train_on_inputs, protocol="reference")
+        expected = [oracle_generate_and_tokenize_prompt(tokenizer, r, cutoff, train_on_inputs) for r in records]
+        assert [{k: e[k] for k in ("input_ids", "attention_mask", "labels")} for e in expected] == got
+        assert truncated == 2  # the two longer ones (one that fits exactly is not cut)
+    assert got[0]["input_ids"][-1] != tokenizer.eos_token_id  # exactly cutoff_len tokens: no EOS either
+    cut = tokenize_for_training(records, tokenizer, 64, protocol="reference")[0]
+    assert cut[0]["input_ids"][-1] == tokenizer.eos_token_id  # shorter: EOS appended
+    assert all(len(e["input_ids"]) == 64 and e["input_ids"][-1] != tokenizer.eos_token_id for e in cut[1:])
+    # The shears protocol's truncation (shears.training.truncation: prompt) keeps the response and EOS instead.
+    kept = tokenize_for_training(records[2:], tokenizer, 64, protocol="reference", truncation="prompt")[0][0]
+    assert kept["input_ids"][-1] == tokenizer.eos_token_id and len(kept["input_ids"]) == 64
+    assert parse_config(_config()).training.truncation == "prompt"
+    assert parse_config(_config("reference")).training.truncation == "end"
+
+
+# run_gsm8k.py `generate_prompt(data_point)` and `generate_prompt_eval(instruction)`: 16 and 24 spaces, no input form.
+REFERENCE_GSM8K_TRAINING_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.  \n"
+    "\n"
+    "                ### Instruction:\n"
+    "                Solve 2 + 3.\n"
+    "\n"
+    "                ### Response:\n"
+    "                2 + 3 = 5. The answer is 5"
+)
+REFERENCE_GSM8K_EVALUATION_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request. \n"
+    "\n"
+    "                        ### Instruction:\n"
+    "                        Solve 2 + 3.\n"
+    "\n"
+    "                        ### Response:\n"
+    "                        "
+)
+
+
+def test_mpt_under_the_reference_gets_run_gsm8k_prompts_byte_for_byte(tmp_path):
+    from transformers import LlamaConfig, MptConfig
+
+    from shears_nncf.data.prompts import protocol_for_model
+
+    MptConfig(d_model=64, n_heads=4, n_layers=2).save_pretrained(tmp_path / "mpt")  # config.json alone
+    LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4).save_pretrained(tmp_path / "llama")
+    mpt = protocol_for_model("reference", tmp_path / "mpt")
+    assert mpt.script == "run_gsm8k.py"
+    assert format_prompt(RECORD, True, mpt) == REFERENCE_GSM8K_TRAINING_PROMPT
+    assert generation_prompt(RECORD, "gsm8k", mpt) == REFERENCE_GSM8K_EVALUATION_PROMPT
+    assert protocol_for_model("reference", tmp_path / "llama") is REFERENCE_PROTOCOL
+    assert protocol_for_model("shears", tmp_path / "mpt") is SHEARS_PROTOCOL
+    assert mpt.generate_kwargs == REFERENCE_PROTOCOL.generate_kwargs  # only the templates differ
+
+
 def test_evaluate_takes_the_super_adapters_protocol_unless_the_flag_says_otherwise(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
     from shears_nncf.artifacts import write_manifest
     from shears_nncf.evaluation.cli import _protocol
 
-    write_manifest(tmp_path, {"stage": "train", "protocol": "reference"})
+    raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+    write_manifest(tmp_path, {"stage": "train", "protocol": "reference", "base_model": "m", "config": raw, "groups": []})
+    save_file({"unused": torch.zeros(1)}, tmp_path / "adapter_model.safetensors")  # a super-adapter folder has weights
     parse = build_parser().parse_args
     assert _protocol(parse(["evaluate", "--super-adapter", str(tmp_path)])) == "reference"
     assert _protocol(parse(["evaluate", "--super-adapter", str(tmp_path), "--protocol", "shears"])) == "shears"

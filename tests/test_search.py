@@ -219,11 +219,14 @@ def test_configuration_files_with_wrong_groups_or_ranks_are_rejected(tmp_path):
 
 
 def test_cli_rejects_a_budget_of_zero_and_an_unknown_strategy(tmp_path, capsys):
-    for extra in (["--strategy", "hill-climbing", "--budget", "0"], ["--strategy", "greedy"]):
-        code = main(["search", "--super-adapter", str(tmp_path / "missing"), *extra, "--output", str(tmp_path / "o")])
-        assert code == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and ("budget" in err or "strategy" in err)
+    command = ["search", "--super-adapter", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as refused:  # argparse refuses the flag: its usage, then one error line
+        main(command + ["--strategy", "hill-climbing", "--budget", "0"])
+    err = capsys.readouterr().err.strip()
+    assert refused.value.code == 2 and err.splitlines()[-1].startswith("shears search: error: argument --budget")
+    assert main(command + ["--strategy", "greedy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "strategy" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -239,3 +242,29 @@ def test_evolutionary_search_is_reproducible_and_takes_num_evals_from_the_config
 def test_population_larger_than_the_budget_is_a_one_line_error():
     with pytest.raises(ShearsError, match="Population size must not be greater than number of evaluations"):
         run_strategy("nsga2", SPACE, Budget(EvaluationCache(Tradeoff(), params), 5), search_config={"population": 8})
+
+
+def test_reference_heuristic_search_loads_no_model_evaluates_nothing_and_extract_reads_its_choice(
+        tiny_llama_factory, tokenizer, tmp_path, monkeypatch, capsys):
+    """run_math.py, run_commonsense.py, run_gsm8k.py: `v[(len(v) - 1) // 2]` per group, activated and tested."""
+    import shears_nncf.nls.supernet
+    from conftest import train_tiny_super_adapter
+
+    trained = train_tiny_super_adapter(tiny_llama_factory(), tokenizer, tmp_path)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the search loaded a model")
+
+    monkeypatch.setattr(shears_nncf.nls.supernet, "open_super_adapter", no_model)
+    assert main(["search", "--super-adapter", str(tmp_path / "super"), "--strategy", "heuristic", "--protocol", "reference",
+                 "--output", str(tmp_path / "search")]) == 0
+    assert "evaluating nothing" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "search" / "search.json").read_text())
+    middle = list(trained.supernet.space.heuristic)
+    assert summary["chosen"]["ranks"] == middle and middle[0] == trained.supernet.search_space[0][1]
+    assert (summary["objective_evaluations"], summary["evaluated"], summary["metric"]) == (0, [], None)
+    assert summary["chosen"]["cost"] > 0 and not (tmp_path / "search" / "evaluations.json").exists()
+    monkeypatch.undo()
+    assert main(["extract", "--super-adapter", str(tmp_path / "super"), "--subnet", str(tmp_path / "search" / "search.json"),
+                 "--output", str(tmp_path / "sub")]) == 0
+    assert set(json.loads((tmp_path / "sub" / "adapter_config.json").read_text())["rank_pattern"].values()) == set(middle)

@@ -14,7 +14,8 @@ from shears_nncf.cli import main
 from shears_nncf.config import bundled_config, parse_config
 from shears_nncf.errors import ShearsError
 from shears_nncf.models import load_model
-from shears_nncf.nls.folder import super_adapter_groups, trained_mask_aware
+from shears_nncf.export.openvino import OpenVINOModel
+from shears_nncf.nls.folder import SuperAdapter
 from shears_nncf.nls.sparse_adapter import MASK, apply_sparse_adapter, masked_delta
 from shears_nncf.nls.supernet import build_supernet, load_super_adapter
 from shears_nncf.sparsity.masks import magnitude_
@@ -58,8 +59,9 @@ def test_training_masks_the_update_and_the_forward_is_the_masked_weight(trained,
     folder, result = trained
     supernet = result.supernet
     lora = load_file(folder / "super" / "adapter_model.safetensors")
-    _, _, modules, manifest = super_adapter_groups(folder / "super")
-    assert trained_mask_aware(manifest) and manifest["config"]["shears"]["lora"]["sparse_adapter"] is True
+    trained = SuperAdapter.read(folder / "super")
+    modules = trained.group_modules
+    assert trained.mask_aware and trained.manifest["config"]["shears"]["lora"]["sparse_adapter"] is True
     scaling = supernet.config.lora.alpha / supernet.config.lora.r
     layers = {name: m for name, m in supernet.peft_model.named_modules() if isinstance(m, LoraLayer)}
     assert len(layers) == 2 * 5
@@ -124,12 +126,13 @@ def test_extract_merge_of_a_mask_aware_super_adapter_is_exact_and_keeps_every_ze
         torch.testing.assert_close(plain(**batch).logits, merged, atol=1e-5, rtol=0)
         torch.testing.assert_close(plain.merge_and_unload()(**batch).logits, merged, atol=1e-5, rtol=0)
 
-    # `shears evaluate --adapter` scores the trained (masked) model; an unmerged OpenVINO export is refused.
+    # `shears evaluate --adapter` scores the trained (masked) model; `shears export --adapter` exports it merged, exactly.
     assert main(["evaluate", "--model", str(sparse), "--adapter", str(tmp_path / "sub"), "--tasks", "piqa", "--limit", "1",
                  "--device", "cpu"]) == 0
     assert "update masked by the base's zeros" in capsys.readouterr().out
-    assert main(["export", "--model", str(sparse), "--adapter", str(tmp_path / "sub"), "--output", str(tmp_path / "ir")]) == 2
-    assert "extract --merge" in capsys.readouterr().err and not (tmp_path / "ir").exists()
+    assert main(["export", "--model", str(sparse), "--adapter", str(tmp_path / "sub"), "--output", str(tmp_path / "ir")]) == 0
+    assert "exported merged into the sparse base" in capsys.readouterr().out
+    assert OpenVINOModel.read(tmp_path / "ir").manifest["adapter_merged"] is True
 
 
 def test_plain_lora_with_sparse_adapter_masks_its_update(tiny_llama_factory, tokenizer):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..artifacts import read_text
 from ..errors import ShearsError
 from . import c4
 from .olmo import olmo_documents
@@ -27,13 +28,12 @@ FILE_SUFFIXES = (".txt", ".jsonl")
 
 
 def check_calibration_source(source: str) -> None:
-    """Fail early (before any model is loaded) on a calibration file that is missing or of an unknown kind."""
+    """Fail early (before any model is loaded) on a calibration file that is missing, not UTF-8 or of an unknown kind."""
     path = Path(source)
     if source in (DEFAULT_SOURCE, c4.SOURCE):
         return
     if path.suffix in FILE_SUFFIXES:
-        if not path.is_file():
-            raise ShearsError(f"calibration file {source} does not exist")
+        read_text(path, "calibration file")
     elif path.exists():
         raise ShearsError(f"calibration file {source} is neither .txt nor .jsonl; give one of those, a hub dataset id or 'default'")
 
@@ -48,7 +48,7 @@ def calibration_samples(source: str, tokenizer, nsamples: int | None, seqlen: in
     if source == DEFAULT_SOURCE:
         text = boolq_passages("train")
     elif source.endswith(".txt"):
-        text = Path(source).read_text()
+        text = read_text(source, "calibration file")
     else:
         text = _hub_text(source)
     return random_windows(text, tokenizer, nsamples or DEFAULT_NSAMPLES, seqlen, seed)
@@ -66,7 +66,7 @@ def random_windows(text: str, tokenizer, nsamples: int, seqlen: int, seed: int) 
 
 def _jsonl_samples(path: Path, tokenizer, nsamples: int | None, seqlen: int) -> list[torch.Tensor]:
     samples = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "calibration file").splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -1,6 +1,7 @@
-"""GSM8K's training split as the reference trains MPT on it (`Shears/run_gsm8k.py`, `get_examples`).
+"""GSM8K as the reference trains and scores MPT on it (`Shears/run_gsm8k.py`, `get_examples`).
 
-The reference reads `load_dataset("gsm8k", "main", split="train")` and turns each row into a record:
+The reference reads `load_dataset("gsm8k", "main", split=...)` ("train" to train, "test" to score) and turns each
+row into a record:
 the question is the instruction, the worked solution with its newlines made spaces and "####" written
 "The answer is" is the output, and the number after "####" (commas dropped) is the answer.
 """
@@ -27,14 +28,15 @@ def gsm8k_record(row: dict) -> dict:
     }
 
 
-def gsm8k_train_records() -> list[dict]:
-    """The 7,473 training records, in the hub's order; offline or unreachable fails with one line."""
+def gsm8k_records(split: str) -> list[dict]:
+    """The 7,473 training (split "train") or 1,319 test ("test") records, in the hub's order, as `get_examples(split)`
+    makes them: run_gsm8k.py trains MPT on the one and scores it on the other. Offline fails with one line."""
     import datasets
 
     try:
-        rows = datasets.load_dataset(DATASET, CONFIG, split="train")
+        rows = datasets.load_dataset(DATASET, CONFIG, split=split)
     except Exception as e:  # offline, DNS, HTTP errors: all mean the same to the user
         message = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ShearsError(f"GSM8K training data comes from the hub ({DATASET}, {CONFIG}), which cannot be reached "
+        raise ShearsError(f"GSM8K's {split} split comes from the hub ({DATASET}, {CONFIG}), which cannot be reached "
                           f"here ({message}); give --data a JSON file of LLM-Adapters records") from None
     return [gsm8k_record(row) for row in rows]

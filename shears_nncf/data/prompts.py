@@ -9,11 +9,23 @@ inputs. Evaluation sees the evaluation prompt and generates the response.
 
 from __future__ import annotations
 
+import os
+
 from ..errors import ShearsError
-from ..protocol import Protocol, get_protocol
+from ..protocol import REFERENCE, Protocol, for_model_type, get_protocol
 from .tasks import MULTIPLE_CHOICE, Task, get_task
 
 IGNORE_INDEX = -100
+
+
+def protocol_for_model(protocol: str | Protocol | None, model: str | os.PathLike | None) -> Protocol:
+    """The protocol's templates for this base model (an HF folder, hub id or IR folder with its config.json): MPT has
+    its own under `reference` (`protocol.for_model_type`). Only the reference protocol reads the model's config."""
+    if model is None or get_protocol(protocol).name != REFERENCE:
+        return get_protocol(protocol)
+    from ..models import load_model_config
+
+    return for_model_type(protocol, getattr(load_model_config(model), "model_type", None))
 
 
 def format_prompt(record: dict, with_response: bool, protocol: str | Protocol | None = None) -> str:
@@ -36,15 +48,25 @@ def generation_prompt(record: dict, task: str | Task, protocol: str | Protocol |
     return template.format(instruction=record["instruction"], input=record.get("input", ""), output="")
 
 
+TRUNCATIONS = ("prompt", "end")
+
+
 def tokenize_for_training(records, tokenizer, max_length: int, train_on_inputs: bool = False,
-                          protocol: str | Protocol | None = None) -> tuple[list[dict], int]:
+                          protocol: str | Protocol | None = None, truncation: str | None = None) -> tuple[list[dict], int]:
     """Tokenize records for causal-LM training: EOS appended, prompt labels masked unless `train_on_inputs`.
 
-    An example longer than `max_length` loses the *start of its prompt* (the first token stays when it
-    is the tokenizer's BOS), never its response; only a response longer than `max_length` on its own
-    is cut, at its end. Returns the examples ({"input_ids", "attention_mask", "labels"}, lists of ints)
+    `truncation` (default: the protocol's) says what an example longer than `max_length` loses. "prompt":
+    the *start of its prompt* (the first token stays when it is the tokenizer's BOS), never its response;
+    only a response longer than `max_length` on its own is cut, at its end. "end": the reference's
+    `tokenize`, everything after the first `max_length` tokens, and EOS is appended only to an example
+    shorter than that. Returns the examples ({"input_ids", "attention_mask", "labels"}, lists of ints)
     and how many were truncated, so a caller can say how much of its data did not fit.
     """
+    truncation = truncation or get_protocol(protocol).truncation
+    if truncation not in TRUNCATIONS:
+        raise ShearsError(f"unknown truncation {truncation!r}; expected {' or '.join(TRUNCATIONS)}")
+    if truncation == "end":
+        return _tokenize_cut_at_end(records, tokenizer, max_length, train_on_inputs, protocol)
     examples, truncated = [], 0
     for record in records:
         full = tokenizer(format_prompt(record, True, protocol))["input_ids"] + [tokenizer.eos_token_id]
@@ -62,6 +84,26 @@ def tokenize_for_training(records, tokenizer, max_length: int, train_on_inputs: 
         labels = (list(prompt) if train_on_inputs else [IGNORE_INDEX] * len(prompt)) + response
         input_ids = prompt + response
         examples.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels})
+    return examples, truncated
+
+
+def _tokenize_cut_at_end(records, tokenizer, max_length: int, train_on_inputs: bool,
+                         protocol: str | Protocol | None) -> tuple[list[dict], int]:
+    """run_math.py / run_commonsense.py / run_gsm8k.py `generate_and_tokenize_prompt`: `tokenizer(text,
+    truncation=True, max_length=cutoff_len)`, EOS appended when the result is shorter than cutoff_len and does not
+    end in it; without `train_on_inputs` the labels of as many tokens as the (also cut) prompt has are masked."""
+    examples, truncated = [], 0
+    for record in records:
+        ids = tokenizer(format_prompt(record, True, protocol))["input_ids"]
+        truncated += len(ids) > max_length
+        ids = ids[:max_length]
+        if ids[-1] != tokenizer.eos_token_id and len(ids) < max_length:
+            ids.append(tokenizer.eos_token_id)
+        labels = list(ids)
+        if not train_on_inputs:
+            n_prompt = len(tokenizer(format_prompt(record, False, protocol))["input_ids"][:max_length])
+            labels = [IGNORE_INDEX] * n_prompt + labels[n_prompt:]
+        examples.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
     return examples, truncated
 
 

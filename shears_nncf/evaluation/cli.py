@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from ..artifacts import read_text
 from ..errors import ShearsError
 
 
@@ -27,7 +28,7 @@ def evaluate_command(args) -> None:
     metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit,
                 "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None,
                 "protocol": protocol, "dtype": None if args.openvino else args.dtype}
-    results = evaluate(generator, records, output_path=args.output, metadata=metadata, protocol=protocol)
+    results = evaluate(generator, records, output_path=args.output, metadata=metadata, protocol=_for_model(args, protocol))
     if results is None:  # not the main process
         return
     print(format_results_table(results))
@@ -45,12 +46,12 @@ def _loglik(args) -> None:
     style = loglik.check_prompt_style(args.prompt_style)
     tasks = loglik.loglik_tasks(args.tasks) if args.tasks is not None else None
     protocol = _protocol(args)
-    documents = loglik.source_documents(args.data, tasks, style, protocol)
+    documents = loglik.source_documents(args.data, tasks, style, _for_model(args, protocol))
     if args.openvino:
         from .openvino_backend import openvino_lm
 
         distributed.join("cpu")
-        lm = openvino_lm(args.openvino, args.batch_size)
+        lm = openvino_lm(args.openvino, args.batch_size, adapter=args.adapter)
     else:
         model, tokenizer, _ = _load(args)
         lm = loglik.torch_lm(model, tokenizer, args.batch_size)
@@ -73,18 +74,27 @@ def _protocol(args) -> str:
     """--protocol, else the one the super-adapter was trained under, else shears."""
     if args.protocol or not args.super_adapter:
         return args.protocol or "shears"
-    from ..artifacts import read_manifest
+    from ..nls.folder import SuperAdapter
 
-    return read_manifest(args.super_adapter, stage="train").get("protocol") or "shears"
+    return SuperAdapter.read(args.super_adapter).protocol
+
+
+def _for_model(args, protocol: str):
+    """The protocol's prompt templates for the model scored: under `reference` MPT has run_gsm8k.py's own."""
+    from ..nls.folder import SuperAdapter
+    from ..data.prompts import protocol_for_model
+
+    base = args.openvino or args.model or (SuperAdapter.read(args.super_adapter).base_model if args.super_adapter else None)
+    return protocol_for_model(protocol, base)
 
 
 def _generator(args, protocol: str):
     if args.openvino:
         from .. import distributed
-        from .openvino_backend import OpenVINOGenerator
+        from .openvino_backend import openvino_generator
 
         distributed.join("cpu")
-        return OpenVINOGenerator(args.openvino, batch_size=args.batch_size, protocol=protocol)
+        return openvino_generator(args.openvino, args.adapter, batch_size=args.batch_size, protocol=protocol)
     from .generation import TorchGenerator
 
     model, tokenizer, device = _load(args)
@@ -92,55 +102,20 @@ def _generator(args, protocol: str):
 
 
 def _load(args):
+    """The model to score: a base, a base with a PEFT adapter, or a super-adapter's sub-network (`load_adapted`)."""
     from .. import distributed
-    from ..models import load_model, load_tokenizer, resolve_device, resolve_dtype
-
-    if args.super_adapter:
-        return _load_sub_adapter(args)
-    if not args.model:
-        raise ShearsError("give --model (an HF folder, hub id or 'smollm2-135m'), --super-adapter DIR or --openvino DIR")
-    device = distributed.join(resolve_device(args.device))  # under several processes, this one's GPU
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, dtype=resolve_dtype(args.dtype, device))
-    if args.adapter:
-        from peft import PeftModel
-
-        from ..nls.folder import sub_adapter_mask_aware
-        from ..nls.mpt import prepare_for_adapters
-        from ..nls.sparse_adapter import apply_sparse_adapter
-
-        prepare_for_adapters(model)  # MPT: the adapter names attn.q_proj/k_proj/v_proj
-
-        if not Path(args.adapter, "adapter_config.json").is_file():
-            raise ShearsError(f"adapter folder {args.adapter} has no adapter_config.json; give a PEFT adapter folder")
-        model = PeftModel.from_pretrained(model, args.adapter)
-        if sub_adapter_mask_aware(args.adapter):  # trained with shears.lora.sparse_adapter: score the trained model
-            apply_sparse_adapter(model)
-            print(f"adapter {args.adapter}: update masked by the base's zeros, as it was trained")
-    return model.to(device).eval(), tokenizer, device
-
-
-def _load_sub_adapter(args):
-    """The trained supernet with one sub-adapter active: evaluated without extracting it first."""
-    from .. import distributed
-    from ..nls.folder import super_adapter_groups
+    from ..export.adapted import check_adapter_source, load_adapted
     from ..models import resolve_device, resolve_dtype
-    from ..nls.space import SearchSpace
-    from ..search.subnet import resolve_subnet
 
-    if args.adapter:
-        raise ShearsError("give either --adapter or --super-adapter, not both")
-    names, widths, _, _ = super_adapter_groups(args.super_adapter)
-    ranks, how = resolve_subnet(SearchSpace.of(widths, names), args.subnet)  # a bad --subnet fails before loading
+    if not (args.model or args.adapter or args.super_adapter):
+        raise ShearsError("give --model (an HF folder, hub id or 'smollm2-135m'), --super-adapter DIR or --openvino DIR")
+    check_adapter_source(args.adapter, args.super_adapter, args.subnet)  # a bad folder or --subnet fails before loading
     device = distributed.join(resolve_device(args.device))  # under several processes, this one's GPU
-
-    from ..nls.supernet import open_super_adapter
-
-    supernet, tokenizer = open_super_adapter(args.super_adapter, args.model, resolve_dtype(args.dtype, device))
-    supernet.activate(list(ranks))
-    masked = ", update masked by the base's zeros (trained with shears.lora.sparse_adapter)" if supernet.config.lora.sparse_adapter else ""
-    print(f"sub-adapter {how}: ranks {list(ranks)}{masked}")
-    return supernet.peft_model.to(device).eval(), tokenizer, device
+    adapted = load_adapted(args.model, args.adapter, super_adapter=args.super_adapter, subnet=args.subnet,
+                           dtype=resolve_dtype(args.dtype, device), device=device)
+    if args.adapter or args.super_adapter:
+        print(adapted.description)
+    return adapted.model, adapted.tokenizer, device
 
 
 def _perplexity(args) -> None:
@@ -149,8 +124,9 @@ def _perplexity(args) -> None:
     path = Path(args.perplexity)
     if not path.is_file():
         raise ShearsError(f"text file {path} does not exist; --perplexity takes a plain-text file")
+    text = read_text(path, "text file")  # not UTF-8: fails before the model is loaded
     model, tokenizer, device = _load(args)
-    value = perplexity(model, tokenizer, path.read_text(), args.seqlen, args.nsamples, device)
+    value = perplexity(model, tokenizer, text, args.seqlen, args.nsamples, device)
     print(f"perplexity: {value:.4f} ({path.name}, seqlen {args.seqlen})")
     if args.output:
         from ..artifacts import write_json
@@ -171,7 +147,7 @@ def score_command(args) -> None:
         raise ShearsError(f"predictions file {path} does not exist")
     correct = count = 0
     verdicts = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(path, "predictions file").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from .. import distributed
-from ..artifacts import read_json, write_json
+from ..artifacts import read_json, write_json, written_by
+from ..errors import ShearsError
 from ..data.prompts import generation_prompt
 from .answers import answer_matches, extract_answer, response_text
 from ..data.tasks import get_task
@@ -89,13 +89,22 @@ def headline(summary: dict) -> float:
 
 def _finished(output_path, settings: dict) -> dict:
     """The results already in `output_path` when they were made with the same settings, else nothing."""
-    if output_path is None or not Path(output_path).is_file():
+    if output_path is None or written_by(output_path) != "evaluate":  # none yet, or a file --overwrite replaces
         return {}
     previous = read_json(output_path, "results file")
     if {k: v for k, v in previous.items() if k not in ("tasks", "examples", "average")} != json.loads(json.dumps(settings, default=str)):
         print(f"{output_path} holds results of other settings; they will be replaced")
         return {}
     return previous
+
+
+def read_results(path: str | os.PathLike) -> dict:
+    """A results file `shears evaluate --output` wrote: `tasks` (each task's summary), `average`, `examples`, and the
+    settings it was scored with."""
+    results = read_json(path, what="evaluation results")
+    if not isinstance(results, dict) or not isinstance(results.get("tasks"), dict) or "average" not in results:
+        raise ShearsError(f"{path} is not a results file of `shears evaluate` (no tasks and average)")
+    return results
 
 
 def format_results_table(results: dict) -> str:
@@ -113,7 +122,10 @@ def _loglik_table(results: dict) -> str:
     def cell(summary: dict, metric: str) -> str:
         if metric not in summary:
             return "-"
-        return f"{100 * summary[metric]:.1f} ± {100 * summary[metric + '_stderr']:.1f}"
+        stderr = summary.get(metric + "_stderr")
+        if not isinstance(stderr, (int, float)):  # lm-eval's "N/A" for a single document
+            return f"{100 * summary[metric]:.1f}"
+        return f"{100 * summary[metric]:.1f} ± {100 * stderr:.1f}"
 
     tasks = results["tasks"].values()
     rows = [(name, cell(t, "acc"), cell(t, "acc_norm"), str(t["n"])) for name, t in results["tasks"].items()]

@@ -20,11 +20,13 @@ import os
 
 import torch
 
-from ..artifacts import atomic_output_dir, write_manifest
+from ..artifacts import atomic_output_dir, read_manifest, write_manifest
 from ..errors import ShearsError
-from ..models import load_model, load_tokenizer, resolve_model
+from ..models import resolve_model
+from ..nls.mpt import fuse_qkv
 from ..sparsity.report import model_sparsity
-from .openvino import check_adapter_matches
+from .adapted import load_adapted
+from .sub_adapter import STAGE
 
 
 @torch.no_grad()
@@ -55,21 +57,24 @@ def merge_masked(peft_model) -> tuple[torch.nn.Module, dict]:
 
 
 def merge_to_folder(base: str | os.PathLike, adapter: str | os.PathLike, output: str | os.PathLike,
-                    manifest: dict | None = None) -> dict:
-    """Load the sparse `base` HF model, fold the PEFT `adapter` into it masked, and save an HF folder to `output`."""
-    from peft import PeftModel
-
-    base_path = resolve_model(base)
-    model, tokenizer = load_model(base_path), load_tokenizer(base_path)
-    if model.config.model_type == "mpt":  # its adapters sit on a q/k/v split that HF's MPT folder cannot hold
-        raise ShearsError(f"{base}: merging into MPT is not supported (its fused Wqkv); export it with the adapter unmerged")
-    check_adapter_matches(model, adapter)
-    merged, stats = merge_masked(PeftModel.from_pretrained(model, str(adapter)))
+                    manifest: dict | None = None, overwrite: bool = False) -> dict:
+    """Load the sparse `base` HF model with the PEFT `adapter`, fold it in masked, and save an HF folder to `output`."""
+    adapted = load_adapted(base, adapter)
+    merged, stats = merge_masked(adapted.model)
+    fuse_qkv(merged)  # MPT: back to HF's layout, the merged q/k/v rows in one Wqkv again
     merged.eval()
-    record = {"stage": "extract", **(manifest or {}), "merged": True, "base_model": str(base),
-              "base_model_path": base_path, **stats, "sparsity": model_sparsity(merged)}
-    with atomic_output_dir(output) as tmp:
+    record = {"stage": STAGE, **(manifest or {}), "merged": True, "base_model": str(base),
+              "base_model_path": resolve_model(base), **stats, "sparsity": model_sparsity(merged)}
+    with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
         merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        adapted.tokenizer.save_pretrained(tmp)
         write_manifest(tmp, record)
     return record
+
+
+def merged_manifest(folder: str | os.PathLike) -> dict:
+    """The manifest of a folder `shears extract --merge` wrote (how much of the update the mask dropped...)."""
+    manifest = read_manifest(folder, stage=STAGE)
+    if not manifest.get("merged"):
+        raise ShearsError(f"{folder} is a sub-adapter folder, not a merged model; merge it with `shears extract --merge`")
+    return manifest

@@ -10,23 +10,29 @@ W8A8 (`nncf.quantize`, INT8 weights and activations: what OpenVINO's CPU sparse-
 or INT4 weight-only (`nncf.compress_weights` INT4_ASYM, the usual CPU deployment of LLMs: a pruned zero
 is stored as its group's zero point, so it stays an exact zero, but no INT4 kernel skips it).
 The manifest records the zeros found in the IR's own weight constants, layer by layer.
+With run-time adapters the base is exported alone and each sub-adapter is a file beside it that OpenVINO
+GenAI applies per call (`runtime_adapters.py`): one IR for every sub-adapter.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from ..artifacts import atomic_output_dir, read_json, write_manifest
+from ..artifacts import StageFolder, atomic_output_dir, write_manifest
 from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
-from ..models import dtype_name, load_model, load_tokenizer, resolve_dtype, resolve_model
-from ..nls.folder import sub_adapter_mask_aware
-from ..nls.mpt import prepare_for_adapters
+from ..models import dtype_name, load_model_config, resolve_dtype, resolve_model
+from ..nls.mpt import fuse_qkv, prepare_for_adapters
 from . import IR_XML
+from .adapted import load_adapted
+from .optimum_gate import export_configs
+from .runtime_adapters import BASE_ALONE, check_runtime_adapters, write_runtime_adapters
 
+STAGE = "export"
 WEIGHT_FORMATS = ("as-is", "int8", "w8a8", "int4")
 # NNCF's own INT4 defaults (`get_weight_compression_configuration`), also optimum-intel's default 4-bit config:
 # groups of 128 input channels, every eligible linear in INT4 (the rest, embeddings and lm_head, INT8_ASYM).
@@ -47,37 +53,53 @@ def export_openvino(
     int4_ratio: float = INT4_RATIO,
     group_size: int = INT4_GROUP_SIZE,
     dtype: str = "auto",
+    runtime_adapters: Sequence[str | os.PathLike] = (),
+    overwrite: bool = False,
 ) -> Path:
     """Export `model` (HF folder; sparse or dense) with an optional PEFT `adapter`, unmerged, to `output`.
+
+    `runtime_adapters` (PEFT folders, instead of `adapter`): the base is exported alone and each adapter written
+    under `adapters/` for OpenVINO GenAI to apply at run time, the manifest listing each with the alpha to pass
+    (`runtime_adapters.py`).
 
     `weights`: "as-is" (fp32 constants), "int8" (symmetric INT8 weight compression), "w8a8" (INT8
     weights and activations, calibrated on `nsamples` x `seqlen` tokens of `calibration`, read as `shears sparsify` reads it)
     or "int4" (INT4 asymmetric in groups of `group_size` inputs on `int4_ratio` of the linears, the rest INT8).
+    `overwrite`: replace `output` even when shears did not write it.
     """
     if weights not in WEIGHT_FORMATS:
         raise ShearsError(f"unknown weight format {weights!r}; use one of {', '.join(WEIGHT_FORMATS)}")
     int4 = _int4_settings(int4_ratio, group_size) if weights == "int4" else None
     if weights == "w8a8":
         check_calibration_source(calibration)
-    if adapter is not None and sub_adapter_mask_aware(adapter):
-        raise ShearsError(f"adapter {adapter} was trained mask-aware (shears.lora.sparse_adapter): an unmerged export "
-                          "would add its update on pruned positions too; merge it into the sparse base with "
-                          "`shears extract --merge` (exact for it) and export that folder without --adapter")
+    if adapter is not None and runtime_adapters:
+        raise ShearsError("give --adapter (baked into the IR's graph) or --runtime-adapter (applied by GenAI at run "
+                          "time, several at once), not both")
     model_path = resolve_model(model)
+    gate = export_configs(load_model_config(model_path), TASK)  # optimum-intel's version gate, before any work
     torch_dtype = resolve_dtype(dtype, "cpu")  # the export traces on the CPU: auto is fp32
-    torch_model = load_model(model_path, dtype=torch_dtype)
-    tokenizer = load_tokenizer(model_path)
-    if adapter is not None:
-        prepare_for_adapters(torch_model)  # MPT: the adapter names attn.q_proj/k_proj/v_proj
-        check_adapter_matches(torch_model, adapter)
-        torch_model = inject_adapter(torch_model, adapter)
+    adapted = load_adapted(model_path, adapter, dtype=torch_dtype)
+    tokenizer, torch_model, merged = adapted.tokenizer, adapted.model, False
+    if runtime_adapters:
+        prepare_for_adapters(torch_model)  # MPT: the adapters name attn.q_proj/k_proj/v_proj, so must the base IR
+        runtime = check_runtime_adapters(runtime_adapters, torch_model)
+    if adapted.mask_aware:
+        # Its trained model is W + M ⊙ s B A: unmerged, the IR would add the update on pruned positions too (or
+        # form the dense B A at every call). The masked merge is that model exactly, and keeps the base's zeros.
+        from .merge import merge_masked
+
+        torch_model, merged = fuse_qkv(merge_masked(torch_model)[0]), True
+        print(f"adapter {adapter} was trained mask-aware (shears.lora.sparse_adapter): exported merged into the "
+              "sparse base, keeping its zeros (exact for it)")
+    elif adapted.peft:
+        torch_model = torch_model.base_model.model  # the transformers model with PEFT's LoRA layers, unmerged
     samples = calibration_samples(calibration, tokenizer, nsamples, seqlen) if weights == "w8a8" else None
 
     from optimum.exporters.openvino import export_from_model
     from optimum.exporters.openvino.convert import export_tokenizer
 
-    with atomic_output_dir(output) as tmp:
-        export_from_model(torch_model, tmp, task=TASK, stateful=True)
+    with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
+        export_from_model(torch_model, tmp, task=TASK, stateful=True, custom_export_configs=gate)
         export_tokenizer(tokenizer, tmp, task=TASK)
         tokenizer.save_pretrained(tmp)  # the PyTorch-side tokenizer, for OVModelForCausalLM users
         if not (tmp / "openvino_tokenizer.xml").is_file():
@@ -85,12 +107,14 @@ def export_openvino(
         if weights != "as-is":
             _compress_in_place(tmp / IR_XML, weights, samples, int4)
         layers = ir_weight_sparsity(tmp / IR_XML)
+        runtime_entries = write_runtime_adapters(runtime, tmp) if runtime_adapters else []
         write_manifest(tmp, {
-            "stage": "export",
+            "stage": STAGE,
             "model": str(model_path),
             "dtype": dtype_name(torch_dtype),
             "adapter": str(adapter) if adapter is not None else None,
-            "adapter_merged": False,
+            "adapter_merged": merged,
+            "model_merged": _is_merged_model(model_path),
             "weights": weights,
             "calibration": {"source": calibration, "nsamples": len(samples), "seqlen": seqlen} if samples else None,
             "compression": int4,
@@ -98,51 +122,65 @@ def export_openvino(
             "stateful": True,
             "sparsity": summarize_sparsity(layers),
             "layers": layers,
+            "runtime_adapters": runtime_entries,
         })
     return Path(output)
 
 
-def check_adapter_matches(model, adapter: str | os.PathLike) -> None:
-    """Fail before exporting when the adapter's LoRA weights do not fit the model's linear layers."""
-    from safetensors import safe_open
-    from torch import nn
+class OpenVINOModel(StageFolder):
+    """An IR folder `shears export` wrote, read back: its weight format, size and the zeros counted in it."""
 
-    adapter = Path(adapter)
-    config = read_json(adapter / "adapter_config.json", what="adapter config")
-    if config.get("peft_type") != "LORA":
-        raise ShearsError(f"adapter {adapter} is a {config.get('peft_type')!r} adapter; a LoRA adapter is expected")
-    weights_file = adapter / "adapter_model.safetensors"
-    if not weights_file.is_file():
-        raise ShearsError(f"adapter {adapter} has no adapter_model.safetensors; give a PEFT adapter folder")
-    modules = dict(model.named_modules())
-    with safe_open(weights_file, framework="pt") as f:
-        shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}
-    if not any(".lora_A." in key for key in shapes):
-        raise ShearsError(f"adapter {adapter} holds no lora_A weights")
-    for key, shape in shapes.items():
-        if ".lora_" not in key:
-            continue
-        name = key.removeprefix("base_model.model.").split(".lora_")[0]
-        target = modules.get(name)
-        if not isinstance(target, nn.Linear):
-            raise ShearsError(
-                f"adapter {adapter} targets {name!r}, which is not a linear layer of the model; "
-                f"give the adapter trained on this base model"
-            )
-        expected = target.in_features if ".lora_A." in key else target.out_features
-        found = shape[1] if ".lora_A." in key else shape[0]
-        if found != expected:
-            raise ShearsError(
-                f"adapter {adapter} does not fit the model: {key} has {found} features where {name} has "
-                f"{expected}; give the adapter trained on this base model"
-            )
+    STAGE = STAGE
+
+    @property
+    def weights(self) -> str:
+        return self.manifest["weights"]
+
+    @property
+    def sparsity(self) -> dict:
+        """`base_sparsity`, `base_zeros`, `base_params` of the base linears, as counted in the IR's constants."""
+        return self.manifest["sparsity"]
+
+    @property
+    def layers(self) -> list[dict]:
+        return self.manifest["layers"]
+
+    @property
+    def ir_bytes(self) -> int:
+        return self.manifest["ir_bytes"]
+
+    @property
+    def merged(self) -> bool:
+        """A sub-adapter is folded into its weights: exported from `shears extract --merge`'s folder, or a mask-aware
+        adapter merged at export."""
+        return bool(self.manifest.get("adapter_merged") or self.manifest.get("model_merged"))
+
+    @property
+    def runtime_adapters(self) -> dict[str, dict]:
+        """Its run-time adapters (`--runtime-adapter`) by name: `path` of the file, `alpha` to pass, ranks, parameters."""
+        return {e["name"]: dict(e, path=str(self.path / e["file"])) for e in self.manifest.get("runtime_adapters") or []}
+
+    def runtime_adapter(self, name: str) -> dict:
+        """One run-time adapter's entry; an unknown name is a ShearsError naming those the folder has."""
+        adapters = self.runtime_adapters
+        if name in adapters:
+            return adapters[name]
+        if not adapters:
+            raise ShearsError(f"{self.path} has no run-time adapters; export the sparse base with `shears export "
+                              "--runtime-adapter SUB_ADAPTER ...` (or bake one in with --adapter)")
+        raise ShearsError(f"{self.path} has no run-time adapter {name!r}; its adapters are {', '.join(adapters)} "
+                          f"(or {BASE_ALONE} for the base alone)")
 
 
-def inject_adapter(model, adapter: str | os.PathLike):
-    """The transformers model with PEFT's LoRA layers injected and not merged (what optimum exports)."""
-    from peft import PeftModel
+def _is_merged_model(model: str | os.PathLike) -> bool:
+    """Whether the model folder is one `shears extract --merge` wrote (a sub-adapter folded into the sparse base)."""
+    from .merge import merged_manifest
 
-    return PeftModel.from_pretrained(model, str(adapter)).eval().base_model.model
+    try:
+        merged_manifest(model)
+        return True
+    except ShearsError:
+        return False
 
 
 def _int4_settings(ratio: float, group_size: int) -> dict:

@@ -13,13 +13,96 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..artifacts import atomic_output_dir, write_manifest
+from ..artifacts import MANIFEST, atomic_output_dir, read_json, read_manifest, write_manifest
 from ..errors import ShearsError
-from ..nls.folder import ADAPTER_WEIGHTS, super_adapter_groups, trained_mask_aware
+from ..models import check_safetensors
+from ..nls.folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+STAGE = "extract"
+
+
+@dataclass(frozen=True)
+class SubAdapter:
+    """A PEFT LoRA folder: one `shears extract` wrote (its manifest says how it was chosen and whether it was
+    trained mask-aware), or any other LoRA folder a user brings (no manifest: plain LoRA)."""
+
+    path: Path
+    peft_config: dict
+    manifest: dict | None
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> "SubAdapter":
+        folder = Path(folder)
+        if not (folder / ADAPTER_CONFIG).is_file():
+            raise ShearsError(f"adapter folder {folder} has no {ADAPTER_CONFIG}; give a PEFT adapter folder "
+                              "(shears extract writes one)")
+        config = read_json(folder / ADAPTER_CONFIG, what="adapter config")
+        if config.get("peft_type") != "LORA":
+            raise ShearsError(f"adapter {folder} is a {config.get('peft_type')!r} adapter; a LoRA adapter is expected")
+        if not (folder / ADAPTER_WEIGHTS).is_file():
+            raise ShearsError(f"adapter {folder} has no {ADAPTER_WEIGHTS}; give a PEFT adapter folder")
+        check_safetensors(folder / ADAPTER_WEIGHTS)
+        manifest = read_manifest(folder, stage=STAGE) if (folder / MANIFEST).is_file() else None
+        return cls(folder, config, manifest)
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / ADAPTER_WEIGHTS
+
+    @property
+    def mask_aware(self) -> bool:
+        """Taken from a super-adapter trained with its update masked by the base's zeros: the trained model is
+        W + M ⊙ s B A, which plain PEFT (and an unmerged export) does not compute."""
+        return bool(self.manifest and self.manifest.get("sparse_adapter"))
+
+    @property
+    def base_model(self) -> str | None:
+        """The base it was taken for: our manifest's, else PEFT's `base_model_name_or_path`."""
+        return (self.manifest or {}).get("base_model") or self.peft_config.get("base_model_name_or_path")
+
+    @property
+    def name(self) -> str:
+        """How it was chosen (heuristic, maximal, a search's strategy...), else its folder's name."""
+        return (self.manifest or {}).get("chosen_by") or self.path.name
+
+    @property
+    def scaling(self) -> float | None:
+        """The super-adapter's alpha / r_max, the one scale every module of a Shears sub-adapter has."""
+        return (self.manifest or {}).get("scaling")
+
+    @property
+    def summary(self) -> dict:
+        m = self.manifest or {}
+        return {k: m.get(k) for k in ("chosen_by", "ranks", "adapter_parameters", "scaling", "sparse_adapter")}
+
+    def check_fits(self, model) -> None:
+        """Fail before any work when the adapter's LoRA weights do not fit the model's linear layers."""
+        from safetensors import safe_open
+        from torch import nn
+
+        modules = dict(model.named_modules())
+        with safe_open(self.weights_file, framework="pt") as f:
+            shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}
+        if not any(".lora_A." in key for key in shapes):
+            raise ShearsError(f"adapter {self.path} holds no lora_A weights")
+        for key, shape in shapes.items():
+            if ".lora_" not in key:
+                continue
+            name = key.removeprefix("base_model.model.").split(".lora_")[0]
+            target = modules.get(name)
+            if not isinstance(target, nn.Linear):
+                raise ShearsError(f"adapter {self.path} targets {name!r}, which is not a linear layer of the model; "
+                                  "give the adapter trained on this base model")
+            expected = target.in_features if ".lora_A." in key else target.out_features
+            found = shape[1] if ".lora_A." in key else shape[0]
+            if found != expected:
+                raise ShearsError(f"adapter {self.path} does not fit the model: {key} has {found} features where "
+                                  f"{name} has {expected}; give the adapter trained on this base model")
+
 
 def write_sub_adapter(
     adapter_dir: str | os.PathLike,
@@ -27,8 +110,10 @@ def write_sub_adapter(
     ranks: Sequence[int],
     output: str | os.PathLike,
     manifest: dict,
+    overwrite: bool = False,
 ) -> dict:
-    """Slice the PEFT LoRA folder `adapter_dir` (r = r_max) to `ranks` (one per group of module paths) into `output`.
+    """Slice the PEFT LoRA folder `adapter_dir` (r = r_max) to `ranks` (one per group of module paths) into `output`
+    (`overwrite`: even over a folder shears did not write).
 
     Modules in no group keep the full rank. Returns the rank of every module (its PEFT path)."""
     from peft import LoraConfig
@@ -68,11 +153,11 @@ def write_sub_adapter(
     config.lora_alpha = alpha * config.r / r_max
     config.rank_pattern = {pattern_key(p): r for p, r in rank_of.items()}
     config.alpha_pattern = {pattern_key(p): alpha * r / r_max for p, r in rank_of.items()}
-    with atomic_output_dir(output) as tmp:
+    with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
         save_file(sliced, tmp / ADAPTER_WEIGHTS, metadata={"format": "pt"})
         config.save_pretrained(str(tmp))
         write_manifest(tmp, {
-            "stage": "extract",
+            "stage": STAGE,
             **manifest,
             "super_adapter_rank": r_max,
             "scaling": alpha / r_max,
@@ -80,59 +165,3 @@ def write_sub_adapter(
             "super_adapter_parameters": sum(t.numel() for t in weights.values()),
         })
     return rank_of
-
-
-def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.PathLike, model: str | None = None,
-            merge: bool = False) -> dict:
-    """`shears extract`: resolve `subnet` (heuristic|maximal|minimal|FILE.json) and write the PEFT folder.
-
-    With `merge`, write instead an HF model folder: the sub-adapter folded into the sparse base `model`
-    (default: the super-adapter's), keeping every zero of the base (`merge.py`). Both manifests say whether the
-    super-adapter was trained mask-aware (`sparse_adapter`): such an adapter is the trained model only with its
-    update masked, which the merge does and plain PEFT does not."""
-    from ..nls.space import SearchSpace
-    from ..search.subnet import resolve_subnet
-
-    names, widths, modules, manifest = super_adapter_groups(super_adapter)
-    space = SearchSpace.of(widths, names)
-    ranks, how = resolve_subnet(space, subnet)
-    base = model or manifest.get("base_model")
-    record = {
-        "super_adapter": str(Path(super_adapter).resolve()),
-        "base_model": base,
-        "chosen_by": how,
-        "ranks": list(ranks),
-        "ranks_by_group": dict(zip(names, ranks)),
-        "sparse_adapter": trained_mask_aware(manifest),
-    }
-    result = {"ranks": list(ranks), "chosen_by": how, "sparse_adapter": record["sparse_adapter"]}
-    if not merge:
-        write_sub_adapter(super_adapter, modules, ranks, output, record)
-        return result
-    if not base:
-        raise ShearsError(f"{super_adapter} names no base model; give the sparse base to merge into with --model")
-    from .merge import merge_to_folder
-
-    with tempfile.TemporaryDirectory(prefix="shears-sub-adapter-") as tmp:
-        write_sub_adapter(super_adapter, modules, ranks, Path(tmp) / "sub_adapter", record)
-        merged = merge_to_folder(base, Path(tmp) / "sub_adapter", output, record)
-    return {**result, "update_dropped_by_mask": merged["update_dropped_by_mask"]}
-
-
-def extract_command(args) -> None:
-    result = extract(args.super_adapter, args.subnet, args.output, model=args.model, merge=args.merge)
-    ranks = sorted(set(result["ranks"]), reverse=True)
-    dropped = result.get("update_dropped_by_mask")
-    if args.merge and result["sparse_adapter"]:
-        print(f"merged the {result['chosen_by']} sub-adapter (ranks {ranks}) into the sparse base, keeping its zeros, "
-              f"to {args.output}; exact: it was trained with the base's mask (shears.lora.sparse_adapter), so the "
-              f"{dropped:.1%} of B A (L2) on pruned positions never reached the trained model")
-    elif args.merge:
-        print(f"merged the {result['chosen_by']} sub-adapter (ranks {ranks}) into the sparse base, keeping its zeros, "
-              f"to {args.output}; the mask dropped {dropped:.1%} of the update (L2)")
-    else:
-        print(f"extracted the {result['chosen_by']} sub-adapter (ranks {ranks}) to {args.output}")
-    if not args.merge and result["sparse_adapter"]:
-        print("note: this super-adapter was trained mask-aware (shears.lora.sparse_adapter): the trained model adds the "
-              "update on the base's non-zeros only, which plain PEFT and an OpenVINO export of this folder do not do; "
-              "deploy it with `shears extract --merge`, which is exact for it")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import check_target_modules, load_config
 from ..errors import ShearsError
+from ..data.prompts import protocol_for_model
 from ..models import dtype_name, load_model, load_model_config, load_tokenizer, meta_model, resolve_device, resolve_dtype
 from .mpt import prepare_for_adapters
 
@@ -32,20 +33,22 @@ def train_command(args) -> None:
     from ..data.sources import load_training_records
     from .training import train
 
-    records = load_training_records(args.data, args.tasks, args.limit, args.seed, config.protocol)
-    examples, n_truncated = tokenize_for_training(
-        records, tokenizer, config.training.max_length, config.training.train_on_inputs, config.protocol
-    )
+    t = config.training
+    records = load_training_records(args.data, args.tasks, args.limit, args.seed, t.val_set_size)
+    protocol = protocol_for_model(config.protocol, args.model)  # MPT under the reference: run_gsm8k.py's template
+    examples, n_truncated = tokenize_for_training(records, tokenizer, t.max_length, t.train_on_inputs, protocol,
+                                                  t.truncation)
     require_supervised_tokens(examples, args.data)
     if n_truncated and _main_process():
-        print(f"{n_truncated} of {len(examples)} training examples are longer than {config.training.max_length} tokens: "
-              "their prompts were cut from the left, their responses kept")
+        cut = ("cut after the first tokens, without EOS (shears.training.truncation: end, the reference's)"
+               if t.truncation == "end" else "their prompts were cut from the left, their responses kept")
+        print(f"{n_truncated} of {len(examples)} training examples are longer than {t.max_length} tokens: {cut}")
     model = prepare_for_adapters(load_model(args.model, dtype=dtype))
     base_model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     result = train(
         model, tokenizer, config, examples, args.output,
         lora_only=args.lora_only, max_steps=args.max_steps, resume=args.resume, seed=args.seed,
-        manifest={
+        overwrite=args.overwrite, manifest={
             "base_model": base_model, "config_file": str(args.config), "data": args.data, "tasks": args.tasks,
             "limit": args.limit, "truncated_examples": n_truncated, "protocol": config.protocol.name,
             "dtype": dtype_name(dtype),

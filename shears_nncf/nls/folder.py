@@ -1,23 +1,28 @@
-"""The super-adapter folder that `shears train` writes, read without a model or NNCF.
+"""The super-adapter folder that `shears train` writes, and the one object that reads it back.
 
 The folder is a PEFT LoRA folder at the largest rank (`adapter_config.json`, `adapter_model.safetensors`),
-the expanded NNCF config whose `overwrite_groups` name each group's `lora_A` nodes, and a manifest. Search,
-extraction and evaluation all learn the groups, their rank lists and the adapted modules from here.
+the expanded NNCF config whose `overwrite_groups` name each group's `lora_A` nodes, the training log and a
+manifest. Search, extraction, evaluation and the pipeline learn the groups, their rank lists, the adapted
+modules, the protocol and the training settings from `SuperAdapter.read`: no other module reads its files.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from functools import cached_property
 from pathlib import Path
-from typing import Sequence
 
-from ..artifacts import MANIFEST, read_json, read_manifest
-from ..config import parse_config
+from ..artifacts import StageFolder, read_json, write_json, write_manifest
+from ..config import ShearsConfig, parse_config
 from ..errors import ShearsError
+from .space import SearchSpace
 
+STAGE = "train"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+NNCF_CONFIG_FILE = "nncf_config.json"
+TRAINING_LOG = "training_log.json"
 _NODE_SCOPE = re.compile(r"\[([^\]]+)\]")
 
 
@@ -34,37 +39,120 @@ def module_path(node_name: str) -> str:
     return ".".join(parts)
 
 
-def super_adapter_groups(folder: str | os.PathLike) -> tuple[list[str], list[list[int]], list[list[str]], dict]:
-    """Group names, rank lists and adapted module paths per group of a `shears train` folder, and its manifest."""
-    folder = Path(folder)
-    manifest = read_manifest(folder, stage="train")
-    if manifest.get("lora_only"):
-        raise ShearsError(f"{folder} is a plain LoRA (--lora-only): it has no sub-adapters to choose; use it as it is")
-    # Read from the files alone: knowing the groups needs neither a model nor NNCF.
-    width = read_json(folder / manifest.get("nncf_config", "nncf_config.json"), what="NNCF config")["bootstrapNAS"]["training"]["elasticity"]["width"]
-    modules = [[module_path(node) for node in group] for group in width["overwrite_groups"]]
-    return list(manifest["groups"]), [list(w) for w in width["overwrite_groups_widths"]], modules, manifest
+class SuperAdapter(StageFolder):
+    """A `shears train` folder, read without a model or NNCF."""
 
+    STAGE = STAGE
 
-def trained_mask_aware(manifest: dict) -> bool:
-    """Whether a `shears train` manifest's super-adapter was trained with its update masked by the base's zeros
-    (`shears.lora.sparse_adapter`, read through the config parser so that its default holds for older folders)."""
-    return parse_config(manifest["config"], source="the super-adapter manifest's config").lora.sparse_adapter
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> "SuperAdapter":
+        trained = super().read(folder)
+        for key in ("base_model", "config", "groups"):
+            if key not in trained.manifest:
+                raise ShearsError(f"{folder}: its manifest has no {key!r}; it was written by an older shears, "
+                                  "train it again")
+        from ..models import check_safetensors
 
+        check_safetensors(trained.weights_file)
+        return trained
 
-def sub_adapter_mask_aware(adapter: str | os.PathLike) -> bool:
-    """Whether a PEFT folder is a sub-adapter `shears extract` took from a mask-aware super-adapter: its trained
-    model masks the update by the base's zeros, which plain PEFT does not (a folder without our manifest: no)."""
-    manifest = Path(adapter) / MANIFEST
-    return manifest.is_file() and bool(read_json(manifest, what="adapter manifest").get("sparse_adapter"))
+    @staticmethod
+    def write(folder: Path, manifest: dict, nncf_config: dict, training_log: list) -> None:
+        """The files besides PEFT's own (which `save_super_adapter` writes): the expanded NNCF config, the
+        training log, and the manifest last."""
+        write_json(folder / NNCF_CONFIG_FILE, nncf_config)
+        write_json(folder / TRAINING_LOG, training_log)
+        write_manifest(folder, {"stage": STAGE, **manifest, "nncf_config": NNCF_CONFIG_FILE})
 
+    # What it was trained from and how.
+    @property
+    def base_model(self) -> str:
+        return self.manifest["base_model"]
 
-def adapter_parameters(super_adapter: str | os.PathLike, group_modules: Sequence[Sequence[str]]) -> list[int]:
-    """Adapter parameters per unit of rank of every group: sum over its modules of in + out features.
+    @cached_property
+    def config(self) -> ShearsConfig:
+        return parse_config(self.manifest["config"], source=f"{self.path} (its manifest's config)")
 
-    The cost of a configuration is then `sum(r_g * per_rank[g])`, computed without touching the model."""
-    from safetensors import safe_open
+    @property
+    def lora_only(self) -> bool:
+        return bool(self.manifest.get("lora_only"))
 
-    with safe_open(str(Path(super_adapter) / ADAPTER_WEIGHTS), framework="pt") as f:
-        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
-    return [sum(shapes[f"{m}.lora_A.weight"][1] + shapes[f"{m}.lora_B.weight"][0] for m in modules) for modules in group_modules]
+    @property
+    def mask_aware(self) -> bool:
+        """Trained with its update masked by the base's zeros (`shears.lora.sparse_adapter`)."""
+        return self.config.lora.sparse_adapter
+
+    @property
+    def protocol(self) -> str:
+        return self.manifest.get("protocol") or self.config.protocol.name
+
+    @property
+    def training_data(self) -> dict:
+        """Which records it saw: `data`, `tasks`, `limit` and `seed`, as `load_training_records` takes them."""
+        m = self.manifest
+        return {"data": m.get("data"), "tasks": m.get("tasks"), "limit": m.get("limit"),
+                "seed": m.get("settings", {}).get("seed")}
+
+    @property
+    def max_length(self) -> int:
+        return self.config.training.max_length
+
+    @property
+    def search_settings(self) -> dict:
+        """NNCF's `bootstrapNAS.search` section of its config (population, num_evals, aspiration points...)."""
+        return self.config.raw["bootstrapNAS"].get("search", {})
+
+    @property
+    def summary(self) -> dict:
+        """The training's headline figures."""
+        return {k: self.manifest.get(k) for k in ("optimizer_steps", "examples", "first_loss", "last_loss",
+                                                   "train_seconds")}
+
+    # Its files.
+    @property
+    def weights_file(self) -> Path:
+        return self.path / ADAPTER_WEIGHTS
+
+    @cached_property
+    def nncf_config(self) -> dict:
+        return read_json(self.path / self.manifest.get("nncf_config", NNCF_CONFIG_FILE), what="NNCF config")
+
+    @property
+    def training_log(self) -> list:
+        return read_json(self.path / TRAINING_LOG, what="training log")
+
+    # Its groups.
+    def _width(self) -> dict:
+        if self.lora_only:
+            raise ShearsError(f"{self.path} is a plain LoRA (--lora-only): it has no sub-adapters to choose; "
+                              "use it as it is")
+        return self.nncf_config["bootstrapNAS"]["training"]["elasticity"]["width"]
+
+    @property
+    def group_names(self) -> list[str]:
+        return list(self.manifest["groups"])
+
+    @property
+    def group_nodes(self) -> list[list[str]]:
+        """Each group's `lora_A` NNCF node names, as the model was traced when it was trained."""
+        return [list(group) for group in self._width()["overwrite_groups"]]
+
+    @property
+    def group_modules(self) -> list[list[str]]:
+        """Each group's adapted modules, as PEFT state-dict prefixes."""
+        return [[module_path(node) for node in group] for group in self.group_nodes]
+
+    @property
+    def space(self) -> SearchSpace:
+        return SearchSpace.of(self._width()["overwrite_groups_widths"], self.group_names)
+
+    def parameters_per_rank(self) -> list[int]:
+        """Adapter parameters per unit of rank of every group: sum over its modules of in + out features.
+
+        The cost of a configuration is then `sum(r_g * per_rank[g])`, computed without touching the model."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.weights_file), framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+        return [sum(shapes[f"{m}.lora_A.weight"][1] + shapes[f"{m}.lora_B.weight"][0] for m in modules)
+                for modules in self.group_modules]

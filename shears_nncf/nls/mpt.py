@@ -7,7 +7,7 @@ named `...attn.q_proj` as in the reference; the attention code still calls `self
 concatenates their outputs (same result as the fused linear).
 
 The split is applied wherever a model is loaded to carry an adapter (training, search, evaluation with
-an adapter, export), through `prepare_for_adapters`. Sparse model folders stay unsplit (HF's MPT layout):
+an adapter, export), through `prepare_for_adapters`; a merged model is fused back (`fuse_qkv`). Sparse model folders stay unsplit (HF's MPT layout):
 Wanda prunes `Wqkv` row by row, which is the same as pruning the three row blocks.
 """
 
@@ -51,6 +51,28 @@ def split_fused_qkv(model: nn.Module) -> nn.Module:
             setattr(attn, name, linear)
         del attn.Wqkv
         attn.Wqkv = FusedQKV(attn)
+    return model
+
+
+def fuse_qkv(model: nn.Module) -> nn.Module:
+    """The inverse of `split_fused_qkv`: q/k/v back into one `attn.Wqkv` linear (HF's MPT layout), in place.
+
+    What a merged model is saved as: its q/k/v rows, updated by the merge, are the row blocks of Wqkv again."""
+    if getattr(model.config, "model_type", None) != "mpt":
+        return model
+    for block in model.transformer.blocks:
+        attn = block.attn
+        if isinstance(attn._modules.get("Wqkv"), nn.Linear):
+            continue  # never split
+        parts = [attn._modules.pop(name) for name in QKV]
+        fused = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), bias=parts[0].bias is not None,
+                          device=parts[0].weight.device, dtype=parts[0].weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat([p.weight for p in parts]))
+            if fused.bias is not None:
+                fused.bias.copy_(torch.cat([p.bias for p in parts]))
+        del attn.Wqkv  # the FusedQKV callable
+        attn.Wqkv = fused
     return model
 
 

@@ -31,15 +31,14 @@ from shears_nncf import nncf_torch  # noqa: F401  (legacy tracing must be on bef
 from nncf import NNCFConfig
 from nncf.torch.model_creation import create_nncf_network
 
-from ..artifacts import read_json, read_manifest
-from ..config import AdapterGroups, ShearsConfig, check_target_modules, expand_groups, nncf_config_dict, parse_config
+from ..config import AdapterGroups, ShearsConfig, check_target_modules, expand_groups, nncf_config_dict
 from ..errors import ShearsError
 from .bootstrapnas import LoRAProgressiveShrinkingBuilder
+from .folder import ADAPTER_WEIGHTS, SuperAdapter
 from .mpt import prepare_for_adapters
 from .space import SearchSpace
 from .sparse_adapter import apply_sparse_adapter
 
-NNCF_CONFIG_FILE = "nncf_config.json"
 _TRACE_LENGTH = 16  # tokens of the dummy input NNCF traces; the traced graph does not depend on it
 
 
@@ -207,51 +206,46 @@ class _quiet_nncf:
 
 
 def save_super_adapter(supernet: Supernet, folder: str | os.PathLike) -> None:
-    """Write the super-adapter as a PEFT adapter folder (r = largest rank) plus the expanded NNCF config."""
+    """Write the super-adapter's PEFT files (r = largest rank); `SuperAdapter.write` adds the rest."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
-
-    from ..artifacts import write_json
 
     folder = Path(folder)
     peft_model = supernet.peft_model
     state = get_peft_model_state_dict(peft_model)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items() if k.endswith(".weight")}
-    save_file(state, folder / "adapter_model.safetensors", metadata={"format": "pt"})
+    save_file(state, folder / ADAPTER_WEIGHTS, metadata={"format": "pt"})
     peft_model.peft_config["default"].save_pretrained(folder)
-    write_json(folder / NNCF_CONFIG_FILE, supernet.nncf_config or supernet.config.raw)
 
 
-def load_super_adapter(folder: str | os.PathLike, model: nn.Module | None = None) -> Supernet:
+def load_super_adapter(folder: str | os.PathLike | SuperAdapter, model: nn.Module | None = None) -> Supernet:
     """Rebuild the trained supernet of a `shears train` folder on its base model (or the one given)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     from ..models import load_model
 
-    folder = Path(folder)
-    manifest = read_manifest(folder, stage="train")
-    expanded = read_json(folder / NNCF_CONFIG_FILE, what="NNCF config")
-    config = parse_config(manifest["config"], source=f"{folder} (its manifest's config)")
+    trained = folder if isinstance(folder, SuperAdapter) else SuperAdapter.read(folder)
     if model is None:
-        model = load_model(manifest["base_model"])
-    supernet = build_supernet(model, config, elastic=not manifest.get("lora_only", False))
-    if supernet.elastic and supernet.groups.nodes != expanded["bootstrapNAS"]["training"]["elasticity"]["width"]["overwrite_groups"]:
-        raise ShearsError(f"the groups of {folder} do not match this model's traced graph; is it the same base model?")
-    result = set_peft_model_state_dict(supernet.peft_model, load_file(folder / "adapter_model.safetensors"))
+        model = load_model(trained.base_model)
+    supernet = build_supernet(model, trained.config, elastic=not trained.lora_only)
+    if supernet.elastic and supernet.groups.nodes != trained.group_nodes:
+        raise ShearsError(f"the groups of {trained.path} do not match this model's traced graph; is it the same base model?")
+    result = set_peft_model_state_dict(supernet.peft_model, load_file(trained.weights_file))
     if getattr(result, "unexpected_keys", None):
-        raise ShearsError(f"{folder}: adapter weights {result.unexpected_keys[:2]} do not fit the model")
+        raise ShearsError(f"{trained.path}: adapter weights {result.unexpected_keys[:2]} do not fit the model")
     if supernet.elastic:
         supernet.start_schedule(None, steps_per_epoch=1)
         supernet.activate_maximal()
     return supernet
 
 
-
-def open_super_adapter(folder: str | os.PathLike, model: str | None = None, dtype: torch.dtype = torch.float32):
+def open_super_adapter(folder: str | os.PathLike | SuperAdapter, model: str | None = None,
+                       dtype: torch.dtype = torch.float32):
     """The trained supernet on its base model (the manifest's, unless `model` names another), loaded in `dtype`,
     and its tokenizer."""
     from ..models import load_model, load_tokenizer
 
-    base = model or read_manifest(folder, stage="train")["base_model"]
-    return load_super_adapter(folder, load_model(base, dtype=dtype)), load_tokenizer(base)
+    trained = folder if isinstance(folder, SuperAdapter) else SuperAdapter.read(folder)
+    base = model or trained.base_model
+    return load_super_adapter(trained, load_model(base, dtype=dtype)), load_tokenizer(base)

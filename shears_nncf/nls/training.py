@@ -33,11 +33,12 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-from ..artifacts import atomic_output_dir, write_json, write_manifest
+from ..artifacts import atomic_output_dir
 from ..config import ShearsConfig
 from ..errors import ShearsError
 from ..models import dtype_name, resolve_device, resolve_dtype
-from .supernet import NNCF_CONFIG_FILE, Supernet, build_supernet, save_super_adapter
+from .folder import STAGE, SuperAdapter
+from .supernet import Supernet, build_supernet, save_super_adapter
 
 
 class NNCFStageLR:
@@ -72,7 +73,6 @@ class NNCFStageLR:
 
 
 SUB_ADAPTER_LOG = "SHEARS_SUB_ADAPTER_LOG"
-TRAINING_LOG = "training_log.json"  # HF's log history, as the reference keeps it in trainer_state.json
 
 
 def sub_adapter_rng(seed: int, micro_batch: int) -> random.Random:
@@ -163,8 +163,10 @@ def train(
     device: str = "auto",
     save_steps: int = 200,
     manifest: dict | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train a super-adapter (or a plain LoRA) on tokenized examples and write the output folder.
+    """Train a super-adapter (or a plain LoRA) on tokenized examples and write the output folder (`overwrite`:
+    even over a folder shears did not write).
 
     Under torchrun or accelerate every process calls this with the same arguments; the main one writes."""
     if not examples:
@@ -175,8 +177,48 @@ def train(
     if resume and last is None:
         raise ShearsError(f"--resume: no checkpoint in {checkpoints} to resume from; run without --resume")
 
+    precision = dtype_name(resolve_dtype(config.training.precision, device))
+    args = training_arguments(config, checkpoints, precision, device, max_steps=max_steps, seed=seed,
+                              save_steps=save_steps)
+    if args.world_size > 1 and device.type == "cuda":
+        device = args.device  # this process's GPU (cuda:LOCAL_RANK), as the launcher's environment says
+    if args.world_size > 1 and device.type == "cpu":
+        _load_indexed_cpu_locations()
+    set_seed(seed)  # the LoRA initialisation, the same in every process and every run with this seed
+    supernet = build_supernet(model.to(device), config, elastic=not lora_only)
+    with _sub_adapter_log(args.process_index) as log:
+        trainer = NLSTrainer(
+            model=supernet.peft_model,
+            args=args,
+            train_dataset=examples,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt"),
+            supernet=supernet,
+            sub_adapter_log=log,
+        )
+        with supernet.untraced():
+            run = trainer.train(resume_from_checkpoint=str(last) if resume else None)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if supernet.elastic:
+        supernet.activate_maximal()
+    trainer.accelerator.wait_for_everyone()  # no rank still writes a checkpoint when the main one removes them
+    if trainer.is_world_process_zero():
+        with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
+            save_super_adapter(supernet, tmp)
+            # The log: the loss (mean over ranks) at every step, as the reference keeps it in trainer_state.json.
+            SuperAdapter.write(tmp, nncf_config=supernet.nncf_config or supernet.config.raw,
+                               training_log=trainer.state.log_history, manifest={
+                                   **(manifest or {}), "lora_only": lora_only, "examples": len(examples),
+                                   **_run_record(config, supernet, trainer, run, losses, args, precision, max_steps, seed),
+                               })
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()  # every process returns once the output is there
+    return TrainResult(Path(output), trainer.state.global_step, losses, supernet, list(trainer.sampled_configs), trainer.learning_rates)
+
+
+def training_arguments(config: ShearsConfig, checkpoints: Path, precision: str, device: torch.device, *,
+                       max_steps: int | None, seed: int, save_steps: int) -> TrainingArguments:
+    """HF's arguments for the config's training settings; the launcher's own precision may not contradict them."""
     t = config.training
-    precision = dtype_name(resolve_dtype(t.precision, device))
     args = TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=t.batch_size,
@@ -214,52 +256,26 @@ def train(
             f"accelerate config) but shears.training.precision gives {precision}; set mixed_precision: \"no\" in the "
             "accelerate config and choose the precision in the shears config"
         )
-    if args.world_size > 1 and device.type == "cuda":
-        device = args.device  # this process's GPU (cuda:LOCAL_RANK), as the launcher's environment says
-    if args.world_size > 1 and device.type == "cpu":
-        _load_indexed_cpu_locations()
-    set_seed(seed)  # the LoRA initialisation, the same in every process and every run with this seed
-    supernet = build_supernet(model.to(device), config, elastic=not lora_only)
-    with _sub_adapter_log(args.process_index) as log:
-        trainer = NLSTrainer(
-            model=supernet.peft_model,
-            args=args,
-            train_dataset=examples,
-            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt"),
-            supernet=supernet,
-            sub_adapter_log=log,
-        )
-        with supernet.untraced():
-            run = trainer.train(resume_from_checkpoint=str(last) if resume else None)
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    if supernet.elastic:
-        supernet.activate_maximal()
-    trainer.accelerator.wait_for_everyone()  # no rank still writes a checkpoint when the main one removes them
-    if trainer.is_world_process_zero():
-        with atomic_output_dir(output) as tmp:
-            save_super_adapter(supernet, tmp)
-            write_json(tmp / TRAINING_LOG, trainer.state.log_history)  # the loss (mean over ranks) at every step
-            write_manifest(tmp, {
-                "stage": "train",
-                **(manifest or {}),
-                "lora_only": lora_only,
-                "config": config.raw,
-                "nncf_config": NNCF_CONFIG_FILE,
-                "groups": supernet.group_names,
-                "search_space": supernet.search_space if supernet.elastic else None,
-                "settings": {**vars(t), "max_steps": max_steps, "seed": seed, "device": str(device), "precision": precision,
-                             "world_size": args.world_size, "global_batch": t.batch_size * t.grad_accum * args.world_size,
-                             "distributed_backend": torch.distributed.get_backend() if args.world_size > 1 else None},
-                "examples": len(examples),
-                "optimizer_steps": trainer.state.global_step,
-                "first_loss": losses[0] if losses else None,
-                "last_loss": losses[-1] if losses else None,
-                "supernet_build_seconds": round(supernet.build_seconds, 2),
-                "train_seconds": round(run.metrics["train_runtime"], 1),  # this run's; a resumed one's last leg
-            })
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()  # every process returns once the output is there
-    return TrainResult(Path(output), trainer.state.global_step, losses, supernet, list(trainer.sampled_configs), trainer.learning_rates)
+    return args
+
+
+def _run_record(config: ShearsConfig, supernet: Supernet, trainer: Trainer, run, losses: list[float],
+                args: TrainingArguments, precision: str, max_steps: int | None, seed: int) -> dict:
+    """What the manifest says of the training itself: its settings as they ran, its groups, steps and losses."""
+    t = config.training
+    return {
+        "config": config.raw,
+        "groups": supernet.group_names,
+        "search_space": supernet.search_space if supernet.elastic else None,
+        "settings": {**vars(t), "max_steps": max_steps, "seed": seed, "device": str(args.device), "precision": precision,
+                     "world_size": args.world_size, "global_batch": t.batch_size * t.grad_accum * args.world_size,
+                     "distributed_backend": torch.distributed.get_backend() if args.world_size > 1 else None},
+        "optimizer_steps": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "supernet_build_seconds": round(supernet.build_seconds, 2),
+        "train_seconds": round(run.metrics["train_runtime"], 1),  # this run's; a resumed one's last leg
+    }
 
 
 @functools.cache

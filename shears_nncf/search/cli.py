@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..artifacts import content_digest
+from ..artifacts import atomic_output_dir, clear_output, content_digest
 from ..errors import ShearsError
-from ..protocol import get_protocol
-from ..nls.folder import ADAPTER_WEIGHTS, adapter_parameters, super_adapter_groups
+from ..nls.folder import SuperAdapter
+from ..data.prompts import protocol_for_model
 from .cache import Budget, EvaluationCache
 from .objective import (COSTS, METRICS, AccuracyObjective, LoglikObjective, LossObjective, adapter_cost, nncf_macs_cost,
-                        validation_records)
-from .run import SEARCH_FILE, evaluations_file, run_search, write_search_folder
-from ..nls.space import SearchSpace
+                        validation_plan, validation_records)
+from .run import (REFERENCE_HEURISTIC, SEARCH_FILE, STAGE, evaluations_file, heuristic_choice, run_search,
+                  write_search_folder, write_search_summary)
 from .strategies import check_strategy
 
 
@@ -25,43 +25,49 @@ def search_command(args) -> None:
         raise ShearsError(f"unknown metric {args.metric!r}; expected {' or '.join(METRICS)}")
     if args.cost not in COSTS:
         raise ShearsError(f"unknown cost {args.cost!r}; expected {' or '.join(COSTS)}")
-    names, widths, modules, manifest = super_adapter_groups(args.super_adapter)
-    space = SearchSpace.of(widths, names)
-    search_config = manifest["config"]["bootstrapNAS"].get("search", {})
-    protocol = args.protocol or manifest.get("protocol") or "shears"  # the flag, else the one it was trained under
-    records, overlap = validation_records(args.data, args.tasks, args.limit, args.seed, manifest, protocol, args.metric)
+    trained = SuperAdapter.read(args.super_adapter)
+    space = trained.space
+    protocol = args.protocol or trained.protocol  # the flag, else the one it was trained under
+    carved = trained.config.training.val_set_size  # records training set aside, the search's when there are any
+    plan = validation_plan(args.strategy, args.data, args.tasks, args.metric, protocol, carved,
+                           trained.training_data["tasks"])
+    if plan is None:
+        return _choose_without_evaluating(args, trained, protocol)
+    records, overlap = validation_records(args.data, args.tasks, args.limit, args.seed, trained.training_data, carved)
 
     from ..models import dtype_name, resolve_device, resolve_dtype
     from ..nls.supernet import open_super_adapter
 
-    base = args.model or manifest["base_model"]
+    base = args.model or trained.base_model
     dtype = resolve_dtype(args.dtype, resolve_device("auto"))
-    supernet, tokenizer = open_super_adapter(args.super_adapter, base, dtype)
+    supernet, tokenizer = open_super_adapter(trained, base, dtype)
+    prompts = protocol_for_model(protocol, base)  # MPT under the reference: run_gsm8k.py's templates
     if args.metric == "accuracy":
-        objective = AccuracyObjective(supernet, tokenizer, records, batch_size=args.batch_size, protocol=protocol)
+        objective = AccuracyObjective(supernet, tokenizer, records, batch_size=args.batch_size, protocol=prompts)
     elif args.metric == "loglik":
         objective = LoglikObjective(supernet, tokenizer, records, batch_size=args.batch_size,
-                                    prompt_style=args.prompt_style, protocol=protocol)
+                                    prompt_style=args.prompt_style, protocol=prompts)
     else:
-        max_length = manifest["config"].get("shears", {}).get("training", {}).get("max_length", 256)
-        objective = LossObjective(supernet, tokenizer, records, max_length, batch_size=args.batch_size, protocol=protocol)
+        objective = LossObjective(supernet, tokenizer, records, trained.max_length, batch_size=args.batch_size,
+                                  protocol=prompts, truncation=trained.config.training.truncation)
     if args.cost == "macs":
         cost, cost_name = nncf_macs_cost(supernet), "MACs (NNCF)"
     else:
-        cost, cost_name = adapter_cost(adapter_parameters(args.super_adapter, modules)), "adapter parameters"
+        cost, cost_name = adapter_cost(trained.parameters_per_rank()), "adapter parameters"
     # Everything an evaluation's value depends on: a rerun with the same settings reuses every stored one.
-    settings = {"adapter": content_digest(Path(args.super_adapter) / ADAPTER_WEIGHTS), "base_model": base,
+    settings = {"adapter": content_digest(trained.weights_file), "base_model": base,
                 "data": content_digest(args.data) if Path(args.data).exists() else args.data, "tasks": args.tasks, "limit": args.limit, "seed": args.seed,
                 "batch_size": args.batch_size, "cost": cost_name, "protocol": protocol,
                 **({"prompt_style": args.prompt_style} if args.metric == "loglik" else {})}
+    # The folder is filled in place: with --overwrite, what another stage or the user left there goes now.
+    clear_output(args.output, STAGE, overwrite=args.overwrite)
     cache = EvaluationCache(objective, cost, store=evaluations_file(args.output), settings=settings)
     if cache.reused:
         print(f"reusing {cache.reused} evaluations stored in {evaluations_file(args.output)}")
-    run = run_search(space, cache, args.strategy, budget=args.budget, seed=args.seed, search_config=search_config,
+    run = run_search(space, cache, args.strategy, budget=args.budget, seed=args.seed, search_config=trained.search_settings,
                      cost_name=cost_name)
-    carved = get_protocol(protocol).val_set_size
     run.summary["validation"] = {
-        "protocol": protocol, "data": manifest["data"] if carved else args.data,
+        "protocol": protocol, "source": plan, "data": trained.training_data["data"] if carved else args.data,
         "split": f"{carved} records carved from the training data" if carved
         else "train (minus the training records)" if args.data == "default" else "validation",
         "tasks": sorted(records), "examples": sum(len(r) for r in records.values()), "seed": args.seed,
@@ -75,3 +81,17 @@ def search_command(args) -> None:
     print(f"{args.strategy}: chose ranks {chosen['ranks']} ({args.metric} {chosen[args.metric]:.4g}, "
           f"{int(chosen['cost'])} {cost_name}) after {run.summary['strategy_evaluations']} evaluations; "
           f"wrote {Path(args.output) / SEARCH_FILE}")
+
+
+def _choose_without_evaluating(args, trained: SuperAdapter, protocol: str) -> None:
+    """The reference's heuristic: the middle rank of every group, chosen without loading a model or any data; its
+    cost is counted from the adapter's shapes (adapter parameters, whatever --cost says: MACs need the model)."""
+    cost = adapter_cost(trained.parameters_per_rank())(trained.space.heuristic)
+    summary = heuristic_choice(trained.space, "adapter parameters", cost)
+    summary["validation"] = {"protocol": protocol, "source": None, "split": "none: nothing is evaluated",
+                             "examples": 0}
+    with atomic_output_dir(args.output, STAGE, overwrite=args.overwrite) as tmp:
+        write_search_summary(tmp, summary, {"super_adapter": str(Path(args.super_adapter).resolve()),
+                                            "base_model": args.model or trained.base_model, "metric": None, "dtype": None})
+    print(f"heuristic ({protocol} protocol): chose ranks {summary['chosen']['ranks']} ({int(cost)} adapter parameters) "
+          f"as {REFERENCE_HEURISTIC}; wrote {Path(args.output) / SEARCH_FILE}")

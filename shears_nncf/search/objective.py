@@ -2,9 +2,9 @@
 
 The validation subset is fixed and seeded, and disjoint from the test data: for the embedded data the
 test files are the tasks' validation splits, so the subset is drawn from the *train* split, leaving out
-the records the super-adapter was trained on when the training manifest says which they were. Under the
-`reference` protocol it is what the reference sets aside: `val_set_size` (120) records carved from the
-training data with seed 42, which training under that protocol never saw.
+the records the super-adapter was trained on when the training manifest says which they were. Records set
+aside from the training data (shears.training.val_set_size: the reference's 120 for commonsense, carved with
+seed 42) are used instead when there are any; training never saw them. `validation_plan` says which applies.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from ..errors import ShearsError
-from ..protocol import Protocol, get_protocol
+from ..protocol import REFERENCE, Protocol, get_protocol
 from ..nls.space import Config
 
 METRICS = ("accuracy", "loss", "loglik")
@@ -40,16 +40,52 @@ def nncf_macs_cost(supernet):
     return cost
 
 
-def validation_records(data: str, tasks: list[str] | None, limit: int | None, seed: int, training: dict | None,
-                       protocol: str | Protocol | None = None, metric: str = "accuracy") -> tuple[dict[str, list[dict]], int]:
-    """A seeded validation subset per task, and how many of its records the super-adapter was trained on.
+def validation_plan(strategy: str, data: str, tasks: list[str] | None, metric: str, protocol: str | Protocol | None,
+                    val_set_size: int, trained_tasks: list[str] | None) -> str | None:
+    """What a search validates on, said in words, or None when it evaluates nothing; a choice the protocol cannot
+    make fails here, before anything is loaded (`shears run` asks before its first step).
 
-    `training` is the super-adapter's manifest (its data, tasks, limit and seed say which records it saw)."""
-    from ..data.sources import DEFAULT, load_records, load_training_records
+    Under `reference` the heuristic evaluates nothing, as the reference does. Records set aside from the training
+    data (`val_set_size`, run_commonsense.py's 120) mix its tasks, so they are scored by loss (what the reference's
+    Trainer would compute on its eval_dataset) unless they are one task's. Where nothing is set aside under
+    `reference` (run_math.py, run_gsm8k.py: val_set_size 0, every record trained on) the reference has no validation
+    data at all, so a search that evaluates needs a held-out set named with --data. Otherwise --data says: the
+    embedded train split minus the records trained on, or the validation split of the named source."""
+    from ..data.sources import DEFAULT, MIXTURE
 
     protocol = get_protocol(protocol)
-    if protocol.val_set_size:
-        return _carved_validation(tasks, training, protocol, metric), 0
+    if protocol.name == REFERENCE and strategy == "heuristic":
+        return None
+    if val_set_size:
+        names = tasks or trained_tasks or []
+        if metric != "loss" and (len(names) != 1 or names[0] == MIXTURE):  # accuracy and loglik score records as a task
+            raise ShearsError(
+                f"--strategy {strategy} validates on the {val_set_size} records set aside from the training data "
+                "(shears.training.val_set_size), which mix its tasks; score them with --metric loss (the loss the "
+                "reference's Trainer computes on them), name their one task with --tasks, or use --strategy heuristic, "
+                "which evaluates nothing")
+        return f"{val_set_size} records set aside from the training data (train_test_split, seed 42, as run_commonsense.py)"
+    if protocol.name == REFERENCE and data == DEFAULT:
+        raise ShearsError(
+            f"--strategy {strategy} needs validation data, and the reference protocol sets none aside here "
+            "(shears.training.val_set_size 0, as run_math.py and run_gsm8k.py: every record is trained on); name a "
+            "held-out set with --data (a JSON file or a folder of <task>/validation.json, records neither trained on "
+            "nor tested), set shears.training.val_set_size, or use --strategy heuristic, which evaluates nothing")
+    if data == DEFAULT:
+        return "the embedded train split, minus the records trained on"
+    return f"{data} (its validation split), named with --data as the held-out set"
+
+
+def validation_records(data: str, tasks: list[str] | None, limit: int | None, seed: int, training: dict | None,
+                       val_set_size: int = 0) -> tuple[dict[str, list[dict]], int]:
+    """A seeded validation subset per task, and how many of its records the super-adapter was trained on.
+
+    `training` is the super-adapter's `SuperAdapter.training_data`: the data, tasks, limit and seed of the records it
+    saw; `val_set_size` how many were set aside from them (then those are the validation records, all of them)."""
+    from ..data.sources import DEFAULT, load_records, load_training_records
+
+    if val_set_size:
+        return _carved_validation(tasks, training, val_set_size), 0
 
     trained_on_all = False
     if data == DEFAULT:
@@ -58,7 +94,7 @@ def validation_records(data: str, tasks: list[str] | None, limit: int | None, se
             if training.get("limit") is None:
                 trained_on_all = True  # every train record was seen: nothing disjoint is left to draw
             else:
-                trained = load_training_records(DEFAULT, training.get("tasks"), training["limit"], training["settings"]["seed"])
+                trained = load_training_records(DEFAULT, training.get("tasks"), training["limit"], training["seed"])
                 seen = {_key(r) for r in trained}
                 by_task = {name: [r for r in records if _key(r) not in seen] for name, records in by_task.items()}
     else:
@@ -73,18 +109,15 @@ def validation_records(data: str, tasks: list[str] | None, limit: int | None, se
     return subset, sum(len(r) for r in subset.values()) if trained_on_all else 0
 
 
-def _carved_validation(tasks: list[str] | None, training: dict | None, protocol: Protocol, metric: str) -> dict[str, list[dict]]:
-    """The protocol's validation records, carved from the training data the manifest names, under one task name."""
-    from ..data.sources import reference_validation_records
+def _carved_validation(tasks: list[str] | None, training: dict | None, size: int) -> dict[str, list[dict]]:
+    """The records set aside from the training data the manifest names, under their one task's name if they have one."""
+    from ..data.sources import carved_validation_records
 
-    if not training or "data" not in training:
-        raise ShearsError(f"the {protocol.name} protocol validates on records carved from the training data, "
-                          "but the super-adapter's manifest names no training data")
+    if not training or not training.get("data"):
+        raise ShearsError("the super-adapter set validation records aside from its training data (val_set_size), "
+                          "but its manifest names no training data")
     names = tasks or training.get("tasks") or []
-    if metric != "loss" and len(names) != 1:  # accuracy and loglik score each record as its task
-        raise ShearsError(f"the {protocol.name} protocol's {protocol.val_set_size} validation records are carved from "
-                          f"the mixed training data; score them with --metric loss, or name their one task with --tasks")
-    records = reference_validation_records(training["data"], training.get("tasks"), protocol)
+    records = carved_validation_records(training["data"], training.get("tasks"), size)
     return {names[0] if len(names) == 1 else "validation": records}
 
 
@@ -138,7 +171,8 @@ class AccuracyObjective:
         from ..evaluation.harness import evaluate
 
         self.supernet.activate(list(config))
-        return 100.0 * evaluate(self.generator, self.records_by_task, protocol=self.protocol)["average"]
+        with self.supernet.untraced():  # NNCF's per-op tracing would wrap every generated token
+            return 100.0 * evaluate(self.generator, self.records_by_task, protocol=self.protocol)["average"]
 
 
 class LossObjective:
@@ -147,12 +181,12 @@ class LossObjective:
     metric = "loss"
 
     def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], max_length: int, batch_size: int = 8,
-                 protocol: str | Protocol | None = None):
+                 protocol: str | Protocol | None = None, truncation: str | None = None):
         from ..data.prompts import tokenize_for_training
 
         records = [r for records in records_by_task.values() for r in records]
-        # The responses' loss in the protocol's training prompt, whatever the protocol trains on.
-        self.examples, _ = tokenize_for_training(records, tokenizer, max_length, protocol=protocol)
+        # The responses' loss in the protocol's training prompt, whatever the protocol trains on, cut as training cut.
+        self.examples, _ = tokenize_for_training(records, tokenizer, max_length, protocol=protocol, truncation=truncation)
         self.supernet = supernet
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.batch_size = batch_size

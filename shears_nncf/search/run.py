@@ -7,12 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import MANIFEST, write_json, write_manifest
+from ..artifacts import MANIFEST, read_json, read_manifest, write_json, write_manifest
 from .cache import Budget, EvaluationCache, Record
 from .outputs import pareto_front, plot_pareto, record_json
 from ..nls.space import NAMED, SearchSpace
 from .strategies import run_strategy
 
+STAGE = "search"
 SEARCH_FILE = "search.json"
 EVALUATIONS_FILE = "evaluations.json"
 
@@ -81,10 +82,42 @@ def write_search_folder(output: str | os.PathLike, run: SearchRun, manifest: dic
     The folder already holds the evaluation cache, so it is filled file by file, each written atomically;
     the old manifest goes first, so a folder is complete exactly when it has one."""
     summary, out = run.summary, Path(output)
+    out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
-    write_json(out / SEARCH_FILE, summary)
     title = f"{summary['strategy']}: {summary['metric']} vs {summary['cost']}"
     partial = out / ".pareto.partial.png"
     plot_pareto(partial, run.cache, run.anchors, title, summary["cost"], chosen=run.chosen)
     os.replace(partial, out / "pareto.png")
-    write_manifest(out, {"stage": "search", **manifest, "strategy": summary["strategy"], "chosen": summary["chosen"]["ranks"]})
+    write_search_summary(out, summary, manifest)
+
+
+def write_search_summary(output: str | os.PathLike, summary: dict, manifest: dict) -> None:
+    """search.json, then the manifest that marks the folder complete (the old one goes first)."""
+    out = Path(output)
+    (out / MANIFEST).unlink(missing_ok=True)
+    write_json(out / SEARCH_FILE, summary)
+    write_manifest(out, {"stage": STAGE, **manifest, "strategy": summary["strategy"], "chosen": summary["chosen"]["ranks"]})
+
+
+# The reference's heuristic: run_math.py / run_commonsense.py / run_gsm8k.py (lines 621-629 of run_math.py) activate
+# `{k: v[(len(v) - 1) // 2] for k, v in width_search_space.items()}` and test it; nothing is evaluated to choose it.
+REFERENCE_HEURISTIC = "v[(len(v) - 1) // 2] per group, evaluating nothing (run_math.py, run_commonsense.py, run_gsm8k.py)"
+
+
+def heuristic_choice(space: SearchSpace, cost_name: str, cost: float) -> dict:
+    """The search.json of the reference's heuristic: the middle rank of every group, no evaluation, no validation data."""
+    ranks = list(space.heuristic)
+    return {
+        "strategy": "heuristic", "metric": None, "cost": cost_name, "budget": 0, "seed": None,
+        "settings": {"rule": REFERENCE_HEURISTIC}, "strategy_evaluations": 0, "objective_evaluations": 0,
+        "search_seconds": 0.0, "group_names": list(space.group_names),
+        "search_space": [list(options) for options in space.ranks],
+        "chosen": {"ranks": ranks, "ranks_by_group": dict(zip(space.group_names, ranks)), "cost": cost},
+        "anchors": {}, "path": [ranks], "pareto_front": [], "evaluated": [],
+    }
+
+
+def read_search(folder: str | os.PathLike) -> dict:
+    """The `search.json` of a complete search folder (its manifest written): strategy, chosen, anchors, front."""
+    read_manifest(folder, stage=STAGE)
+    return read_json(Path(folder) / SEARCH_FILE, what="search results")

@@ -4,27 +4,42 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from ..artifacts import atomic_output_dir, write_manifest
+from ..artifacts import StageFolder, atomic_output_dir, write_manifest
 from ..data import c4
 from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
 from ..models import (
-    architecture, context_length, dtype_name, load_model, load_model_config, load_tokenizer, parameter_count,
-    resolve_device, resolve_dtype, resolve_model,
+    architecture, context_length, dtype_name, load_model, load_model_config, load_tokenizer, meta_model,
+    parameter_count, resolve_device, resolve_dtype, resolve_model,
 )
 from .masks import magnitude_, parse_pattern
 from .report import model_sparsity
 from .wanda import wanda_
 
+STAGE = "sparsify"
 METHODS = ("wanda", "magnitude")
 # The paper's Wanda used 128 x 2048 tokens; 32 x 512 (calibration.DEFAULT_NSAMPLES) keeps the CPU
 # demo to a few minutes, and Wanda's own ablation shows little change down to ~32 samples.
 DEFAULT_SEQLEN = 512
+
+
+class SparseModel(StageFolder):
+    """A folder `shears sparsify` wrote: an HF model, and how it was pruned."""
+
+    STAGE = STAGE
+
+    @property
+    def method(self) -> str:
+        return self.manifest["method"]
+
+    @property
+    def sparsity(self) -> dict:
+        """`total_parameters`, `nonzero_parameters`, `decoder_linear_sparsity` and the per-layer figures."""
+        return self.manifest["sparsity"]
 
 
 def sparsify(model: nn.Module, calibration_samples: list[torch.Tensor] | None, ratio: float, method: str = "wanda",
@@ -45,8 +60,9 @@ def sparsify(model: nn.Module, calibration_samples: list[torch.Tensor] | None, r
 
 def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str = "wanda", pattern: str = "unstructured",
                        calibration: str = "default", nsamples: int | None = None, seqlen: int | None = None,
-                       seed: int = 0, device: str = "auto", dtype: str = "auto") -> dict:
-    """Load `model` in `dtype`, sparsify it and write an HF folder plus its manifest to `output`, atomically.
+                       seed: int = 0, device: str = "auto", dtype: str = "auto", overwrite: bool = False) -> dict:
+    """Load `model` in `dtype`, sparsify it and write an HF folder plus its manifest to `output`, atomically
+    (`overwrite`: even over a folder shears did not write).
 
     On CUDA, a model whose weights do not fit in the free GPU memory stays on the CPU and Wanda moves
     one decoder block at a time to the GPU."""
@@ -62,13 +78,13 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
     torch_dtype = resolve_dtype(dtype, torch_device)
     path = resolve_model(model)
     config = load_model_config(path)
-    architecture(SimpleNamespace(config=config))
+    architecture(meta_model(config))  # blocks and linears found from the shapes alone, before any weight is read
 
     start = time.perf_counter()
     tokenizer = load_tokenizer(path)
     offload = torch_device.type == "cuda" and not _fits_on_gpu(path, torch_dtype, torch_device)
     net = load_model(path, dtype=torch_dtype, device="cpu" if offload else torch_device)
-    manifest = {"stage": "sparsify", "base_model": str(model), "base_model_path": path, "method": method,
+    manifest = {"stage": STAGE, "base_model": str(model), "base_model_path": path, "method": method,
                 "pattern": pattern, "ratio": ratio, "seed": seed, "device": str(torch_device),
                 "dtype": dtype_name(torch_dtype), "blockwise_offload": offload}
     samples = None
@@ -81,7 +97,7 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
     sparsify(net, samples, ratio, method, pattern, block_device=torch_device if offload else None)
     manifest["seconds"] = round(time.perf_counter() - start, 2)
     manifest["sparsity"] = model_sparsity(net)
-    with atomic_output_dir(output) as tmp:
+    with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
         net.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_manifest(tmp, manifest)
@@ -106,5 +122,5 @@ def sparsify_command(args) -> None:
     sparsify_to_folder(
         model=args.model, output=args.output, ratio=args.ratio, method=args.method, pattern=args.pattern,
         calibration=args.calibration, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
-        device=args.device, dtype=args.dtype,
+        device=args.device, dtype=args.dtype, overwrite=args.overwrite,
     )

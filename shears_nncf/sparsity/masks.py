@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ShearsError
-from ..models import architecture, block_linears, decoder_blocks
+from ..models import block_linears, decoder_blocks
 
 NM_PATTERNS = ("2:4", "4:8")
 PATTERNS = ("unstructured",) + NM_PATTERNS
@@ -53,7 +53,6 @@ def prune_lowest_(weight: torch.Tensor, score: torch.Tensor, ratio: float, nm: t
 def magnitude_(model: nn.Module, ratio: float, pattern: str = "unstructured") -> None:
     """The calibration-free baseline: score = |W|, same row groups as Wanda, decoder linears only."""
     nm = parse_pattern(pattern, ratio)
-    arch = architecture(model)
     for block in decoder_blocks(model):
-        for linear in block_linears(block, arch).values():
+        for linear in block_linears(block).values():
             prune_lowest_(linear.weight, linear.weight.abs(), ratio, nm)

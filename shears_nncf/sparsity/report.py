@@ -2,7 +2,7 @@
 
 Table 3 of Shears reports total parameters, non-zero parameters and the sparsity of the pruned
 (decoder linear) weights. A saved folder is read straight from its safetensors files, one
-tensor at a time, so no model is built to report on it.
+tensor at a time; where its decoder linears are is read from a weightless (meta-device) model of its config.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..artifacts import read_json
 from ..errors import ShearsError
-from ..models import ARCHITECTURES, Architecture, architecture
+from ..models import Architecture, architecture, check_safetensors, load_model_config, meta_model
 
 
 def sparsity_stats(named_tensors: Iterable[tuple[str, torch.Tensor]], arch: Architecture) -> dict:
@@ -52,13 +51,11 @@ def folder_sparsity(folder: str | Path) -> dict:
     from safetensors import safe_open
 
     folder = Path(folder)
-    config = read_json(folder / "config.json", what="model config")
-    arch = ARCHITECTURES.get(config.get("model_type"))
-    if arch is None:
-        raise ShearsError(f"unknown architecture {config.get('model_type')!r}; known model types: {', '.join(sorted(ARCHITECTURES))}")
+    arch = architecture(meta_model(load_model_config(folder)))  # the layout, from the config alone (no weights)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise ShearsError(f"{folder} has no .safetensors files; give a folder written by `shears sparsify` or save_pretrained")
+    check_safetensors(*files)
 
     def tensors():
         for file in files:

@@ -1,8 +1,11 @@
 """Wanda (Sun, Liu, Bair & Kolter, 2023): prune by weight magnitude times input activation norm.
 
 Section 2.1 of Shears, step by step:
-  1. run the calibration samples up to the first decoder block and keep what it receives;
-  2. for each block in order: measure ||X_j||_2 of every input channel j of its linears,
+  1. run the calibration samples through the model with the decoder blocks standing in as the identity,
+     and keep what each block receives (the hidden states of the first; masks, positions, rotary
+     embeddings of each, as the model passes them to that block);
+  2. for each block in order: measure ||X_j||_2 of every input channel j of its linears (every
+     nn.Linear of the block, as Wanda's `find_layers` takes them),
      score each weight as |W_ij| * ||X_j||_2, zero the lowest scores of each output row;
   3. run the pruned block to produce the next block's inputs, so that every block is
      calibrated on what the already-pruned model feeds it.
@@ -12,46 +15,74 @@ large for the GPU stays on the CPU and each block visits the GPU in turn (`block
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..models import architecture, block_linears, decoder_blocks
+from ..models import block_linears, decoder_blocks
 from .masks import parse_pattern, prune_lowest_
 
-# What a decoder block was called with: (positional args, keyword args). The hidden states are
-# args[0]; the rest (position_embeddings, attention_mask, position_ids, ...) is whatever the
-# model passes in this transformers version, captured rather than rebuilt.
-BlockCall = tuple[tuple, dict]
+
+@dataclass
+class SampleInputs:
+    """What one calibration sample feeds the decoder blocks: the hidden states entering the current block, and each
+    block's other inputs (positional args after the hidden states; keyword args: position_embeddings,
+    attention_mask, position_ids, ...) as the model passed them in this transformers version, captured rather
+    than rebuilt. Blocks of one model may get different ones: Gemma-2 gives its sliding-window layers their own
+    mask, Gemma-3 its local layers their own rotary embedding."""
+
+    hidden: torch.Tensor
+    calls: list[tuple[tuple, dict]]  # one per block
+
+    def run(self, block: nn.Module, index: int):
+        args, kwargs = self.calls[index]
+        return block(self.hidden, *args, **kwargs)
 
 
 class _StopForward(Exception):
-    """Raised by the capture hook: nothing after the first block is needed."""
+    """Raised by the last block's stand-in: nothing after the decoder blocks is needed."""
 
 
 @torch.no_grad()
-def capture_block_inputs(model: nn.Module, samples: Iterable[torch.Tensor]) -> list[BlockCall]:
-    """Run each sample (a (1, L) tensor of token ids) up to the first decoder block; record its call."""
-    first_block = decoder_blocks(model)[0]
+def capture_block_inputs(model: nn.Module, samples: Iterable[torch.Tensor]) -> list[SampleInputs]:
+    """Run each sample (a (1, L) tensor of token ids) through the model with every decoder block standing in as the
+    identity: the model prepares each block's inputs as it always does, and nothing of a block is computed."""
+    blocks = decoder_blocks(model)
     device = model.get_input_embeddings().weight.device
-    calls: list[BlockCall] = []
+    captured: list[SampleInputs] = []
 
-    def record(module, args, kwargs):
-        calls.append((args, kwargs))
-        raise _StopForward
+    def stand_in(index: int):
+        def forward(*args, **kwargs):
+            if not args:  # a model that passes the hidden states by name
+                args = (kwargs.pop("hidden_states"),)
+            if index == 0:
+                captured.append(SampleInputs(args[0], []))
+            captured[-1].calls.append((args[1:], kwargs))
+            if index == len(blocks) - 1:
+                raise _StopForward
+            return args[0]
 
-    handle = first_block.register_forward_pre_hook(record, with_kwargs=True)
+        return forward
+
+    own_forwards = [vars(block).get("forward") for block in blocks]  # e.g. accelerate's hooks; put back afterwards
     try:
+        for index, block in enumerate(blocks):
+            block.forward = stand_in(index)
         for ids in samples:
             try:
                 model(input_ids=ids.to(device), use_cache=False)  # no KV cache: each call stands alone
             except _StopForward:
                 pass
     finally:
-        handle.remove()
-    return calls
+        for block, own in zip(blocks, own_forwards):
+            if own is None:
+                del block.forward
+            else:
+                block.forward = own
+    return captured
 
 
 @torch.no_grad()
@@ -62,36 +93,39 @@ def wanda_(model: nn.Module, samples: Iterable[torch.Tensor], ratio: float, patt
     With `block_device`, the calibration activations live there and each block is moved there for its
     turn and back afterwards: the model itself never has to fit on that device."""
     nm = parse_pattern(pattern, ratio)
-    arch = architecture(model)
-    calls = capture_block_inputs(model, samples)
+    inputs = capture_block_inputs(model, samples)
     if block_device is not None:
-        calls = [_to(call, block_device) for call in calls]
-    for block in tqdm(decoder_blocks(model), desc="wanda", unit="block"):
+        inputs = [SampleInputs(*_to((s.hidden, s.calls), block_device, {})) for s in inputs]
+    for index, block in enumerate(tqdm(decoder_blocks(model), desc="wanda", unit="block")):
         home = next(block.parameters()).device
         block.to(block_device or home)
-        linears = block_linears(block, arch)
-        sq_norms = _input_sq_norms(block, linears, calls)
+        linears = block_linears(block)
+        sq_norms = _input_sq_norms(block, index, linears, inputs)
         for name, linear in linears.items():
             # float32 score: a channel norm over many tokens can overflow fp16.
             score = linear.weight.abs().float() * sq_norms[name].sqrt().float()
             prune_lowest_(linear.weight, score, ratio, nm)
-        for i, (args, kwargs) in enumerate(calls):  # overwrite in place: one block's activations at a time
-            calls[i] = ((_hidden_states(block(*args, **kwargs)),) + args[1:], kwargs)
+        for sample in inputs:  # overwrite in place: one block's activations at a time
+            sample.hidden = _hidden_states(sample.run(block, index))
         block.to(home)
 
 
-def _to(value, device: torch.device):
-    """A captured block call (nested tuples, dicts, tensors, caches) with its tensors on `device`."""
+def _to(value, device: torch.device, moved: dict):
+    """Captured inputs (nested tuples, dicts, tensors, caches) with their tensors on `device`; a tensor that several
+    blocks share (one mask for every layer of a type) is moved once and stays shared (`moved`, keyed by id)."""
     if isinstance(value, torch.Tensor):
-        return value.to(device)
+        if id(value) not in moved:
+            moved[id(value)] = value.to(device)
+        return moved[id(value)]
     if isinstance(value, (tuple, list)):
-        return type(value)(_to(v, device) for v in value)
+        return type(value)(_to(v, device, moved) for v in value)
     if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
+        return {k: _to(v, device, moved) for k, v in value.items()}
     return value
 
 
-def _input_sq_norms(block: nn.Module, linears: dict[str, nn.Linear], calls: list[BlockCall]) -> dict[str, torch.Tensor]:
+def _input_sq_norms(block: nn.Module, index: int, linears: dict[str, nn.Linear],
+                    inputs: list[SampleInputs]) -> dict[str, torch.Tensor]:
     """Per-input-channel sum of squares of each linear's input over all calibration tokens.
 
     Each call's sum (one sample's tokens) is taken in float32, which costs ~3% of the linear itself
@@ -108,8 +142,8 @@ def _input_sq_norms(block: nn.Module, linears: dict[str, nn.Linear], calls: list
 
     handles = [linear.register_forward_hook(accumulate(name)) for name, linear in linears.items()]
     try:
-        for args, kwargs in calls:
-            block(*args, **kwargs)
+        for sample in inputs:
+            sample.run(block, index)
     finally:
         for handle in handles:
             handle.remove()

@@ -1,0 +1,134 @@
+"""Every bad input is one line naming it, exit 2, no traceback, and nothing written where the output would go.
+
+One table: truncated weight files, data that is not UTF-8 or not JSON, sizes and counts that are not positive,
+ratios out of range, an output under a file, and the same checks on values a `shears run` config gives.
+Flag values are argparse's to refuse (its usage block, then one `shears <cmd>: error:` line); the rest are
+ShearsErrors (exactly one line)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shears_nncf.cli import main
+from shears_nncf.config import bundled_config
+
+CONFIG = str(bundled_config("demo/smollm2_commonsense"))
+
+
+@pytest.fixture(scope="module")
+def files(tiny_llama_dir, tmp_path_factory):
+    """The inputs the table names: a good base model and broken or badly encoded copies of what stages read."""
+    folder = tmp_path_factory.mktemp("bad_inputs")
+    broken_model = folder / "broken_model"
+    shutil.copytree(tiny_llama_dir, broken_model)
+    weights = (broken_model / "model.safetensors").read_bytes()
+    (broken_model / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # an interrupted copy
+    broken_adapter = folder / "broken_adapter"
+    broken_adapter.mkdir()
+    (broken_adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16}))
+    (broken_adapter / "adapter_model.safetensors").write_bytes(b"\x08\x00\x00")  # shorter than a header
+    broken_super = folder / "broken_super"
+    broken_super.mkdir()
+    (broken_super / "shears_manifest.json").write_text(json.dumps(
+        {"stage": "train", "base_model": str(tiny_llama_dir), "config": {}, "groups": []}))
+    (broken_super / "adapter_model.safetensors").write_bytes(b"not safetensors at all" * 10)
+    (folder / "latin1.json").write_bytes('[{"instruction": "caf\u00e9?", "output": "oui"}]'.encode("latin-1"))
+    (folder / "latin1.txt").write_bytes("Les caf\u00e9s de Paris.\n".encode("latin-1") * 40)
+    (folder / "bad.json").write_text('[{"instruction": "a", "output": ')
+    (folder / "bad.jsonl").write_text('{"instruction": "a", "output": "b"}\n{oops\n')
+    (folder / "a_file").write_text("a file, not a folder\n")
+    (folder / "a_folder").mkdir()
+    for name, section, option, value in (("zero_batch", "evaluate", "batch_size", 0), ("ratio_two", "sparsify", "ratio", 2),
+                                         ("zero_steps", "train", "max_steps", 0)):
+        raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+        raw["shears"]["pipeline"].setdefault(section, {})[option] = value
+        (folder / f"{name}.json").write_text(json.dumps(raw))
+    return {"base": str(tiny_llama_dir), "dir": str(folder)}
+
+
+SPARSIFY = ["sparsify", "--model", "{base}", "--ratio", "0.5", "--method", "magnitude"]
+TRAIN = ["train", "--config", CONFIG, "--model", "{base}"]
+EVALUATE = ["evaluate", "--model", "{base}", "--tasks", "boolq"]
+SEARCH = ["search", "--super-adapter", "{dir}/broken_super", "--strategy", "heuristic"]
+EXPORT = ["export", "--model", "{base}"]
+BENCH = ["bench", "{base}"]
+OUT = ["--output", "{dir}/out"]
+
+CASES = [
+    # Weight files that are truncated or not safetensors at all.
+    (SPARSIFY[:2] + ["{dir}/broken_model"] + SPARSIFY[3:] + OUT, ["model.safetensors", "truncated"]),
+    (["report", "{dir}/broken_model"], ["model.safetensors", "not a readable safetensors file"]),
+    (EXPORT + ["--adapter", "{dir}/broken_adapter"] + OUT, ["adapter_model.safetensors", "header too small"]),
+    (["extract", "--super-adapter", "{dir}/broken_super"] + OUT, ["adapter_model.safetensors", "not a readable"]),
+    # Data, calibration, prompts, predictions and configs that are not UTF-8, or not JSON.
+    (TRAIN + ["--data", "{dir}/latin1.json"] + OUT, ["latin1.json", "not UTF-8", "b'\\xe9'"]),
+    (TRAIN + ["--data", "{dir}/bad.json"] + OUT, ["bad.json", "not valid JSON"]),
+    (TRAIN + ["--data", "{dir}/bad.jsonl"] + OUT, ["bad.jsonl", "line 2 is not JSON"]),
+    (["train", "--config", "{dir}/latin1.json", "--model", "{base}"] + OUT, ["config", "not UTF-8"]),
+    (EVALUATE + ["--data", "{dir}/latin1.json"] + OUT, ["data file", "not UTF-8"]),
+    (SPARSIFY[:-2] + ["--calibration", "{dir}/latin1.txt"] + OUT, ["calibration file", "not UTF-8"]),
+    (["evaluate", "--model", "{base}", "--perplexity", "{dir}/latin1.txt"] + OUT, ["text file", "not UTF-8"]),
+    (["score", "--task", "boolq", "--predictions", "{dir}/latin1.txt"] + OUT, ["predictions file", "not UTF-8"]),
+    (BENCH + ["--prompts", "{dir}/latin1.txt", "--json", "{dir}/out"], ["prompts file", "not UTF-8"]),
+    # Sizes and counts that are not positive (argparse refuses the flag).
+    (EVALUATE + ["--batch-size", "0"] + OUT, ["--batch-size", "positive integer", "'0'"]),
+    (EVALUATE + ["--limit", "-5"] + OUT, ["--limit", "positive integer", "'-5'"]),
+    (EVALUATE + ["--seqlen", "0"] + OUT, ["--seqlen", "positive integer"]),
+    (EVALUATE + ["--nsamples", "0"] + OUT, ["--nsamples", "positive integer"]),
+    (TRAIN + ["--max-steps", "0"] + OUT, ["--max-steps", "positive integer"]),
+    (TRAIN + ["--batch-size", "0"] + OUT, ["--batch-size", "positive integer"]),
+    (TRAIN + ["--grad-accum", "0"] + OUT, ["--grad-accum", "positive integer"]),
+    (TRAIN + ["--max-length", "-1"] + OUT, ["--max-length", "positive integer"]),
+    (TRAIN + ["--limit", "0"] + OUT, ["--limit", "positive integer"]),
+    (TRAIN + ["--epochs", "0"] + OUT, ["--epochs", "positive number"]),
+    (TRAIN + ["--lr", "-0.1"] + OUT, ["--lr", "positive number"]),
+    (TRAIN + ["--seed", "-1"] + OUT, ["--seed", "integer >= 0"]),
+    (SEARCH + ["--budget", "0"] + OUT, ["--budget", "positive integer"]),
+    (SEARCH + ["--limit", "0"] + OUT, ["--limit", "positive integer"]),
+    (SPARSIFY + ["--nsamples", "0"] + OUT, ["--nsamples", "positive integer"]),
+    (SPARSIFY + ["--seqlen", "2.5"] + OUT, ["--seqlen", "positive integer", "'2.5'"]),
+    (BENCH + ["--max-new-tokens", "0", "--json", "{dir}/out"], ["--max-new-tokens", "positive integer"]),
+    (BENCH + ["--threads", "0", "--json", "{dir}/out"], ["--threads", "positive integer"]),
+    (EXPORT + ["--group-size", "0"] + OUT, ["--group-size", "group size"]),
+    # Ratios out of range.
+    (SPARSIFY[:4] + ["1.5"] + SPARSIFY[5:] + OUT, ["--ratio", "(0, 1)", "'1.5'"]),
+    (SPARSIFY[:4] + ["0"] + SPARSIFY[5:] + OUT, ["--ratio", "(0, 1)"]),
+    (EXPORT + ["--weights", "int4", "--int4-ratio", "1.5"] + OUT, ["--int4-ratio", "(0, 1]"]),
+    (BENCH + ["--sparse-rate", "2", "--json", "{dir}/out"], ["--sparse-rate", "[0, 1]"]),
+    # An output under a file, or a folder where a file goes.
+    (EXPORT + ["--output", "{dir}/a_file/ov"], ["a_file/ov", "under", "which is a file"]),
+    (EVALUATE + ["--output", "{dir}/a_file/results.json"], ["under", "which is a file"]),
+    (["score", "--task", "boolq", "--predictions", "{dir}/bad.jsonl", "--output", "{dir}/a_folder"], ["is a folder"]),
+    # The same checks on values a `shears run` config gives: before the run folder is made.
+    (["run", "--config", "{dir}/zero_batch.json"] + OUT, ["shears.pipeline.evaluate.batch_size", "positive integer"]),
+    (["run", "--config", "{dir}/ratio_two.json"] + OUT, ["shears.pipeline.sparsify.ratio", "(0, 1)"]),
+    (["run", "--config", "{dir}/zero_steps.json"] + OUT, ["shears.pipeline.train.max_steps", "positive integer"]),
+]
+
+
+def _exit_status(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse refusing a flag
+        return e.code
+
+
+def _listing(folder) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(Path(folder).rglob("*"))}
+
+
+@pytest.mark.parametrize("argv, words", CASES, ids=[f"{i}-{argv[0]}-{words[0]}" for i, (argv, words) in enumerate(CASES)])
+def test_a_bad_input_is_one_line_exit_2_and_nothing_written(argv, words, files, capsys):
+    argv = [word.format(**files) for word in argv]
+    before = _listing(files["dir"])
+    assert _exit_status(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert lines[-1].startswith(f"shears {argv[0]}: error: ")
+    assert len(lines) == 1 or lines[0].startswith("usage: shears " + argv[0]), err  # one line, or argparse's usage + one
+    for word in words:
+        assert word in lines[-1], (word, lines[-1])
+    assert _listing(files["dir"]) == before  # nothing written, nothing touched: no output, no partial folder

@@ -1,0 +1,77 @@
+"""The step machinery that `shears run` and the benchmark studies share (shears_nncf/steps.py): keys, records, skips,
+and a study killed after its first step that resumes without redoing it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shears_nncf.stages import STAGES
+from shears_nncf.steps import StepRunner, Step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _score_step(tmp_path, predictions: Path, name="score") -> Step:
+    args = STAGES["score"].namespace(task="boolq", predictions=str(predictions), output=str(tmp_path / f"{name}.jsonl"))
+    return Step("score", args, tmp_path / f"{name}.jsonl", name=name)
+
+
+def test_a_step_runs_once_per_key_and_an_edited_input_reruns_it(tmp_path, capsys):
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text('{"prediction": "the answer is true", "answer": "true"}\n')
+    runner = StepRunner(tmp_path)
+    runner.run(_score_step(tmp_path, predictions))
+    assert "score: shears score" in capsys.readouterr().out
+    record = runner.record("score")
+    assert record["complete"] and record["command"].startswith("shears score --task boolq")
+
+    StepRunner(tmp_path).run(_score_step(tmp_path, predictions))  # a new process: reads the record back
+    assert "up to date, skipped" in capsys.readouterr().out
+
+    predictions.write_text('{"prediction": "false", "answer": "true"}\n')  # the input changed: its key too
+    StepRunner(tmp_path).run(_score_step(tmp_path, predictions))
+    assert "up to date" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "score.jsonl").read_text())["correct"] is False
+
+
+def test_a_step_reading_an_earlier_product_is_keyed_by_that_steps_key(tmp_path):
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text('{"prediction": "true", "answer": "true"}\n')
+    runner = StepRunner(tmp_path)
+    runner.run(_score_step(tmp_path, predictions, name="first"))
+    later = _score_step(tmp_path, tmp_path / "first.jsonl", name="second")  # reads the first step's product
+    key = runner.key(later)
+    runner.keys["first"] = "another key"  # as if the first step had run with other settings
+    assert runner.key(later) != key
+
+
+def test_a_study_killed_after_its_first_step_resumes_without_redoing_it(tiny_llama_dir, tmp_path):
+    """benchmarks/reproduce_small.py on the tiny LLaMA: killed while its second step runs, then run again."""
+    out = tmp_path / "study"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "reproduce_small.py"), "--output", str(out),
+            "--model", str(tiny_llama_dir), "--rows", "zero-wanda50", "--nsamples", "2", "--eval-limit", "2",
+            "--pilot-limit", "0", "--generate-limit", "0", "--train-per-task", "1", "--batch-size", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = out / "steps" / "sparsify_wanda-50.json"
+    study = subprocess.Popen(argv, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (first.is_file() and json.loads(first.read_text())["complete"]):
+        assert study.poll() is None and time.monotonic() < deadline, "the study ended before its first step did"
+        time.sleep(0.5)
+    os.killpg(study.pid, signal.SIGKILL)  # the study and the step it was running
+    study.wait()
+    sparse = out / "sparse" / "wanda-50" / "model.safetensors"
+    written = sparse.stat().st_mtime_ns
+    assert not (out / "eval" / "zero-wanda50.json").exists()
+
+    rerun = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "[reproduce] sparsify wanda-50: up to date, skipped" in rerun.stdout
+    assert "[reproduce] eval zero-wanda50: shears evaluate" in rerun.stdout
+    assert sparse.stat().st_mtime_ns == written  # the pruned model was not written again
+    assert json.loads((out / "steps" / "eval_zero-wanda50.json").read_text())["complete"]
