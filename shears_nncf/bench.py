@@ -158,7 +158,8 @@ def _describe(run: dict, exported) -> dict:
     """What a row deploys: its route (baked, runtime, merged, base; eager for PyTorch), the adapter's ranks and
     parameters (from the IR's own layers, or the run-time adapter's entry), its weights and size on disk."""
     folder = Path(run["folder"])
-    row = {"size_mb": _folder_size_mb(folder), "weights": _weights_label(folder), "adapter_ranks": None,
+    weights = "torch fp32" if run["backend"] == "pytorch" else exported.weights if exported else "?"
+    row = {"size_mb": _folder_size_mb(folder), "weights": weights, "adapter_ranks": None,
            "adapter_parameters": None}
     if run["backend"] == "pytorch":
         return dict(row, route="eager")
@@ -210,17 +211,6 @@ def _worker_env() -> dict:
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
-
-
-def _weights_label(folder: Path) -> str:
-    from .export.openvino import OpenVINOModel
-
-    if folder_backend(folder) != "openvino":
-        return "torch fp32"
-    try:
-        return OpenVINOModel.read(folder).weights
-    except ShearsError:  # an IR that shears did not export
-        return "?"
 
 
 def _is_adapter(folder: Path) -> bool:

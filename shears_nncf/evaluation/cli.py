@@ -104,12 +104,11 @@ def _generator(args, protocol: str):
 def _load(args):
     """The model to score: a base, a base with a PEFT adapter, or a super-adapter's sub-network (`load_adapted`)."""
     from .. import distributed
-    from ..export.adapted import check_adapter_source, load_adapted
+    from ..export.adapted import load_adapted
     from ..models import resolve_device, resolve_dtype
 
     if not (args.model or args.adapter or args.super_adapter):
         raise ShearsError("give --model (an HF folder, hub id or 'smollm2-135m'), --super-adapter DIR or --openvino DIR")
-    check_adapter_source(args.adapter, args.super_adapter, args.subnet)  # a bad folder or --subnet fails before loading
     device = distributed.join(resolve_device(args.device))  # under several processes, this one's GPU
     adapted = load_adapted(args.model, args.adapter, super_adapter=args.super_adapter, subnet=args.subnet,
                            dtype=resolve_dtype(args.dtype, device), device=device)

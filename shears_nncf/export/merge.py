@@ -56,13 +56,17 @@ def merge_masked(peft_model) -> tuple[torch.nn.Module, dict]:
     }
 
 
+def merge_adapted(peft_model) -> tuple[torch.nn.Module, dict]:
+    """`merge_masked`, then the plain model in its HF layout (MPT: the merged q/k/v rows fused into Wqkv again)."""
+    merged, stats = merge_masked(peft_model)
+    return fuse_qkv(merged).eval(), stats
+
+
 def merge_to_folder(base: str | os.PathLike, adapter: str | os.PathLike, output: str | os.PathLike,
                     manifest: dict | None = None, overwrite: bool = False) -> dict:
     """Load the sparse `base` HF model with the PEFT `adapter`, fold it in masked, and save an HF folder to `output`."""
     adapted = load_adapted(base, adapter)
-    merged, stats = merge_masked(adapted.model)
-    fuse_qkv(merged)  # MPT: back to HF's layout, the merged q/k/v rows in one Wqkv again
-    merged.eval()
+    merged, stats = merge_adapted(adapted.model)
     record = {"stage": STAGE, **(manifest or {}), "merged": True, "base_model": str(base),
               "base_model_path": resolve_model(base), **stats, "sparsity": model_sparsity(merged)}
     with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:

@@ -26,7 +26,7 @@ from ..artifacts import StageFolder, atomic_output_dir, write_manifest
 from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
 from ..models import dtype_name, load_model_config, resolve_dtype, resolve_model
-from ..nls.mpt import fuse_qkv, prepare_for_adapters
+from ..nls.mpt import prepare_for_adapters
 from . import IR_XML
 from .adapted import load_adapted
 from .optimum_gate import export_configs
@@ -86,9 +86,9 @@ def export_openvino(
     if adapted.mask_aware:
         # Its trained model is W + M ⊙ s B A: unmerged, the IR would add the update on pruned positions too (or
         # form the dense B A at every call). The masked merge is that model exactly, and keeps the base's zeros.
-        from .merge import merge_masked
+        from .merge import merge_adapted
 
-        torch_model, merged = fuse_qkv(merge_masked(torch_model)[0]), True
+        torch_model, merged = merge_adapted(torch_model)[0], True
         print(f"adapter {adapter} was trained mask-aware (shears.lora.sparse_adapter): exported merged into the "
               "sparse base, keeping its zeros (exact for it)")
     elif adapted.peft:

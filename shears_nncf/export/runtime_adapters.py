@@ -84,7 +84,7 @@ def runtime_adapter(adapter: SubAdapter) -> tuple[dict, dict]:
 
 def adapter_name(adapter: SubAdapter, taken: set[str]) -> str:
     """How the sub-adapter was chosen (heuristic, maximal, a search's strategy...), else its folder's name; unique."""
-    chosen = str((adapter.manifest or {}).get("chosen_by") or "")
+    chosen = str(adapter.chosen_by or "")
     # `shears extract` records "heuristic", "hill-climbing (runs/search/search.json)" or "file ranks.json".
     candidates = [chosen.split(" (")[0]] if chosen and not chosen.startswith("file ") else []
     candidates = [re.sub(r"[^A-Za-z0-9._-]+", "-", c).strip("-.") for c in candidates + [adapter.path.resolve().name]]
@@ -111,5 +111,5 @@ def write_runtime_adapters(adapters: Sequence[SubAdapter], folder: Path) -> list
         file = Path(ADAPTERS_DIR) / f"{name}.safetensors"
         save_file(tensors, folder / file, metadata={"format": "pt"})
         entries.append({"name": name, "file": str(file), **summary, "bytes": (folder / file).stat().st_size,
-                        "source": str(adapter.path.resolve()), "chosen_by": (adapter.manifest or {}).get("chosen_by")})
+                        "source": str(adapter.path.resolve()), "chosen_by": adapter.chosen_by})
     return entries

@@ -65,19 +65,14 @@ class SubAdapter:
         return (self.manifest or {}).get("base_model") or self.peft_config.get("base_model_name_or_path")
 
     @property
-    def name(self) -> str:
-        """How it was chosen (heuristic, maximal, a search's strategy...), else its folder's name."""
-        return (self.manifest or {}).get("chosen_by") or self.path.name
-
-    @property
     def scaling(self) -> float | None:
         """The super-adapter's alpha / r_max, the one scale every module of a Shears sub-adapter has."""
         return (self.manifest or {}).get("scaling")
 
     @property
-    def summary(self) -> dict:
-        m = self.manifest or {}
-        return {k: m.get(k) for k in ("chosen_by", "ranks", "adapter_parameters", "scaling", "sparse_adapter")}
+    def chosen_by(self) -> str | None:
+        """How `shears extract` chose it: "heuristic", "hill-climbing (runs/search/search.json)", "file ranks.json"..."""
+        return (self.manifest or {}).get("chosen_by")
 
     def check_fits(self, model) -> None:
         """Fail before any work when the adapter's LoRA weights do not fit the model's linear layers."""
