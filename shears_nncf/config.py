@@ -18,7 +18,7 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
@@ -30,11 +30,6 @@ from .protocol import SHEARS_PROTOCOL, Protocol, get_protocol
 
 LAYER, ANY = "{layer}", "{*}"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # of loading (--dtype) and of training (shears.training.precision)
-TRAINING_DEFAULTS = {
-    "batch_size": 4, "grad_accum": 4, "max_length": 256, "weight_decay": 0.0,
-    "precision": "auto", "gradient_checkpointing": False,
-}
-TRAINING_OVERRIDES = ("batch_size", "grad_accum", "max_length", "precision", "gradient_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -48,19 +43,58 @@ class LoraSettings:
     sparse_adapter: bool = False
 
 
-@dataclass(frozen=True)
+def setting(default=MISSING, *, description: str | None = None, flag_help: str | None = None,
+            choices: tuple | None = None, stage_key: str | None = None, protocol: bool = False) -> Field:
+    """A training setting, declared once: its default (`protocol`: the protocol's attribute of the same name), where
+    a config writes it (`shears.training.<name>`, or `stage_key` of the BootstrapNAS stage), its description (the
+    schema's) and, given `flag_help`, the `shears train --<name>` flag that overrides it (`choices` for a name)."""
+    metadata = {"description": description, "flag_help": flag_help, "choices": choices, "stage_key": stage_key,
+                "protocol": protocol}
+    return field(default=default, metadata={key: value for key, value in metadata.items() if value})
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainingSettings:
-    epochs: float
-    lr: float
-    batch_size: int  # per-device micro-batch
-    grad_accum: int
-    max_length: int
-    train_on_inputs: bool
-    weight_decay: float
-    precision: str  # auto|bf16|fp16|fp32; auto: bf16 on CUDA (fp16 where bf16 is missing), fp32 on CPU
-    gradient_checkpointing: bool  # recompute activations in the backward pass: less memory, one more forward
-    truncation: str = "prompt"  # an example over max_length: "prompt" cuts its prompt's start, "end" (the reference) its end
-    val_set_size: int = 0  # records set aside from the training data for the search (the reference's val_set_size)
+    """Each field is the one source of a training setting: `parse_config` reads it, `stages.py` makes its flag and
+    tests/test_config.py holds the schema's `shears.training` to these fields."""
+
+    epochs: float = setting(stage_key="epochs", flag_help="override the config's epochs")
+    lr: float = setting(stage_key="init_lr", flag_help="override the config's learning rate")
+    batch_size: int = setting(4, description="per-device micro-batch",
+                              flag_help="override the config's per-device batch size")
+    grad_accum: int = setting(4, description="micro-batches per optimizer step",
+                              flag_help="override the config's gradient accumulation")
+    max_length: int = setting(256, description="tokens per training example (longer ones are truncated)",
+                              flag_help="override the config's maximum sequence length")
+    train_on_inputs: bool = setting(protocol=True, description="also train on the prompt tokens; default: the "
+                                                               "protocol's (shears false, reference true)")
+    weight_decay: float = setting(0.0)
+    precision: str = setting(
+        "auto", choices=PRECISIONS,
+        description="mixed-precision training; auto: bf16 on CUDA (fp16 where bf16 is missing), fp32 on CPU",
+        flag_help="override the config's training precision (auto: bf16 on CUDA, fp16 where bf16 is missing, fp32 on "
+                  "CPU)")
+    gradient_checkpointing: bool = setting(
+        False, description="recompute activations in the backward pass: less activation memory for one more forward "
+                           "pass per micro-batch",
+        flag_help="recompute activations in the backward pass: less memory, one more forward")
+    truncation: str = setting(protocol=True, description=(
+        "an example longer than max_length: prompt cuts the start of its prompt and keeps its response and EOS; end "
+        "keeps its first max_length tokens and appends EOS only when shorter, as the reference's tokenize does (the "
+        "response may be lost); default: the protocol's (shears prompt, reference end)"))
+    val_set_size: int = setting(protocol=True, description=(
+        "records set aside from the training data (datasets' train_test_split, seed 42) as the search's validation "
+        "set, as the reference's val_set_size: 120 in run_commonsense.py, 0 in run_math.py and run_gsm8k.py; default: "
+        "the protocol's (shears 0, reference 120)"))
+    eval_steps: int = setting(0, description=(
+        "every this many optimizer steps, the loss on the val_set_size records set aside is computed and logged as "
+        "eval_loss in the training log (trainer_state.json's log_history), as the reference's Trainer does with "
+        "--eval_strategy steps; a super-adapter is evaluated at its heuristic (middle-rank) sub-adapter, the one "
+        "deployed by default. 0: never (the Trainer's default, eval_strategy no). Needs val_set_size > 0"))
+
+
+# The settings a `shears train` flag (and load_config's keyword of the same name) overrides, by name.
+TRAINING_OVERRIDES: dict[str, Field] = {f.name: f for f in fields(TrainingSettings) if "flag_help" in f.metadata}
 
 
 @dataclass(frozen=True)
@@ -100,7 +134,7 @@ def _schema() -> dict:
 
 
 def load_config(path: str | os.PathLike, **overrides) -> ShearsConfig:
-    """Read, override (CLI flags: epochs, lr, protocol and the TRAINING_OVERRIDES) and validate a config file."""
+    """Read, override (CLI flags: protocol and the TRAINING_OVERRIDES) and validate a config file."""
     raw = read_json(path, what="config")
     return parse_config(raw, source=str(path), **overrides)
 
@@ -110,12 +144,16 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
     _validate_schema(raw, source)
     lora = raw["shears"]["lora"]
     protocol = get_protocol(raw["shears"].get("protocol"))
-    # The protocol gives the defaults; a value the config writes wins.
-    training = {**TRAINING_DEFAULTS, "train_on_inputs": protocol.train_on_inputs, "truncation": protocol.truncation,
-                "val_set_size": protocol.val_set_size, **raw["shears"].get("training", {})}
     nas = raw["bootstrapNAS"]["training"]
     width = nas["elasticity"]["width"]
     stage = nas["schedule"]["list_stage_descriptions"][0]
+    # The protocol gives some defaults, the fields the rest; a value the config writes wins.
+    settings = fields(TrainingSettings)
+    training = TrainingSettings(**{
+        **{f.name: getattr(protocol, f.name) for f in settings if f.metadata.get("protocol")},
+        **raw["shears"].get("training", {}),
+        **{f.name: stage[f.metadata["stage_key"]] for f in settings if "stage_key" in f.metadata},
+    })
     patterns, widths = width["overwrite_groups"], width["overwrite_groups_widths"]
 
     if len(patterns) != len(widths):
@@ -129,6 +167,10 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
                 f"{source}: rank list {ranks} of group {group[0]!r} must be strictly descending and start at the "
                 f"LoRA rank shears.lora.r={lora['r']}, e.g. {[lora['r'], lora['r'] * 3 // 4, lora['r'] // 2]}"
             )
+    if training.eval_steps and not training.val_set_size:
+        raise ShearsError(f"{source}: shears.training.eval_steps {training.eval_steps} evaluates the records set "
+                          "aside from the training data, but val_set_size is 0; set val_set_size (e.g. 120, the "
+                          "reference's) or eval_steps 0")
     longest = max(len(ranks) for ranks in widths)
     if stage.get("width_indicator", longest) < longest:
         raise ShearsError(
@@ -139,7 +181,7 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
         raw=raw,
         lora=LoraSettings(lora["r"], lora["alpha"], lora.get("dropout", protocol.lora_dropout), list(lora["target_modules"]),
                           lora.get("sparse_adapter", False)),
-        training=TrainingSettings(epochs=stage["epochs"], lr=stage["init_lr"], **training),
+        training=training,
         group_patterns=patterns,
         group_widths=widths,
         frozen_layers_allowed=nas.get("frozen_layers_allowed", True),
@@ -152,18 +194,19 @@ def _with_overrides(raw: dict, overrides: dict) -> dict:
     """Apply CLI overrides to a copy of the file, so that the saved config is the one that was trained."""
     raw = copy.deepcopy(raw)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(overrides) - {"epochs", "lr", "protocol", *TRAINING_OVERRIDES}
+    unknown = set(overrides) - {"protocol", *TRAINING_OVERRIDES}
     if unknown:
         raise ShearsError(f"unknown config override(s) {sorted(unknown)}")
     try:
         stage = raw["bootstrapNAS"]["training"]["schedule"]["list_stage_descriptions"][0]
     except (KeyError, IndexError, TypeError):
         stage = None  # the schema check names what is missing
-    if stage is not None and "epochs" in overrides:
-        stage["epochs"] = stage["epochs_lr"] = overrides["epochs"]
-    if stage is not None and "lr" in overrides:
-        stage["init_lr"] = overrides["lr"]
-    training_keys = {k: overrides[k] for k in TRAINING_OVERRIDES if k in overrides}
+    given = {name: TRAINING_OVERRIDES[name] for name in overrides if name != "protocol"}
+    if isinstance(stage, dict):
+        stage.update({f.metadata["stage_key"]: overrides[n] for n, f in given.items() if "stage_key" in f.metadata})
+        if "epochs" in overrides:
+            stage["epochs_lr"] = overrides["epochs"]  # the cosine spans the new epochs
+    training_keys = {name: overrides[name] for name, f in given.items() if "stage_key" not in f.metadata}
     if training_keys and isinstance(raw.get("shears"), dict):
         raw["shears"].setdefault("training", {}).update(training_keys)
     if "protocol" in overrides and isinstance(raw.get("shears"), dict):

@@ -7,19 +7,22 @@ content of the input files it names that no earlier step wrote (data, calibratio
 config, copied into the run folder without `shears.pipeline`) and the keys of the steps whose products it
 reads; a step whose output exists and whose key is unchanged is skipped, so an interrupted run resumes where
 it stopped and a changed setting or input file reruns exactly what depends on it. `pipeline.json` lists every
-step's record (`steps/<name>.json`) and marks the folder as a run's.
+step's record (`steps/<name>.json`) and marks the folder as a run's. summary.md tells a newcomer what happened:
+each stage's figures, the scores (by log-likelihood, dense, sparse and adapted rows on the same documents with their
+paired differences), the deployed forms as `shears bench` measured them, and the `shears generate` line to try the IR.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import shlex
 from pathlib import Path
 
 from .artifacts import clear_output, read_json, write_json, write_text
 from .bench import sparse_path
 from .errors import ShearsError
-from .evaluation.harness import headline
+from .evaluation.harness import headline, headline_metric
 from .search.run import SEARCH_FILE
 from .stages import STAGES
 from .steps import Step, StepRunner
@@ -36,6 +39,11 @@ RUN_SETTINGS = {"dtype": ("sparsify", "train", "search", "evaluate"), "protocol"
 # only for "openvino". Default: the reference protocol's way under `reference`, the deployed IR under `shears`.
 EVALUATE_ON = ("pytorch", "openvino")
 DEFAULT_EVALUATE_ON = {"reference": ["pytorch"], "shears": ["openvino"]}
+# A run that scores by log-likelihood also scores, the same way on the same documents, the dense base, the sparse base
+# alone and the sparse base with its sub-adapter in PyTorch ("pytorch" above), each its own step: with them the
+# summary can say what pruning cost and what the sub-adapter brought back, as paired differences
+# (evaluation/compare.py). Log-likelihood is cheap (one forward pass per choice) and needs no training of its own.
+COMPARED = ("dense", "sparse", "pytorch")
 
 
 def pipeline_settings(config_raw: dict, model: str | None, data: str | None, source: str = "config") -> dict:
@@ -144,8 +152,11 @@ def _wiring(out: Path, train_config: Path, settings: dict) -> dict[str, dict]:
 WIRED = {name: tuple(values) for name, values in _wiring(Path("."), Path("."), {"model": None}).items()}
 # Each model `evaluate` scores: the wired options it clears. In PyTorch it is the sparse
 # base with the extracted sub-adapter: the super-adapter's sub-network at the search's ranks (the same model, tested in
-# test_extract.py), without NNCF's per-op tracing around every generated token.
+# test_extract.py), without NNCF's per-op tracing around every generated token. "dense" is the run's base model
+# (`_variants` names it), "sparse" the pruned one alone.
 _EVALUATED = {
+    "dense": {"adapter": None, "openvino": None},
+    "sparse": {"adapter": None, "openvino": None},
     "pytorch": {"openvino": None},
     "openvino": {"model": None, "adapter": None},
 }
@@ -168,28 +179,31 @@ def plan(train_config: Path, output: str | os.PathLike, settings: dict) -> list[
         stage = STAGES[name]
         run_wide = {k: settings[k] for k, steps in RUN_SETTINGS.items() if name in steps and settings.get(k)}
         section = settings.get(name, {})
-        for step_name, path, override in _variants(name, section, out / product, models):
+        for step_name, path, override in _variants(name, section, out / product, models, settings["model"]):
             args = stage.namespace(**{**run_wide, **section, **wiring[name], **override})
             steps.append(Step(name, args, path, name=step_name))
     return steps
 
 
-def _variants(name: str, section: dict, product: Path, models: list[str]) -> list[tuple[str, Path, dict]]:
+def _variants(name: str, section: dict, product: Path, models: list[str], base: str) -> list[tuple[str, Path, dict]]:
     """(step name, product, options) of each step a stage makes: one, except evaluate, which makes one
-    per model it scores (`evaluate_on`) and scoring (`scoring` may be a list). The first writes the stage's product
-    as step `evaluate`; each other writes eval/results-<what>.json as step evaluate-<what>, where <what> names its
-    model where that is not the first one's and its scoring where that is not the first one's (evaluate-loglik)."""
+    per model it scores (`evaluate_on`) and scoring (`scoring` may be a list), and for log-likelihood one per
+    model of `COMPARED` besides. The first writes the stage's product as step `evaluate`; each other writes
+    eval/results-<what>.json as step evaluate-<what>, where <what> names its model where that is not the first one's
+    and its scoring where that is not the first one's (evaluate-loglik, evaluate-dense-loglik)."""
     if name != "evaluate":
         return [(name, product, {})]
     scorings = section["scoring"] if isinstance(section.get("scoring"), list) else [None]  # None: the section's one
+    logliks = [scoring for scoring in scorings if (scoring or section.get("scoring")) == "loglik"]
+    pairs = [(model, scoring) for model in models for scoring in scorings]
+    pairs += [(model, scoring) for scoring in logliks for model in COMPARED if model not in models]
     variants = []
-    for model in models:
-        for scoring in scorings:
-            what = "-".join(part for part, first in ((model, models[0]), (scoring, scorings[0])) if part != first)
-            path = product.with_name(f"results-{what}.json") if what else product
-            clears = _EVALUATED[model]
-            variants.append((f"{name}-{what}" if what else name, path,
-                             {**clears, "output": path, **({"scoring": scoring} if scoring else {})}))
+    for model, scoring in pairs:
+        what = "-".join(part for part, first in ((model, models[0]), (scoring, scorings[0])) if part != first)
+        path = product.with_name(f"results-{what}.json") if what else product
+        clears = {**_EVALUATED[model], **({"model": base} if model == "dense" else {})}
+        variants.append((f"{name}-{what}" if what else name, path,
+                         {**clears, "output": path, **({"scoring": scoring} if scoring else {})}))
     return variants
 
 
@@ -254,6 +268,9 @@ def summarize(out: Path, settings: dict, records: dict[str, dict], steps: list[S
     bench = read_json(out / "bench" / "bench.json", what="benchmark results") if exported else {"rows": [], "cpu": None}
     scaled_down = [f"{stage}.{dest}" for stage, dest in (("train", "max_steps"), ("train", "limit"), ("evaluate", "limit"))
                    if settings.get(stage, {}).get(dest) is not None]
+    names = {"strategy": search["strategy"], "sparse": out / STEPS["sparsify"], "method": sparse.method,
+             "sparsity": sparse.sparsity["decoder_linear_sparsity"], "weights": export.weights if export else None}
+    scored = {step.name: _scored(step, names) for step in evaluations}
     return {
         "demonstration_size": bool(scaled_down),
         "scaled_down_by": scaled_down,
@@ -263,54 +280,171 @@ def summarize(out: Path, settings: dict, records: dict[str, dict], steps: list[S
         "training": {k: train[k] for k in ("optimizer_steps", "examples", "first_loss", "last_loss")},
         "sub_adapter": {"strategy": search["strategy"], "ranks": search["chosen"]["ranks"],
                         "cost": search["chosen"]["cost"], "cost_name": search["cost"]},
-        "openvino": {"weights": export.weights, "ir_sparsity": export.sparsity} if export else None,
-        "scored": {step.name: _scored(step, search["strategy"]) for step in evaluations},
+        "openvino": {"weights": export.weights, "ir_sparsity": export.sparsity, "ir_bytes": export.ir_bytes}
+                    if export else None,
+        "scored": scored,
         "accuracy": _headlines(first),
         "scoring": first.get("scoring", "generate"),
         "also_scored": {step.name.removeprefix("evaluate-"): _headlines(results[step.name]) for step in evaluations[1:]},
-        "bench": [{"folder": row["folder"], "backend": row["backend"], "sparse_rate": row["sparse_rate"],
-                   "weights": row.get("weights"), "tokens_per_s": row.get("tokens_per_s"), "ttft_ms": row.get("ttft_ms"),
+        "comparison": _comparison(scored, results),
+        # Non-zero parameters of a deployed form: the sparse base's, counted in sparse/ (the IR's own count of its base
+        # zeros is in "openvino"), plus those of the adapter the row runs.
+        "bench": [{"folder": row["folder"], "route": row.get("route"), "backend": row["backend"],
+                   "sparse_rate": row["sparse_rate"], "weights": row.get("weights"),
+                   "nonzero_parameters": sparse.sparsity["nonzero_parameters"] + (row.get("adapter_parameters") or 0),
+                   "size_mb": row.get("size_mb"), "decode_tokens_per_s": row.get("decode_tokens_per_s"),
+                   "tokens_per_s": row.get("tokens_per_s"), "ttft_ms": row.get("ttft_ms"),
                    "tpot_ms": row.get("tpot_ms"), "peak_rss_mb": row.get("peak_rss_mb"), "status": row.get("status"),
                    "sparse_path": sparse_path(row, bench["cpu"]["amx"])} for row in bench["rows"]],
         "cpu": bench["cpu"],
+        "try": _try_command(out / STEPS["export"], settings.get("protocol")) if export else None,
         "stage_seconds": {name: record.get("seconds") for name, record in records.items()},
     }
 
 
-def _scored(step: Step, strategy: str) -> dict:
-    """What an evaluate step scored, in words and as settings: the PyTorch sub-network or the exported IR."""
+def _scored(step: Step, names: dict) -> dict:
+    """What an evaluate step scored (a model of `_EVALUATED`), in words, as a short label and as settings: the dense
+    or the sparse base alone or with the sub-adapter in PyTorch, or the exported IR."""
     from .models import dtype_name, resolve_device, resolve_dtype
 
     args = step.args
     scoring = args.scoring
+    adapted = f"sparse + {names['strategy']} sub-adapter"
     if args.openvino:
         return {"model": "openvino", "scoring": scoring, "results": str(step.product),
+                "label": f"{adapted}, OpenVINO IR ({names['weights']})",
                 "what": f"the OpenVINO IR ({Path(args.openvino).name}/, adapter unmerged) on the CPU"}
     device = resolve_device(args.device)
     dtype = dtype_name(resolve_dtype(args.dtype, device))
-    return {"model": "pytorch", "scoring": scoring, "results": str(step.product), "dtype": dtype, "device": str(device),
-            "what": f"PyTorch, {dtype} on {device}: the sparse base ({Path(args.model).name}/) with the {strategy} "
-                    f"sub-adapter ({Path(args.adapter).name}/, the super-adapter's sub-network), unmerged"}
+    on = {"scoring": scoring, "results": str(step.product), "dtype": dtype, "device": str(device)}
+    if args.adapter:
+        return {"model": "pytorch", **on, "label": adapted,
+                "what": f"PyTorch, {dtype} on {device}: the sparse base ({Path(args.model).name}/) with the "
+                        f"{names['strategy']} sub-adapter ({Path(args.adapter).name}/, the super-adapter's "
+                        "sub-network), unmerged"}
+    if Path(args.model) == names["sparse"]:
+        return {"model": "sparse", **on, "label": f"sparse ({names['method']} {names['sparsity']:.0%})",
+                "what": f"PyTorch, {dtype} on {device}: the sparse base ({Path(args.model).name}/) alone"}
+    return {"model": "dense", **on, "label": f"dense ({Path(args.model).name})",
+            "what": f"PyTorch, {dtype} on {device}: the dense base model ({args.model}) the run pruned"}
+
+
+# The paired differences the summary reports, first minus second, where the run scored both, and what each measures.
+_DIFFERENCES = (
+    ("pytorch", "sparse", "what the sub-adapter brings to the sparse base"),
+    ("sparse", "dense", "what pruning cost"),
+    ("openvino", "pytorch", "what the export changed (the IR's weight format, OpenVINO's arithmetic)"),
+)
+
+
+def _comparison(scored: dict, results: dict) -> dict | None:
+    """The log-likelihood scores, all on the same documents: each model's average over tasks with its standard error,
+    and the `_DIFFERENCES` it allows with their 95% paired bootstrap intervals (evaluation/compare.py)."""
+    from .evaluation.compare import average, paired_difference, standard_error
+
+    step = {s["model"]: name for name, s in scored.items() if s["scoring"] == "loglik"}
+    if not step:
+        return None
+    models = [model for model in _EVALUATED if model in step]  # dense, sparse, with the sub-adapter, its IR
+    tasks = list(results[step[models[0]]]["tasks"])
+    return {
+        "tasks": tasks,
+        "metrics": {task: headline_metric(results[step[models[0]]]["tasks"][task]) for task in tasks},
+        "documents": {task: results[step[models[0]]]["tasks"][task]["n"] for task in tasks},
+        "rows": [{"model": model, "step": step[model], "label": scored[step[model]]["label"],
+                  "tasks": {task: headline(results[step[model]]["tasks"][task]) for task in tasks},
+                  "average": average(results[step[model]], tasks), "se": standard_error(results[step[model]], tasks)}
+                 for model in models],
+        "differences": [{"first": first, "second": second, "measures": measures,
+                         **paired_difference(results[step[first]], results[step[second]], tasks)}
+                        for first, second, measures in _DIFFERENCES if first in step and second in step],
+    }
+
+
+# What the summary's `shears generate` line asks: a question worded as the commonsense training data words BoolQ's.
+TRY_PROMPT = ("Please answer the following question with true or false, question: is the pacific ocean the largest "
+              "ocean on earth? Answer format: true/false")
+
+
+def _try_command(ir: Path, protocol: str | None) -> str:
+    """The `shears generate` command line that talks to the exported IR, in the template the adapter was trained on;
+    built from the stage's declaration, so it is what the CLI parses."""
+    generate = STAGES["generate"]
+    args = generate.namespace(openvino=ir, prompt=TRY_PROMPT, max_new_tokens=32, template=protocol or "shears")
+    return shlex.join(["shears", *generate.argv(args)])
 
 
 def _headlines(results: dict) -> dict:
     return {name: headline(t) for name, t in results["tasks"].items()} | {"average": results["average"]}
 
 
-_SCORING_HEADER = {"generate": "accuracy, generation (%)", "loglik": "acc_norm, log-likelihood (%)"}
-
-
 def _accuracy_table(summary: dict) -> list[str]:
-    """One column per evaluation the run made (model and scoring): the first one's tasks, the others' beside them."""
-    columns = [summary["accuracy"], *summary["also_scored"].values()]
-    scored = list(summary["scored"].values())
-    several = len({s["model"] for s in scored}) > 1
-    headers = [_SCORING_HEADER[s["scoring"]] + (f", {_MODEL_HEADER[s['model']]}" if several else "") for s in scored]
-    lines = ["| task | " + " | ".join(headers) + " |", "|---|" + "---|" * len(columns)]
-    for name in summary["accuracy"]:
-        cells = [f"{100 * acc[name]:.1f}" if name in acc else "-" for acc in columns]
+    """One column per evaluation by generation the run made (log-likelihood has the comparison's table): the first
+    column's tasks, the others' beside them."""
+    headlines = [summary["accuracy"], *summary["also_scored"].values()]
+    shown = [(s, acc) for s, acc in zip(summary["scored"].values(), headlines)
+             if s["scoring"] == "generate"]
+    if not shown:
+        return []
+    several = len({s["model"] for s, _ in shown}) > 1
+    headers = ["accuracy, generation (%)" + (f", {_MODEL_HEADER[s['model']]}" if several else "") for s, _ in shown]
+    lines = ["| task | " + " | ".join(headers) + " |", "|---|" + "---|" * len(shown)]
+    for name in shown[0][1]:
+        cells = [f"{100 * acc[name]:.1f}" if name in acc else "-" for _, acc in shown]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
+    return [*lines, ""]
+
+
+def _comparison_section(summary: dict) -> list[str]:
+    """The dense, sparse and adapted models by log-likelihood on the same documents, and their paired differences."""
+    c = summary["comparison"]
+    if not c:
+        return []
+    counts = set(c["documents"].values())
+    documents = (f"the first {counts.pop()} documents of each task" if len(counts) == 1 else
+                 "the first " + ", ".join(f"{n} of {task}" for task, n in c["documents"].items()) + " documents")
+    size = ("; a demonstration size: an interval that spans 0 says that this many documents cannot tell the two "
+            "apart" if "evaluate.limit" in summary["scaled_down_by"] else "")
+    labels = {row["model"]: row["label"] for row in c["rows"]}
+    return [
+        "## Log-likelihood, on the same documents",
+        "",
+        "Accuracy (%) by log-likelihood through lm-evaluation-harness (`shears evaluate --scoring loglik`: "
+        f"acc_norm, or acc where lm-eval defines no acc_norm), on {documents}, the same for every row{size}.",
+        "",
+        "| model | " + " | ".join(f"{t} ({c['metrics'][t]})" for t in c["tasks"]) + " | average ± s.e. |",
+        "|---|" + "---|" * (len(c["tasks"]) + 1),
+        *[f"| {row['label']} | " + " | ".join(f"{100 * row['tasks'][t]:.1f}" for t in c["tasks"]) +
+          f" | {row['average']:.1f} ± {row['se']:.1f} |" for row in c["rows"]],
+        "",
+        "Paired differences, in points, with their 95% bootstrap intervals (the documents resampled, the same draw "
+        "for both rows):",
+        "",
+        *[f"- {labels[d['first']]} minus {labels[d['second']]}: {d['diff']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}], "
+          f"{d['measures']}" for d in c["differences"]],
+        "",
+    ]
+
+
+def _deployed_section(summary: dict) -> list[str]:
+    """What `shears bench` measured of each deployed form, beside its size."""
+    if not summary["cpu"]:
+        return []
+    return [
+        "## Deployed forms",
+        "",
+        f"CPU: {summary['cpu']['model']}, AMX: {'yes' if summary['cpu']['amx'] else 'no'}. Non-zero parameters: the "
+        "sparse base's and the adapter's; size: the model files on disk.",
+        "",
+        "| model | route | backend | weights | sparse rate | non-zero parameters | size MB | decode tok/s | TTFT ms | "
+        "peak RSS MB | sparse path |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *[f"| {Path(r['folder']).name} | {r['route'] or '-'} | {r['backend']} | {r['weights']} "
+          f"| {r['sparse_rate'] or '-'} | {r['nonzero_parameters']:,} | {_number(r['size_mb'])} "
+          f"| {_number(r['decode_tokens_per_s'])} | {_number(r['ttft_ms'])} | {_number(r['peak_rss_mb'])} "
+          f"| {r['sparse_path']} |" for r in summary["bench"]],
+        "",
+    ]
 
 
 _MODEL_HEADER = {"pytorch": "PyTorch", "openvino": "OpenVINO IR"}
@@ -329,20 +463,17 @@ def summary_markdown(summary: dict) -> str:
         f"loss {tr['first_loss']:.3f} -> {tr['last_loss']:.3f}",
         f"- Sub-adapter ({sub['strategy']}): {_rank_counts(sub['ranks'])}; {int(sub['cost']):,} {sub['cost_name']}",
         *([f"- OpenVINO IR ({ov['weights']} weights, adapter unmerged): base linears "
-           f"{ov['ir_sparsity']['base_sparsity']:.1%} zero as counted in the IR ({ov['ir_sparsity']['base_zeros']:,} of "
-           f"{ov['ir_sparsity']['base_params']:,} weights)"] if ov else []),
+           f"{ov['ir_sparsity']['base_sparsity']:.1%} zero as counted in the IR ({ov['ir_sparsity']['base_zeros']:,} "
+           f"of {ov['ir_sparsity']['base_params']:,} weights); {ov['ir_bytes']:,} bytes of weights"] if ov else []),
         *[f"- Scored ({name}): {s['what']}" for name, s in summary["scored"].items()],
         "",
         *_accuracy_table(summary),
+        *_comparison_section(summary),
+        *_deployed_section(summary),
+        *(["## Try it", "", "The exported IR, through OpenVINO GenAI (greedy, streamed):", "",
+           "```", summary["try"], "```", ""] if summary["try"] else []),
+        "## Time",
         "",
-        *([f"CPU: {summary['cpu']['model']}, AMX: {'yes' if summary['cpu']['amx'] else 'no'}",
-           "",
-           "| model | backend | weights | sparse rate | tokens/s | TTFT ms | peak RSS MB | sparse path |",
-           "|---|---|---|---|---|---|---|---|",
-           *[f"| {Path(r['folder']).name} | {r['backend']} | {r['weights']} | {r['sparse_rate'] or '-'} | "
-             f"{_number(r['tokens_per_s'])} | {_number(r['ttft_ms'])} | {_number(r['peak_rss_mb'])} | {r['sparse_path']} |"
-             for r in summary["bench"]],
-           ""] if summary["cpu"] else []),
         "| stage | seconds (last run) |",
         "|---|---|",
         *[f"| {name} | {seconds} |" for name, seconds in summary["stage_seconds"].items()],

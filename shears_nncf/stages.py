@@ -4,7 +4,9 @@ The name is the CLI verb, the `stage` a stage's manifest records and the step na
 vocabulary names each stage everywhere. The CLI builds its parser from these declarations; `shears run`
 calls the same handlers with the same defaults, without going through argument strings, and shows each
 step as the command line a user would type. Handlers are named by "module:function" and imported only when
-a command runs, so `shears --help` stays instant and this module imports no stage.
+a command runs, so `shears --help` stays instant and this module imports no stage's code: only the tables of
+its string choices (`choices.Choices`, declared light beside their owners), which give an option both its
+`choices=` and its help.
 """
 
 from __future__ import annotations
@@ -12,13 +14,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import Field, dataclass
 from typing import Any
 
 from .artifacts import check_output
-from .config import PRECISIONS
+from .choices import Choices
+from .config import PRECISIONS, TRAINING_OVERRIDES
 from .errors import ShearsError
+from .evaluation import PROMPT_STYLES
+from .evaluation.cli import SCORINGS
+from .export import WEIGHT_FORMATS
+from .nls.space import NAMED
 from .protocol import PROTOCOLS
+from .search import COSTS, METRICS, STRATEGIES
+from .sparsity import METHODS
 
 
 def _checked(convert, accept, expected: str):
@@ -101,6 +110,12 @@ def option(*flags: str, writes: str | None = None, **settings) -> Option:
     return Option(flags, settings, writes)
 
 
+def choice_option(flag: str, choices: Choices, when: str = "", **settings) -> Option:
+    """An option naming one of `choices`: argparse checks the name against them, the help gives each one's.
+    `when` says when the option applies ("with --scoring loglik")."""
+    return option(flag, choices=choices, help=f"({when}) {choices.help()}" if when else choices.help(), **settings)
+
+
 def _as_parsed(value):
     """Paths as the command line gives them (strings), so a handler sees the same types from both callers."""
     if isinstance(value, list):
@@ -174,6 +189,14 @@ OVERWRITE = option("--overwrite", action="store_true",
                         "an output is refused; the command's own earlier output is always replaced)")
 
 
+def setting_option(setting: Field) -> Option:
+    """The `shears train` flag overriding a training setting, made from its field (config.TrainingSettings): `--<name>`
+    with its help, taking a positive number, a switch or one of its choices; no default, so the config's value holds."""
+    kind = {"int": {"type": positive_int}, "float": {"type": positive_float}, "bool": {"action": "store_true"},
+            "str": {"choices": setting.metadata.get("choices")}}[setting.type]
+    return option("--" + setting.name.replace("_", "-"), default=None, help=setting.metadata["flag_help"], **kind)
+
+
 def protocol_option(default_from: str) -> Option:
     return option("--protocol", choices=PROTOCOLS, default=None,
                   help="reference: prompts, decoding, answer extraction and defaults exactly as the Shears reference "
@@ -185,7 +208,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "shears_nncf.sparsity.api:sparsify_command", (
         option("--model", required=True, help="HF folder, hub id, or 'smollm2-135m' (embedded default)"),
         option("--ratio", required=True, type=open_fraction, help="fraction of each row's weights to zero, in (0, 1)"),
-        option("--method", default="wanda", choices=["wanda", "magnitude"]),
+        choice_option("--method", METHODS, default="wanda"),
         option("--pattern", default="unstructured", help="unstructured, 2:4 or 4:8 (N:M needs ratio N/M)"),
         option("--calibration", default="default",
                help=".txt file, .jsonl file, hub dataset id, 'c4' (Wanda's C4 shard, streamed), or 'default'"),
@@ -211,18 +234,14 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
                help="a PEFT adapter folder to apply to the model; with --openvino: the name of a run-time adapter of the "
                     "IR folder (shears export --runtime-adapter), applied by OpenVINO GenAI (generation scoring only)"),
         option("--super-adapter", help="a trained super-adapter folder (shears train)"),
-        option("--subnet", default="heuristic", help="with --super-adapter: heuristic|maximal|minimal|FILE.json"),
+        option("--subnet", default="heuristic", help=f"with --super-adapter: {'|'.join(NAMED)}|FILE.json"),
         option("--openvino", help="an OpenVINO IR folder (shears export) to evaluate instead of a PyTorch model"),
         option("--tasks", type=csv, help="comma-separated task names, e.g. boolq,piqa,gsm8k"),
         option("--data", default="default",
                help="a JSON/JSONL file, a folder of <task>/test.json, a hub id, or 'default'"),
         option("--limit", type=positive_int, default=None, help="evaluate the first N examples of each task"),
-        option("--scoring", default="generate", choices=["generate", "loglik"],
-               help="generate: greedy answers read by the task's extractor (the paper's protocol); loglik: rank "
-                    "the answer choices by likelihood through lm-evaluation-harness (commonsense tasks)"),
-        option("--prompt-style", default="lm-eval", choices=["lm-eval", "llm-adapters"],
-               help="with --scoring loglik: lm-eval's task templates, or the paper's prompt with its answer sentences"
-                    " as choices"),
+        choice_option("--scoring", SCORINGS, default="generate"),
+        choice_option("--prompt-style", PROMPT_STYLES, "with --scoring loglik", default="lm-eval"),
         option("--batch-size", type=positive_int, default=8),
         option("--output", writes="file",
                help="results JSON, written after each task; a rerun with the same settings scores only the missing "
@@ -265,16 +284,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
         option("--output", writes="folder", help="super-adapter folder (required unless --dry-run)"),
         OVERWRITE,
         option("--max-steps", type=positive_int, default=None, help="stop after N optimizer steps"),
-        option("--epochs", type=positive_float, default=None, help="override the config's epochs"),
-        option("--lr", type=positive_float, default=None, help="override the config's learning rate"),
-        option("--batch-size", type=positive_int, default=None, help="override the config's per-device batch size"),
-        option("--grad-accum", type=positive_int, default=None, help="override the config's gradient accumulation"),
-        option("--max-length", type=positive_int, default=None, help="override the config's maximum sequence length"),
-        option("--precision", default=None, choices=PRECISIONS,
-               help="override the config's training precision (auto: bf16 on CUDA, fp16 where bf16 is missing, fp32 "
-                    "on CPU)"),
-        option("--gradient-checkpointing", action="store_true", default=None,
-               help="recompute activations in the backward pass: less memory, one more forward"),
+        *(setting_option(setting) for setting in TRAINING_OVERRIDES.values()),
         option("--limit", type=positive_int, default=None, help="use at most N training examples"),
         option("--lora-only", action="store_true", help="plain LoRA baseline: elasticity off"),
         option("--resume", action="store_true", help="resume from the last checkpoint in --output"),
@@ -288,19 +298,14 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
         option("--super-adapter", required=True),
         option("--model", help="base model; default: the one named in the super-adapter's manifest"),
         DTYPE,
-        option("--strategy", required=True, help="heuristic|hill-climbing|rnsga2|nsga2|maximal|minimal"),
+        choice_option("--strategy", STRATEGIES, required=True),
         option("--budget", type=positive_int, default=None, help="maximum number of evaluated configurations"),
         option("--tasks", type=csv),
         option("--data", default="default"),
         option("--limit", type=positive_int, default=50, help="validation examples per task (a seeded draw; default 50)"),
-        option("--metric", default="accuracy",
-               help="accuracy (generation, as the paper), loss (cheaper) or loglik (acc_norm through lm-evaluation-"
-                    "harness)"),
-        option("--prompt-style", default="lm-eval", choices=["lm-eval", "llm-adapters"],
-               help="with --metric loglik: lm-eval's task templates, or the paper's prompt with its answer sentences "
-                    "as choices"),
-        option("--cost", default="params",
-               help="params (adapter parameters) or macs (of the subnet, as NNCF counts them)"),
+        choice_option("--metric", METRICS, default="accuracy"),
+        choice_option("--prompt-style", PROMPT_STYLES, "with --metric loglik", default="lm-eval"),
+        choice_option("--cost", COSTS, default="params"),
         option("--batch-size", type=positive_int, default=8),
         option("--seed", type=non_negative_int, default=0),
         option("--output", required=True, writes="folder",
@@ -311,7 +316,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("extract", "write a sub-adapter as a standard PEFT adapter folder",
           "shears_nncf.export.extract:extract_command", (
         option("--super-adapter", required=True),
-        option("--subnet", default="heuristic", help="heuristic|maximal|minimal|FILE.json (search.json or ranks)"),
+        option("--subnet", default="heuristic", help=f"{'|'.join(NAMED)}|FILE.json (search.json or ranks)"),
         option("--model",
                help="base model recorded in the manifest (with --merge: the sparse base to merge into); default: the "
                     "super-adapter's"),
@@ -330,7 +335,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
                     "under adapters/ for OpenVINO GenAI to apply at run time (shears generate --adapter NAME)"),
         option("--output", required=True, writes="folder"),
         OVERWRITE,
-        option("--weights", default="as-is", choices=["as-is", "int8", "w8a8", "int4"]),
+        choice_option("--weights", WEIGHT_FORMATS, default="as-is"),
         option("--calibration", default="default", help="with --weights w8a8: calibration text (as for sparsify)"),
         option("--int4-ratio", type=positive_fraction, default=1.0,
                help="with --weights int4: fraction of linears in INT4 (the rest INT8)"),

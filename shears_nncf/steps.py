@@ -72,16 +72,43 @@ class StepRunner:
     def key(self, step: Step) -> str:
         options = {k: v for k, v in sorted(vars(step.args).items()) if k != "command"}
         digest = hashlib.sha256(json.dumps(options, default=str).encode())
-        for value in options.values():
-            for path in _paths(value):
-                if path == step.product or step.product in path.parents:
-                    continue  # its own output
-                producer = next((name for name, p in self.products.items() if path == p or p in path.parents), None)
-                if producer:  # known before the earlier step has run: a plan's keys are known at once
-                    digest.update(self.keys[producer].encode())
-                elif path.exists():
-                    digest.update(self._digest(path).encode())
+        for path, producer in self._inputs(step):
+            if producer:  # known before the earlier step has run: a plan's keys are known at once
+                digest.update(self.keys[producer].encode())
+            elif path.exists():
+                digest.update(self._digest(path).encode())
         return digest.hexdigest()[:16]
+
+    def producers(self, step: Step) -> set[str]:
+        """The earlier steps (of those run or planned so far) whose products `step` reads."""
+        return {producer for _, producer in self._inputs(step) if producer}
+
+    def up_to_date(self, step: Step) -> bool:
+        """Its product exists and its record says it completed under the key it has now."""
+        done = self.record(step.name)
+        return step.product.exists() and done.get("key") == self.key(step) and bool(done.get("complete"))
+
+    def needed(self, steps: list[Step], wanted: set[str]) -> list[Step]:
+        """Of a plan, the steps to run for the `wanted` ones: those not up to date, and what they read that is not.
+        An up-to-date step needs nothing, so a study whose small results are kept (committed) continues on a
+        machine that lacks the large intermediate folders they came from."""
+        self.plan_keys(steps)
+        wanted, run = set(wanted), set()
+        for step in reversed(steps):
+            if step.name in wanted and not self.up_to_date(step):
+                run.add(step.name)
+                wanted |= self.producers(step)
+        return [step for step in steps if step.name in run]
+
+    def _inputs(self, step: Step) -> list[tuple[Path, str | None]]:
+        """Each path among its options other than its own output, with the name of the step that produces it."""
+        inputs = []
+        for name, value in sorted(vars(step.args).items()):
+            for path in _paths(value if name != "command" else None):
+                if path == step.product or step.product in path.parents:
+                    continue
+                inputs.append((path, next((n for n, p in self.products.items() if path == p or p in path.parents), None)))
+        return inputs
 
     def run(self, step: Step) -> Path:
         """Run `step` unless it is up to date; returns its product."""
@@ -90,7 +117,7 @@ class StepRunner:
         key = self.keys[step.name] = self.key(step)
         self.products[step.name] = step.product
         done = self.record(step.name)
-        if step.product.exists() and done.get("key") == key and done.get("complete"):
+        if self.up_to_date(step):
             print(f"[{self.label}] {step.name}: up to date, skipped", flush=True)
             self._write_index()
             return step.product

@@ -57,10 +57,10 @@ def smollm2():
     return load_model(EMBEDDED_MODEL), load_tokenizer(EMBEDDED_MODEL)
 
 
-def train_tiny_super_adapter(base, tokenizer, folder, sparse_adapter: bool = False):
+def train_tiny_super_adapter(base, tokenizer, folder, sparse_adapter: bool = False, lora_only: bool = False):
     """`shears train`'s own code for 3 optimizer steps on `base`, saved (with its tokenizer, as `shears sparsify`
     writes it) to folder/sparse; the super-adapter goes to folder/super. Returns the training result.
-    `sparse_adapter` trains it mask-aware (shears.lora.sparse_adapter)."""
+    `sparse_adapter` trains it mask-aware (shears.lora.sparse_adapter); `lora_only` a plain LoRA."""
     from shears_nncf.artifacts import read_json
     from shears_nncf.config import bundled_config, parse_config
     from shears_nncf.nls import training
@@ -78,5 +78,5 @@ def train_tiny_super_adapter(base, tokenizer, folder, sparse_adapter: bool = Fal
         raw["shears"]["lora"]["sparse_adapter"] = True
     config = parse_config(raw, source=str(path), batch_size=2, grad_accum=1, lr=5e-2)
     return training.train(base, tokenizer, config, examples, folder / "super", max_steps=3, save_steps=100,
-                          manifest={"base_model": str(folder / "sparse")})
+                          lora_only=lora_only, manifest={"base_model": str(folder / "sparse")})
 

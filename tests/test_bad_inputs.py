@@ -1,7 +1,8 @@
 """Every bad input is one line naming it, exit 2, no traceback, and nothing written where the output would go.
 
 One table: truncated weight files, data that is not UTF-8 or not JSON, sizes and counts that are not positive,
-ratios out of range, an output under a file, and the same checks on values a `shears run` config gives.
+ratios out of range, names that are none of their option's choices, an output under a file, and the same checks on
+values a `shears run` config gives.
 Flag values are argparse's to refuse (its usage block, then one `shears <cmd>: error:` line); the rest are
 ShearsErrors (exactly one line)."""
 
@@ -41,7 +42,8 @@ def files(tiny_llama_dir, tmp_path_factory):
     (folder / "a_file").write_text("a file, not a folder\n")
     (folder / "a_folder").mkdir()
     for name, section, option, value in (("zero_batch", "evaluate", "batch_size", 0), ("ratio_two", "sparsify", "ratio", 2),
-                                         ("zero_steps", "train", "max_steps", 0)):
+                                         ("zero_steps", "train", "max_steps", 0), ("greedy", "search", "strategy", "greedy"),
+                                         ("int2", "export", "weights", "int2"), ("exact", "evaluate", "scoring", ["exact"])):
         raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
         raw["shears"]["pipeline"].setdefault(section, {})[option] = value
         (folder / f"{name}.json").write_text(json.dumps(raw))
@@ -97,6 +99,14 @@ CASES = [
     (SPARSIFY[:4] + ["0"] + SPARSIFY[5:] + OUT, ["--ratio", "(0, 1)"]),
     (EXPORT + ["--weights", "int4", "--int4-ratio", "1.5"] + OUT, ["--int4-ratio", "(0, 1]"]),
     (BENCH + ["--sparse-rate", "2", "--json", "{dir}/out"], ["--sparse-rate", "[0, 1]"]),
+    # A name that is none of its option's choices: argparse lists them from the option's table (choices.Choices).
+    (SEARCH[:3] + ["--strategy", "greedy"] + OUT, ["--strategy", "invalid choice: 'greedy'", "'hill-climbing'"]),
+    (SEARCH + ["--metric", "f1"] + OUT, ["--metric", "invalid choice: 'f1'", "'loglik'"]),
+    (SEARCH + ["--cost", "flops"] + OUT, ["--cost", "invalid choice: 'flops'", "'macs'"]),
+    (SEARCH + ["--prompt-style", "alpaca"] + OUT, ["--prompt-style", "invalid choice: 'alpaca'", "'llm-adapters'"]),
+    (EXPORT + ["--weights", "int2"] + OUT, ["--weights", "invalid choice: 'int2'", "'w8a8'"]),
+    (SPARSIFY[:-1] + ["random"] + OUT, ["--method", "invalid choice: 'random'", "'wanda'"]),
+    (EVALUATE + ["--scoring", "exact"] + OUT, ["--scoring", "invalid choice: 'exact'", "'loglik'"]),
     # An output under a file, or a folder where a file goes.
     (EXPORT + ["--output", "{dir}/a_file/ov"], ["a_file/ov", "under", "which is a file"]),
     (EVALUATE + ["--output", "{dir}/a_file/results.json"], ["under", "which is a file"]),
@@ -105,6 +115,9 @@ CASES = [
     (["run", "--config", "{dir}/zero_batch.json"] + OUT, ["shears.pipeline.evaluate.batch_size", "positive integer"]),
     (["run", "--config", "{dir}/ratio_two.json"] + OUT, ["shears.pipeline.sparsify.ratio", "(0, 1)"]),
     (["run", "--config", "{dir}/zero_steps.json"] + OUT, ["shears.pipeline.train.max_steps", "positive integer"]),
+    (["run", "--config", "{dir}/greedy.json"] + OUT, ["shears.pipeline.search.strategy", "'greedy'", "hill-climbing"]),
+    (["run", "--config", "{dir}/int2.json"] + OUT, ["shears.pipeline.export.weights", "'int2'", "w8a8"]),
+    (["run", "--config", "{dir}/exact.json"] + OUT, ["shears.pipeline.evaluate.scoring", "'exact'", "loglik"]),
 ]
 
 

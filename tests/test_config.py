@@ -2,11 +2,14 @@
 
 import json
 import re
+from dataclasses import MISSING, fields
+from pathlib import Path
 
 import pytest
 
 from shears_nncf.cli import main
-from shears_nncf.config import bundled_config, expand_groups, load_config, parse_config
+from shears_nncf.config import (TRAINING_OVERRIDES, TrainingSettings, bundled_config, expand_groups, load_config,
+                                parse_config)
 from shears_nncf.errors import ShearsError
 from shears_nncf.nls.supernet import build_supernet
 
@@ -188,3 +191,60 @@ def test_cli_train_with_a_bad_rank_list_or_target_exits_2(tmp_path, tiny_llama_d
     err = capsys.readouterr().err
     assert "strictly descending" in err and "'gate' is not a linear layer" in err
     assert not (tmp_path / "out").exists()
+
+
+SCHEMA = Path(__file__).resolve().parents[1] / "shears_nncf" / "schema" / "nncf_config.schema.json"
+SCHEMA_TYPES = {"int": "integer", "float": "number", "bool": "boolean"}
+
+
+def test_the_schemas_training_section_is_the_settings_fields():
+    """The schema (a JSON file, for editors) spells each training setting again: these are the fields, with the
+    same description, default and type, and the stage's keys are those of the BootstrapNAS stage."""
+    schema = json.loads(SCHEMA.read_text())["properties"]
+    training = schema["shears"]["properties"]["training"]["properties"]
+    stage = (schema["bootstrapNAS"]["properties"]["training"]["properties"]["schedule"]["properties"]
+             ["list_stage_descriptions"]["items"])
+    in_stage = [f for f in fields(TrainingSettings) if "stage_key" in f.metadata]
+    in_file = [f for f in fields(TrainingSettings) if "stage_key" not in f.metadata]
+    assert set(training) == {f.name for f in in_file}
+    assert {f.metadata["stage_key"] for f in in_stage} <= set(stage["required"])
+    for f in in_file:
+        written = training[f.name]
+        assert written.get("description") == f.metadata.get("description"), f.name
+        assert written.get("default", MISSING) == f.default, f.name
+        assert written.get("type") == SCHEMA_TYPES.get(f.type), f.name  # a name (str) is an enum
+        if "choices" in f.metadata:  # the other enums: tests/test_choices.py
+            assert written["enum"] == list(f.metadata["choices"]), f.name
+    for f in in_stage:
+        written = stage["properties"][f.metadata["stage_key"]]
+        assert written.get("description") == f.metadata.get("description") and f.default is MISSING, f.name
+        assert written["type"] == SCHEMA_TYPES[f.type], f.name
+
+
+def _changed(setting, value):
+    """A value of the setting other than `value`, as a flag writes it."""
+    if setting.type == "bool":
+        assert value is False, "a switch can only turn a setting on"
+        return True, []
+    if setting.type == "str":
+        other = next(c for c in reversed(setting.metadata["choices"]) if c != value)
+        return other, [other]
+    other = value + 1 if setting.type == "int" else value * 2
+    return other, [str(other)]
+
+
+def test_every_training_flag_overrides_its_setting_in_the_config_that_is_saved(tiny_llama_dir, monkeypatch):
+    """`shears train --<setting>` for every overridable field, through argparse and train_command: each reaches
+    the settings, and the config saved with the adapter (config.raw) reads back to the same settings."""
+    demo = load_config(DEMO).training
+    argv, expected = ["train", "--config", str(DEMO), "--model", str(tiny_llama_dir), "--dry-run"], {}
+    for name, setting in TRAINING_OVERRIDES.items():
+        expected[name], words = _changed(setting, getattr(demo, name))
+        argv += ["--" + name.replace("_", "-"), *words]
+    seen = []
+    monkeypatch.setattr("shears_nncf.nls.cli._dry_run", lambda args, config, dtype: seen.append(config))
+    assert main(argv) == 0
+    assert {name: getattr(seen[0].training, name) for name in expected} == expected
+    assert parse_config(seen[0].raw).training == seen[0].training
+    assert set(TRAINING_OVERRIDES) >= {"epochs", "lr", "batch_size", "grad_accum", "max_length", "precision",
+                                       "gradient_checkpointing"}  # the flags users have

@@ -110,3 +110,20 @@ def test_giving_both_an_adapter_and_a_super_adapter_is_one_error(adapted_folder,
     assert main(["evaluate", "--model", str(folder / "sparse"), "--adapter", str(folder / "sub"),
                  "--super-adapter", str(folder / "super"), "--tasks", "piqa", "--limit", "1"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_a_lora_training_is_an_adapter_and_a_super_adapter_is_refused_as_one(tiny_llama_factory, tokenizer, tmp_path,
+                                                                             capsys):
+    """`shears train --lora-only` writes a PEFT LoRA folder: it loads as --adapter, as the trained model. A
+    super-adapter holds many sub-adapters: given as --adapter it is one line naming the ways to take one."""
+    base = tiny_llama_factory(seed=3)
+    magnitude_(base, 0.5)
+    lora = train_tiny_super_adapter(base, tokenizer, tmp_path / "lora", lora_only=True)
+    trained = _logits(lora.supernet.peft_model.eval())
+    np.testing.assert_allclose(_logits(load_adapted(tmp_path / "lora" / "sparse", tmp_path / "lora" / "super").model),
+                               trained, atol=1e-6)
+
+    train_tiny_super_adapter(tiny_llama_factory(seed=3), tokenizer, tmp_path / "nls")
+    assert main(["evaluate", "--model", str(tmp_path / "nls" / "sparse"), "--adapter", str(tmp_path / "nls" / "super"),
+                 "--tasks", "piqa", "--limit", "1"]) == 2
+    assert "is a super-adapter" in capsys.readouterr().err

@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +14,7 @@ from shears_nncf.artifacts import read_json
 from shears_nncf.cli import main
 from shears_nncf.config import bundled_config
 from shears_nncf.errors import ShearsError
-from shears_nncf.pipeline import pipeline_settings, plan
+from shears_nncf.pipeline import STEPS, _try_command, pipeline_settings, plan
 from shears_nncf.steps import StepRunner
 from shears_nncf.stages import STAGES
 
@@ -55,8 +58,32 @@ def test_run_writes_every_stage_and_the_summary(tiny_run, capsys):
     assert summary["sparsity"]["decoder_linear_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert summary["sub_adapter"]["strategy"] == "heuristic" and "boolq" in summary["accuracy"]
     assert summary["bench"] and summary["demonstration_size"]
+    assert summary["comparison"] is None  # generation only: no log-likelihood rows
     text = (out / "summary.md").read_text()
-    assert "Demonstration size" in text and "boolq" in text
+    assert "Demonstration size" in text and "boolq" in text and "## Log-likelihood" not in text
+    # The deployed forms: bench's own figures, each beside its non-zero parameters (the base's and the adapter's).
+    bench = {(row["folder"], row["sparse_rate"]): row for row in read_json(out / "bench" / "bench.json")["rows"]}
+    nonzero = read_json(out / "sparse" / "shears_manifest.json")["sparsity"]["nonzero_parameters"]
+    for row in summary["bench"]:
+        measured = bench[row["folder"], row["sparse_rate"]]
+        assert row["nonzero_parameters"] == nonzero + (measured["adapter_parameters"] or 0)
+        assert (row["route"], row["decode_tokens_per_s"], row["size_mb"]) == \
+            (measured["route"], measured["decode_tokens_per_s"], measured["size_mb"])
+        assert (f"| {Path(row['folder']).name} | {row['route']} | {row['backend']} | {row['weights']} "
+                f"| {row['sparse_rate'] or '-'} | {row['nonzero_parameters']:,} | {row['size_mb']:.1f} "
+                f"| {row['decode_tokens_per_s']:.1f} |") in text
+    baked = next(row for row in summary["bench"] if row["route"] == "baked")
+    assert baked["nonzero_parameters"] > nonzero  # the IR carries the sub-adapter
+    ir_bytes = read_json(out / "openvino" / "shears_manifest.json")["ir_bytes"]
+    assert summary["openvino"]["ir_bytes"] == ir_bytes and f"{ir_bytes:,} bytes of weights" in text
+    # The line a newcomer pastes: shown as it is, and it talks to the exported IR.
+    command = summary["try"]
+    assert f"```\n{command}\n```" in text
+    argv = shlex.split(command)
+    assert argv[:3] == ["shears", "generate", "--openvino"] and argv[3] == str(out / "openvino")
+    capsys.readouterr()
+    assert main(argv[1:]) == 0
+    assert "new tokens, the first after" in capsys.readouterr().err
 
 
 def test_rerun_after_a_kill_following_training_skips_sparsify_and_training(tiny_run, monkeypatch, capsys):
@@ -102,24 +129,71 @@ def test_a_changed_evaluation_setting_reruns_only_the_evaluation(tiny_run, capsy
     assert "[shears run] evaluate: shears evaluate" in printed
 
 
-def test_asking_for_both_scorings_adds_one_step_and_a_column(tiny_run, tmp_path, monkeypatch, capsys):
+LOGLIK_STEPS = {"evaluate-loglik": "openvino", "evaluate-dense-loglik": "dense", "evaluate-sparse-loglik": "sparse",
+                "evaluate-pytorch-loglik": "pytorch"}
+
+
+def test_asking_for_loglik_scores_dense_sparse_and_adapted_on_the_same_documents(tiny_run, tmp_path, monkeypatch,
+                                                                                 capsys):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("SHEARS_CACHE", str(tmp_path / "cache"))
     config, out = tiny_run
     keys = _stage_keys(out)
     raw = json.loads(config.read_text())
+    raw["shears"]["pipeline"]["evaluate"]["tasks"] = ["boolq", "piqa"]
     raw["shears"]["pipeline"]["evaluate"]["scoring"] = ["generate", "loglik"]
     both = config.with_name("run_both.json")
     both.write_text(json.dumps(raw))
     assert main(["run", "--config", str(both), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     new_keys = _stage_keys(out)
-    assert {name for name in new_keys if keys.get(name) != new_keys[name]} == {"evaluate", "evaluate-loglik"}
+    assert {name for name in new_keys if keys.get(name) != new_keys[name]} == {"evaluate", *LOGLIK_STEPS}
     assert "[shears run] evaluate-loglik: shears evaluate" in printed and "--scoring loglik" in printed
     summary = read_json(out / "summary.json")
-    assert summary["scoring"] == "generate" and set(summary["also_scored"]) == {"loglik"}
-    assert read_json(out / "eval" / "results-loglik.json")["tasks"]["boolq"]["n"] == raw["shears"]["pipeline"]["evaluate"]["limit"]
-    assert "| task | accuracy, generation (%) | acc_norm, log-likelihood (%) |" in (out / "summary.md").read_text()
+    assert summary["scoring"] == "generate" and set(summary["also_scored"]) == {name[9:] for name in LOGLIK_STEPS}
+    # Each row scored what its name says, on the same documents.
+    results = {model: read_json(out / "eval" / f"results-{name[9:]}.json") for name, model in LOGLIK_STEPS.items()}
+    which = {model: (r["model"], r["adapter"], r["openvino"]) for model, r in results.items()}
+    assert which == {"dense": (str(raw["shears"]["pipeline"]["model"]), None, None),
+                     "sparse": (str(out / "sparse"), None, None),
+                     "pytorch": (str(out / "sparse"), str(out / "sub_adapter"), None),
+                     "openvino": (None, None, str(out / "openvino"))}
+    tasks, limit = ["boolq", "piqa"], raw["shears"]["pipeline"]["evaluate"]["limit"]
+    for task in tasks:
+        docs = {model: [d["doc"] for d in r["examples"][task]] for model, r in results.items()}
+        assert all(d == docs["dense"] for d in docs.values()) and len(docs["dense"]) == limit
+
+    def metric(r, task):
+        return "acc_norm" if "acc_norm" in r["tasks"][task] else "acc"
+
+    def mean(r, task):
+        return sum(d[metric(r, task)] for d in r["examples"][task]) / len(r["examples"][task])
+
+    comparison = summary["comparison"]
+    assert comparison["tasks"] == tasks and comparison["documents"] == {task: limit for task in tasks}
+    assert [row["model"] for row in comparison["rows"]] == ["dense", "sparse", "pytorch", "openvino"]
+    text = (out / "summary.md").read_text()
+    for row in comparison["rows"]:
+        r = results[row["model"]]
+        assert row["average"] == pytest.approx(100 * sum(mean(r, t) for t in tasks) / len(tasks))
+        se = 100 * sum(r["tasks"][t][f"{metric(r, t)}_stderr"] ** 2 for t in tasks) ** 0.5 / len(tasks)
+        assert row["se"] == pytest.approx(se)
+        cells = " | ".join(f"{100 * mean(r, t):.1f}" for t in tasks)
+        assert f"| {row['label']} | {cells} | {row['average']:.1f} ± {row['se']:.1f} |" in text
+    labels = {row["model"]: row["label"] for row in comparison["rows"]}
+    assert labels["dense"].startswith("dense") and labels["sparse"].startswith("sparse (")
+    assert labels["pytorch"] == "sparse + heuristic sub-adapter" and "OpenVINO IR (int8)" in labels["openvino"]
+    pairs = [(d["first"], d["second"]) for d in comparison["differences"]]
+    assert pairs == [("pytorch", "sparse"), ("sparse", "dense"), ("openvino", "pytorch")]
+    for d in comparison["differences"]:
+        first, second = results[d["first"]], results[d["second"]]
+        assert d["diff"] == pytest.approx(100 * sum(mean(first, t) - mean(second, t) for t in tasks) / len(tasks))
+        assert d["low"] <= d["diff"] <= d["high"] and d["se"] >= 0
+        assert (f"- {labels[d['first']]} minus {labels[d['second']]}: {d['diff']:+.1f} [{d['low']:+.1f}, "
+                f"{d['high']:+.1f}]") in text
+    assert f"on the first {limit} documents of each task, the same for every row; a demonstration size" in text
+    # The generation column stays in its own table; the log-likelihood rows are not repeated there.
+    assert "| task | accuracy, generation (%) |\n" in text and "log-likelihood (%) |" not in text
     raw["shears"]["pipeline"]["evaluate"]["scoring"] = ["loglik", "loglik"]
     both.write_text(json.dumps(raw))
     assert main(["run", "--config", str(both), "--output", str(out)]) == 2
@@ -180,15 +254,21 @@ def test_an_edited_input_file_reruns_exactly_the_steps_downstream_of_it(tmp_path
 
     train.write_text('{"instruction": "a", "input": "", "output": "c", "answer": "c"}\n')
     after_data = _keys(raw, tmp_path)
-    assert {s for s in before if before[s] != after_data[s]} == {"train", "search", "extract", "export", "evaluate", "bench"}
+    # The demo's log-likelihood rows of the dense and the sparse model read nothing of the training.
+    evaluations = {"evaluate", "evaluate-loglik", "evaluate-dense-loglik", "evaluate-sparse-loglik",
+                   "evaluate-pytorch-loglik"}
+    assert evaluations <= set(before)
+    assert {s for s in before if before[s] != after_data[s]} == \
+        {"train", "search", "extract", "export", "bench", *evaluations} - {"evaluate-dense-loglik", "evaluate-sparse-loglik"}
 
     calibration.write_text("first line\nan edited second line\n")
     after_calibration = _keys(raw, tmp_path)
-    assert {s for s in before if after_data[s] != after_calibration[s]} == set(before)  # sparsify, and all after it
+    # sparsify, and all after it but the dense model's row
+    assert {s for s in before if after_data[s] != after_calibration[s]} == set(before) - {"evaluate-dense-loglik"}
 
     raw["shears"]["pipeline"]["evaluate"]["limit"] = 7
     after_setting = _keys(raw, tmp_path)
-    assert {s for s in before if after_calibration[s] != after_setting[s]} == {"evaluate"}
+    assert {s for s in before if after_calibration[s] != after_setting[s]} == evaluations
 
 
 def test_shears_run_and_the_stage_commands_share_one_set_of_defaults(tmp_path, monkeypatch):
@@ -214,3 +294,10 @@ def test_a_pipeline_section_with_an_unknown_or_wired_option_is_a_one_line_error(
     raw["shears"]["pipeline"]["export"]["output"] = "elsewhere"
     with pytest.raises(ShearsError, match="set by `shears run` itself"):
         pipeline_settings(raw, None, None)
+
+
+def test_the_readme_shows_the_generate_line_that_the_demos_summary_prints():
+    root = Path(__file__).resolve().parents[1]
+    output = re.search(r"shears run .*--output (\S+)", (root / "Makefile").read_text()).group(1)
+    protocol = json.loads(bundled_config("demo/smollm2_commonsense").read_text())["shears"]["protocol"]
+    assert _try_command(Path(output) / STEPS["export"], protocol) in (root / "README.md").read_text().splitlines()

@@ -75,3 +75,19 @@ def test_a_study_killed_after_its_first_step_resumes_without_redoing_it(tiny_lla
     assert "[reproduce] eval zero-wanda50: shears evaluate" in rerun.stdout
     assert sparse.stat().st_mtime_ns == written  # the pruned model was not written again
     assert json.loads((out / "steps" / "eval_zero-wanda50.json").read_text())["complete"]
+
+
+def test_a_step_whose_result_is_kept_needs_nothing_it_was_made_from(tmp_path):
+    """A study's committed results continue it elsewhere: an up-to-date step does not bring back its inputs' steps."""
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text('{"prediction": "true", "answer": "true"}\n')
+    first, second = _score_step(tmp_path, predictions, "first"), _score_step(tmp_path, predictions, "second")
+    second.args.reads = str(first.product)  # an option naming the first step's product makes it an input
+    runner = StepRunner(tmp_path)
+    assert [s.name for s in runner.needed([first, second], {"second"})] == ["first", "second"]
+    runner.run(first)
+    runner.run(second)
+    (tmp_path / "first.jsonl").unlink()  # the intermediate product is gone (another machine), the result is kept
+    assert StepRunner(tmp_path).needed([first, second], {"second"}) == []
+    (tmp_path / "second.jsonl").unlink()  # the result is gone too: both run again
+    assert [s.name for s in StepRunner(tmp_path).needed([first, second], {"second"})] == ["first", "second"]

@@ -6,11 +6,14 @@ import math
 import pytest
 import torch
 from peft import PeftModel
+from transformers import DataCollatorForSeq2Seq
 
 from shears_nncf.cli import main
-from shears_nncf.config import bundled_config, load_config
+from shears_nncf.config import bundled_config, load_config, parse_config
+from shears_nncf.errors import ShearsError
 from shears_nncf.models import load_model
 from shears_nncf.nls import training
+from shears_nncf.nls.folder import SuperAdapter
 from shears_nncf.nls.supernet import load_super_adapter
 
 DEMO = bundled_config("demo/smollm2_commonsense")
@@ -145,3 +148,34 @@ def test_shears_train_demo_on_smollm2_lowers_the_loss_and_reloads(tmp_path):
     assert 0 < manifest["train_seconds"] < 600
     reloaded = load_super_adapter(out)
     assert reloaded.search_space == manifest["search_space"]
+
+
+def _with_held_out(val_set_size, eval_steps):
+    raw = json.loads(DEMO.read_text())
+    raw["shears"].setdefault("training", {}).update(val_set_size=val_set_size, eval_steps=eval_steps)
+    return parse_config(raw, batch_size=2, grad_accum=2, lr=1e-2)
+
+
+def test_held_out_loss_is_logged_every_eval_steps_at_the_heuristic_sub_adapter(tiny_llama_factory, tokenizer, tmp_path):
+    held_out = examples(4, seed=1)
+    result = training.train(tiny_llama_factory(), tokenizer, _with_held_out(4, 2), examples(), tmp_path / "out",
+                            eval_examples=held_out, max_steps=4, manifest={"base_model": "tiny"})
+    log = SuperAdapter.read(tmp_path / "out").training_log
+    evaluated = {e["step"]: e["eval_loss"] for e in log if "eval_loss" in e}
+    assert sorted(evaluated) == [2, 4]
+
+    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
+    model = result.supernet.peft_model.eval()
+
+    def loss_at(activate):
+        activate()
+        with torch.no_grad():
+            return sum(model(**collate(held_out[i:i + 2])).loss.item() for i in (0, 2)) / 2
+
+    assert evaluated[4] == pytest.approx(loss_at(result.supernet.activate_heuristic), rel=1e-6)
+    assert evaluated[4] != pytest.approx(loss_at(result.supernet.activate_maximal), rel=1e-6)
+
+
+def test_eval_steps_without_records_set_aside_is_refused():
+    with pytest.raises(ShearsError, match="val_set_size is 0"):
+        _with_held_out(0, 10)

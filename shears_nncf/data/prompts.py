@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from ..choices import Choice, Choices
 from ..errors import ShearsError
 from ..protocol import REFERENCE, Protocol, for_model_type, get_protocol
 from .tasks import MULTIPLE_CHOICE, Task, get_task
@@ -48,7 +49,12 @@ def generation_prompt(record: dict, task: str | Task, protocol: str | Protocol |
     return template.format(instruction=record["instruction"], input=record.get("input", ""), output="")
 
 
-TRUNCATIONS = ("prompt", "end")
+# What a training example longer than max_length loses (shears.training.truncation).
+TRUNCATIONS = Choices(
+    "truncation",
+    Choice("prompt", "the start of its prompt; its response and EOS are kept"),
+    Choice("end", "everything after its first max_length tokens, as the reference's tokenize (the response may be lost)"),
+)
 
 
 def tokenize_for_training(records, tokenizer, max_length: int, train_on_inputs: bool = False,
@@ -62,9 +68,7 @@ def tokenize_for_training(records, tokenizer, max_length: int, train_on_inputs: 
     shorter than that. Returns the examples ({"input_ids", "attention_mask", "labels"}, lists of ints)
     and how many were truncated, so a caller can say how much of its data did not fit.
     """
-    truncation = truncation or get_protocol(protocol).truncation
-    if truncation not in TRUNCATIONS:
-        raise ShearsError(f"unknown truncation {truncation!r}; expected {' or '.join(TRUNCATIONS)}")
+    truncation = TRUNCATIONS[truncation or get_protocol(protocol).truncation].name  # unknown: a ShearsError naming them
     if truncation == "end":
         return _tokenize_cut_at_end(records, tokenizer, max_length, train_on_inputs, protocol)
     examples, truncated = [], 0

@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 from ..artifacts import read_text
+from ..choices import Choice, Choices
 from ..errors import ShearsError
+from . import PROMPT_STYLES
 
 
 def evaluate_command(args) -> None:
@@ -15,9 +17,11 @@ def evaluate_command(args) -> None:
     writes the results and prints the table (see `harness.run_tasks`)."""
     if args.perplexity:
         return _perplexity(args)
-    if args.scoring == "loglik":
-        return _loglik(args)
+    return SCORINGS[args.scoring].function(args)
 
+
+def _generate(args) -> None:
+    """Generated answers read by each task's extractor."""
     from ..data.sources import load_records
     from .harness import evaluate, format_results_table
 
@@ -43,7 +47,7 @@ def _loglik(args) -> None:
     from .harness import format_results_table, run_tasks
 
     # Bad tasks, data, wording or IR folder fail here, before any model is loaded and anything is written.
-    style = loglik.check_prompt_style(args.prompt_style)
+    style = PROMPT_STYLES[args.prompt_style].name
     tasks = loglik.loglik_tasks(args.tasks) if args.tasks is not None else None
     protocol = _protocol(args)
     documents = loglik.source_documents(args.data, tasks, style, _for_model(args, protocol))
@@ -68,6 +72,13 @@ def _loglik(args) -> None:
         return
     print(format_results_table(results))
     print(f"wall time {time.perf_counter() - start:.1f} s" + (f"; results written to {args.output}" if args.output else ""))
+
+
+SCORINGS = Choices(
+    "scoring",
+    Choice("generate", "greedy answers read by the task's extractor (the paper's protocol)", _generate),
+    Choice("loglik", "rank the answer choices by likelihood through lm-evaluation-harness (commonsense tasks)", _loglik),
+)
 
 
 def _protocol(args) -> str:

@@ -5,7 +5,7 @@ once as JSONL into the cache (a folder keyed by their content), beside a task YA
 our template from `lm_eval_tasks/` (lm-eval's own templates, reading local JSON), so lm-eval's
 library and its CLI (`--include_path FOLDER`) score the same thing, offline.
 
-Two wordings: "lm-eval" documents carry the fields of lm-eval's templates (the embedded splits hold
+Two wordings (`evaluation.PROMPT_STYLES`): "lm-eval" documents carry the fields of lm-eval's templates (the embedded splits hold
 them; LLM-Adapters files are parsed back into them); "llm-adapters" documents are the paper's
 prompt with the answer sentences of its training data as choices.
 """
@@ -24,7 +24,6 @@ from ..artifacts import atomic_output_dir, write_text
 from ..data.tasks import COMMONSENSE, MULTIPLE_CHOICE, resolve_tasks
 from ..errors import ShearsError
 
-PROMPT_STYLES = ("lm-eval", "llm-adapters")
 TEMPLATES = Path(__file__).with_name("lm_eval_tasks")
 # Our task name -> its template in TEMPLATES (for the lm-eval wording).
 _TEMPLATE = {"boolq": "boolq", "piqa": "piqa", "social_i_qa": "social_i_qa", "hellaswag": "hellaswag",
@@ -36,12 +35,6 @@ _ANSWER_SENTENCE = "the correct answer is "  # how every LLM-Adapters commonsens
 def lm_eval_name(task: str) -> str:
     """The name our task has inside lm-eval: distinct from its built-in task of the same data."""
     return f"shears_{task}"
-
-
-def check_prompt_style(style: str) -> str:
-    if style not in PROMPT_STYLES:
-        raise ShearsError(f"unknown prompt style {style!r}; expected {' or '.join(PROMPT_STYLES)}")
-    return style
 
 
 def loglik_tasks(names: list[str]) -> list[str]:

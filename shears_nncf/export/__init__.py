@@ -1,3 +1,15 @@
 """Deployment formats: a sub-adapter as a PEFT folder, the sparse model as an OpenVINO IR."""
 
+from ..choices import Choice, Choices
+
 IR_XML = "openvino_model.xml"  # what optimum-intel writes; here so that readers of an IR import no OpenVINO
+# The IR's weights (`shears export --weights`); here so that the CLI reads them without importing OpenVINO.
+WEIGHT_FORMATS = Choices(
+    "weight format",
+    Choice("as-is", "the weights as exported (fp32), no compression"),
+    Choice("int8", "INT8 symmetric weight compression (a pruned zero stays an exact zero)"),
+    Choice("w8a8", "INT8 weights and activations, calibrated on --calibration (what OpenVINO's CPU sparse-weights "
+                   "kernels need)"),
+    Choice("int4", "INT4 asymmetric weights in groups of --group-size inputs on --int4-ratio of the linears, the rest "
+                   "INT8"),
+)

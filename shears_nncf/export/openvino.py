@@ -27,13 +27,12 @@ from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
 from ..models import dtype_name, load_model_config, resolve_dtype, resolve_model
 from ..nls.mpt import prepare_for_adapters
-from . import IR_XML
+from . import IR_XML, WEIGHT_FORMATS
 from .adapted import load_adapted
 from .optimum_gate import export_configs
 from .runtime_adapters import BASE_ALONE, check_runtime_adapters, write_runtime_adapters
 
 STAGE = "export"
-WEIGHT_FORMATS = ("as-is", "int8", "w8a8", "int4")
 # NNCF's own INT4 defaults (`get_weight_compression_configuration`), also optimum-intel's default 4-bit config:
 # groups of 128 input channels, every eligible linear in INT4 (the rest, embeddings and lm_head, INT8_ASYM).
 INT4_GROUP_SIZE, INT4_RATIO = 128, 1.0
@@ -67,8 +66,7 @@ def export_openvino(
     or "int4" (INT4 asymmetric in groups of `group_size` inputs on `int4_ratio` of the linears, the rest INT8).
     `overwrite`: replace `output` even when shears did not write it.
     """
-    if weights not in WEIGHT_FORMATS:
-        raise ShearsError(f"unknown weight format {weights!r}; use one of {', '.join(WEIGHT_FORMATS)}")
+    WEIGHT_FORMATS[weights]  # an unknown format is a ShearsError naming the known ones
     int4 = _int4_settings(int4_ratio, group_size) if weights == "int4" else None
     if weights == "w8a8":
         check_calibration_source(calibration)

@@ -20,7 +20,8 @@ from typing import Sequence
 from ..artifacts import MANIFEST, atomic_output_dir, read_json, read_manifest, write_manifest
 from ..errors import ShearsError
 from ..models import check_safetensors
-from ..nls.folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from ..nls.folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, STAGE as TRAIN_STAGE, SuperAdapter
+from ..nls.space import NAMED
 
 STAGE = "extract"
 
@@ -46,8 +47,11 @@ class SubAdapter:
         if not (folder / ADAPTER_WEIGHTS).is_file():
             raise ShearsError(f"adapter {folder} has no {ADAPTER_WEIGHTS}; give a PEFT adapter folder")
         check_safetensors(folder / ADAPTER_WEIGHTS)
-        manifest = read_manifest(folder, stage=STAGE) if (folder / MANIFEST).is_file() else None
-        return cls(folder, config, manifest)
+        if not (folder / MANIFEST).is_file():
+            return cls(folder, config, None)
+        if read_manifest(folder).get("stage") == TRAIN_STAGE:
+            return cls(folder, config, _plain_lora(SuperAdapter.read(folder)))
+        return cls(folder, config, read_manifest(folder, stage=STAGE))
 
     @property
     def weights_file(self) -> Path:
@@ -98,6 +102,15 @@ class SubAdapter:
                 raise ShearsError(f"adapter {self.path} does not fit the model: {key} has {found} features where "
                                   f"{name} has {expected}; give the adapter trained on this base model")
 
+
+def _plain_lora(trained: SuperAdapter) -> dict:
+    """What a `shears train --lora-only` folder tells as an adapter (it is a PEFT LoRA folder already); a
+    super-adapter is not one adapter but many, so it is refused with the ways to take one of them."""
+    if not trained.lora_only:
+        raise ShearsError(f"{trained.path} is a super-adapter (shears train without --lora-only); give it as "
+                          f"--super-adapter with --subnet {'|'.join(NAMED)}, or take a sub-adapter out of it "
+                          "with shears extract")
+    return {"stage": TRAIN_STAGE, "base_model": trained.base_model, "sparse_adapter": trained.mask_aware}
 
 def write_sub_adapter(
     adapter_dir: str | os.PathLike,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import check_target_modules, load_config
+from ..config import TRAINING_OVERRIDES, check_target_modules, load_config
 from ..errors import ShearsError
 from ..data.prompts import protocol_for_model
 from ..models import dtype_name, load_model, load_model_config, load_tokenizer, meta_model, resolve_device, resolve_dtype
@@ -14,11 +14,8 @@ from .mpt import prepare_for_adapters
 
 def train_command(args) -> None:
     # Everything that can be wrong with the config or the data is found before the model is loaded or trained.
-    config = load_config(
-        args.config, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, max_length=args.max_length, protocol=args.protocol,
-        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
-    )
+    overrides = {name: getattr(args, name) for name in TRAINING_OVERRIDES}  # None: the config's value
+    config = load_config(args.config, protocol=args.protocol, **overrides)
     dtype = resolve_dtype(args.dtype, resolve_device("auto"))
     if args.dry_run:
         return _dry_run(args, config, dtype)
@@ -30,7 +27,7 @@ def train_command(args) -> None:
     tokenizer = load_tokenizer(args.model)
 
     from ..data.prompts import require_supervised_tokens, tokenize_for_training
-    from ..data.sources import load_training_records
+    from ..data.sources import carved_validation_records, load_training_records
     from .training import train
 
     t = config.training
@@ -39,6 +36,10 @@ def train_command(args) -> None:
     examples, n_truncated = tokenize_for_training(records, tokenizer, t.max_length, t.train_on_inputs, protocol,
                                                   t.truncation)
     require_supervised_tokens(examples, args.data)
+    held_out = None
+    if t.eval_steps:  # the records set aside, tokenized alike: their loss is logged every eval_steps
+        held_out, _ = tokenize_for_training(carved_validation_records(args.data, args.tasks, t.val_set_size), tokenizer,
+                                            t.max_length, t.train_on_inputs, protocol, t.truncation)
     if n_truncated and _main_process():
         cut = ("cut after the first tokens, without EOS (shears.training.truncation: end, the reference's)"
                if t.truncation == "end" else "their prompts were cut from the left, their responses kept")
@@ -46,7 +47,7 @@ def train_command(args) -> None:
     model = prepare_for_adapters(load_model(args.model, dtype=dtype))
     base_model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     result = train(
-        model, tokenizer, config, examples, args.output,
+        model, tokenizer, config, examples, args.output, eval_examples=held_out,
         lora_only=args.lora_only, max_steps=args.max_steps, resume=args.resume, seed=args.seed,
         overwrite=args.overwrite, manifest={
             "base_model": base_model, "config_file": str(args.config), "data": args.data, "tasks": args.tasks,

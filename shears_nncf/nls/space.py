@@ -12,11 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..choices import Choice, Choices
 from ..config import strictly_descending
 from ..errors import ShearsError
 
 Config = tuple[int, ...]
-NAMED = ("maximal", "heuristic", "minimal")
+# The configurations chosen by name (`--subnet`, and the search's fixed strategies): each is the property of its name.
+NAMED = Choices(
+    "named configuration",
+    Choice("maximal", "every group's largest rank (the whole super-adapter)"),
+    Choice("heuristic", "the middle rank of every group (the paper's Eq. 3)"),
+    Choice("minimal", "every group's smallest rank"),
+)
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,7 @@ class SearchSpace:
         return tuple(options[(len(options) - 1) // 2] for options in self.ranks)
 
     def named(self, name: str) -> Config:
-        if name not in NAMED:
-            raise ShearsError(f"unknown named configuration {name!r}; expected one of {', '.join(NAMED)}")
-        return getattr(self, name)
+        return getattr(self, NAMED[name].name)
 
     def indices(self, config: Config) -> tuple[int, ...]:
         """Position of each rank in its group's list (0 = largest): the design variables of the GA."""

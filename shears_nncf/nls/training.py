@@ -116,6 +116,13 @@ class NLSTrainer(Trainer):
                 self.sub_adapter_log.write(json.dumps({"micro_batch": micro_batch, "ranks": ranks}) + "\n")
         return super().training_step(model, inputs, num_items_in_batch)
 
+    def evaluate(self, *args, **kwargs):
+        """The held-out loss of the sub-adapter deployed by default (the heuristic's middle ranks), not of whichever
+        one the last micro-batch drew; the next training step draws its own again."""
+        if self.supernet.elastic:
+            self.supernet.activate_heuristic()
+        return super().evaluate(*args, **kwargs)
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if not self.supernet.elastic:
             return super().create_scheduler(num_training_steps, optimizer)
@@ -156,6 +163,7 @@ def train(
     examples: list[dict],
     output: str | os.PathLike,
     *,
+    eval_examples: list[dict] | None = None,
     lora_only: bool = False,
     max_steps: int | None = None,
     resume: bool = False,
@@ -166,7 +174,8 @@ def train(
     overwrite: bool = False,
 ) -> TrainResult:
     """Train a super-adapter (or a plain LoRA) on tokenized examples and write the output folder (`overwrite`:
-    even over a folder shears did not write).
+    even over a folder shears did not write); `eval_examples` (held-out, tokenized alike) are scored every
+    `shears.training.eval_steps` optimizer steps, their loss logged as `eval_loss`.
 
     Under torchrun or accelerate every process calls this with the same arguments; the main one writes."""
     if not examples:
@@ -179,7 +188,7 @@ def train(
 
     precision = dtype_name(resolve_dtype(config.training.precision, device))
     args = training_arguments(config, checkpoints, precision, device, max_steps=max_steps, seed=seed,
-                              save_steps=save_steps)
+                              save_steps=save_steps, evaluate=bool(eval_examples))
     if args.world_size > 1 and device.type == "cuda":
         device = args.device  # this process's GPU (cuda:LOCAL_RANK), as the launcher's environment says
     if args.world_size > 1 and device.type == "cpu":
@@ -191,6 +200,7 @@ def train(
             model=supernet.peft_model,
             args=args,
             train_dataset=examples,
+            eval_dataset=eval_examples or None,
             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt"),
             supernet=supernet,
             sub_adapter_log=log,
@@ -216,7 +226,7 @@ def train(
 
 
 def training_arguments(config: ShearsConfig, checkpoints: Path, precision: str, device: torch.device, *,
-                       max_steps: int | None, seed: int, save_steps: int) -> TrainingArguments:
+                       max_steps: int | None, seed: int, save_steps: int, evaluate: bool = False) -> TrainingArguments:
     """HF's arguments for the config's training settings; the launcher's own precision may not contradict them."""
     t = config.training
     args = TrainingArguments(
@@ -230,6 +240,10 @@ def training_arguments(config: ShearsConfig, checkpoints: Path, precision: str, 
         lr_scheduler_type="cosine",  # used by --lora-only; the supernet uses NNCF's schedule
         warmup_steps=0,
         logging_steps=1,
+        eval_strategy="steps" if evaluate and t.eval_steps else "no",
+        eval_steps=t.eval_steps or None,
+        per_device_eval_batch_size=t.batch_size,
+        prediction_loss_only=True,  # the loss alone: no vocabulary-wide logits gathered over the held-out set
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=1,

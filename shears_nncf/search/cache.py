@@ -20,11 +20,11 @@ from typing import Callable, Protocol
 from ..artifacts import read_json, write_json
 from ..errors import ShearsError
 from ..nls.space import Config
-from .objective import HIGHER_IS_BETTER, METRICS
+from . import METRICS
 
 
 class Objective(Protocol):
-    """What a search measures: `metric` is 'accuracy' (higher is better) or 'loss' (lower is better)."""
+    """What a search measures: `metric` names its entry of `search.METRICS`, which says which way is better."""
 
     metric: str
 
@@ -44,8 +44,7 @@ class EvaluationCache:
 
     def __init__(self, objective: Objective, cost: Callable[[Config], float],
                  store: str | os.PathLike | None = None, settings: dict | None = None):
-        if objective.metric not in METRICS:
-            raise ShearsError(f"unknown metric {objective.metric!r}; expected {' or '.join(METRICS)}")
+        METRICS[objective.metric]  # an unknown metric is a ShearsError naming the known ones
         self.objective = objective
         self.cost = cost
         self.records: dict[Config, Record] = {}  # in evaluation order
@@ -77,7 +76,7 @@ class EvaluationCache:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric in HIGHER_IS_BETTER
+        return METRICS[self.metric].higher_is_better
 
     def evaluate(self, config: Config) -> Record:
         config = tuple(config)

@@ -5,26 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..artifacts import atomic_output_dir, clear_output, content_digest
-from ..errors import ShearsError
 from ..nls.folder import SuperAdapter
 from ..data.prompts import protocol_for_model
+from . import COSTS, METRICS, STRATEGIES
 from .cache import Budget, EvaluationCache
-from .objective import (COSTS, METRICS, AccuracyObjective, LoglikObjective, LossObjective, adapter_cost, nncf_macs_cost,
-                        validation_plan, validation_records)
+from .objective import (AccuracyObjective, LoglikObjective, LossObjective, adapter_cost, nncf_macs_cost, validation_plan,
+                        validation_records)
 from .run import (REFERENCE_HEURISTIC, SEARCH_FILE, STAGE, evaluations_file, heuristic_choice, run_search,
                   write_search_folder, write_search_summary)
-from .strategies import check_strategy
 
 
 def search_command(args) -> None:
-    # Bad flags fail before anything is loaded.
-    check_strategy(args.strategy)
+    # Bad flags fail before anything is loaded, also in a Namespace built without argparse (its `choices=` check).
+    STRATEGIES[args.strategy], METRICS[args.metric], COSTS[args.cost]  # an unknown name: a ShearsError listing them
     if args.budget is not None:
         Budget.check_limit(args.budget)
-    if args.metric not in METRICS:
-        raise ShearsError(f"unknown metric {args.metric!r}; expected {' or '.join(METRICS)}")
-    if args.cost not in COSTS:
-        raise ShearsError(f"unknown cost {args.cost!r}; expected {' or '.join(COSTS)}")
     trained = SuperAdapter.read(args.super_adapter)
     space = trained.space
     protocol = args.protocol or trained.protocol  # the flag, else the one it was trained under
@@ -50,10 +45,8 @@ def search_command(args) -> None:
     else:
         objective = LossObjective(supernet, tokenizer, records, trained.max_length, batch_size=args.batch_size,
                                   protocol=prompts, truncation=trained.config.training.truncation)
-    if args.cost == "macs":
-        cost, cost_name = nncf_macs_cost(supernet), "MACs (NNCF)"
-    else:
-        cost, cost_name = adapter_cost(trained.parameters_per_rank()), "adapter parameters"
+    cost = nncf_macs_cost(supernet) if args.cost == "macs" else adapter_cost(trained.parameters_per_rank())
+    cost_name = COSTS[args.cost].label
     # Everything an evaluation's value depends on: a rerun with the same settings reuses every stored one.
     settings = {"adapter": content_digest(trained.weights_file), "base_model": base,
                 "data": content_digest(args.data) if Path(args.data).exists() else args.data, "tasks": args.tasks, "limit": args.limit, "seed": args.seed,
@@ -87,11 +80,11 @@ def _choose_without_evaluating(args, trained: SuperAdapter, protocol: str) -> No
     """The reference's heuristic: the middle rank of every group, chosen without loading a model or any data; its
     cost is counted from the adapter's shapes (adapter parameters, whatever --cost says: MACs need the model)."""
     cost = adapter_cost(trained.parameters_per_rank())(trained.space.heuristic)
-    summary = heuristic_choice(trained.space, "adapter parameters", cost)
+    summary = heuristic_choice(trained.space, COSTS["params"].label, cost)
     summary["validation"] = {"protocol": protocol, "source": None, "split": "none: nothing is evaluated",
                              "examples": 0}
     with atomic_output_dir(args.output, STAGE, overwrite=args.overwrite) as tmp:
         write_search_summary(tmp, summary, {"super_adapter": str(Path(args.super_adapter).resolve()),
                                             "base_model": args.model or trained.base_model, "metric": None, "dtype": None})
-    print(f"heuristic ({protocol} protocol): chose ranks {summary['chosen']['ranks']} ({int(cost)} adapter parameters) "
+    print(f"heuristic ({protocol} protocol): chose ranks {summary['chosen']['ranks']} ({int(cost)} {COSTS['params'].label}) "
           f"as {REFERENCE_HEURISTIC}; wrote {Path(args.output) / SEARCH_FILE}")

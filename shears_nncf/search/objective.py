@@ -18,10 +18,6 @@ from ..errors import ShearsError
 from ..protocol import REFERENCE, Protocol, get_protocol
 from ..nls.space import Config
 
-METRICS = ("accuracy", "loss", "loglik")
-HIGHER_IS_BETTER = ("accuracy", "loglik")  # percentages; a loss is better lower
-COSTS = ("params", "macs")
-
 
 def adapter_cost(per_rank: Sequence[int]):
     """Adapter parameters of a configuration: each group's rank times its modules' in + out features."""
@@ -133,10 +129,10 @@ class LoglikObjective:
 
     def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], batch_size: int = 8,
                  prompt_style: str = "lm-eval", protocol: str | Protocol | None = None):
-        from ..evaluation import loglik
+        from ..evaluation import PROMPT_STYLES, loglik
 
         self.tasks = loglik.loglik_tasks(list(records_by_task))
-        style = loglik.check_prompt_style(prompt_style)
+        style = PROMPT_STYLES[prompt_style].name
         documents = {task: loglik.record_documents(task, records, style, protocol, source="validation records")
                      for task, records in zip(self.tasks, records_by_task.values())}
         self.supernet = supernet

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ShearsError
+from . import STRATEGIES
 from .cache import Budget, BudgetExhausted, Record
-from ..nls.space import NAMED, Config, SearchSpace
+from ..nls.space import Config, SearchSpace
 
-STRATEGIES = ("maximal", "heuristic", "minimal", "hill-climbing", "nsga2", "rnsga2")
 DEFAULT_BUDGET = 50  # when neither --budget nor the config's num_evals says
 
 
@@ -36,23 +36,20 @@ class SearchResult:
     settings: dict = field(default_factory=dict)
 
 
-def check_strategy(name: str) -> str:
-    if name not in STRATEGIES:
-        raise ShearsError(f"unknown strategy {name!r}; expected one of {'|'.join(STRATEGIES)}")
-    return name
-
-
 def run_strategy(name: str, space: SearchSpace, budget: Budget, *, seed: int = 0, search_config: dict | None = None) -> SearchResult:
-    check_strategy(name)
-    if name in NAMED:
-        return SearchResult(name, space.named(name), [])
-    if name == "hill-climbing":
-        return hill_climbing(space, budget, seed=seed)
-    return evolutionary(name, space, budget, search_config or {}, seed=seed)
+    """The strategy `name` through its handler (`search.STRATEGIES`; an unknown name is a ShearsError listing them)."""
+    return STRATEGIES[name].function(name, space, budget, seed=seed, search_config=search_config or {})
 
 
-def hill_climbing(space: SearchSpace, budget: Budget, *, seed: int = 0) -> SearchResult:
-    """Steepest-ascent hill-climbing from the heuristic; ties in the metric go to the cheaper configuration."""
+# Each strategy's handler (search.STRATEGIES) takes (name, space, budget, *, seed, search_config) and may ignore some.
+def named(name: str, space: SearchSpace, budget: Budget, *, seed: int, search_config: dict) -> SearchResult:
+    """maximal, heuristic, minimal: the configuration of that name; nothing is evaluated to choose it."""
+    return SearchResult(name, space.named(name), [])
+
+
+def hill_climbing(name: str, space: SearchSpace, budget: Budget, *, seed: int, search_config: dict) -> SearchResult:
+    """Steepest-ascent hill-climbing from the heuristic; ties in the metric go to the cheaper configuration.
+    It has no settings of its own in `bootstrapNAS.search` (those are the evolutionary search's)."""
     rng = random.Random(seed)
     current = budget.evaluate(space.heuristic)
     path = [current.ranks]
@@ -73,7 +70,7 @@ def hill_climbing(space: SearchSpace, budget: Budget, *, seed: int = 0) -> Searc
             break  # a local optimum: no neighbour improves
         current = best
         path.append(current.ranks)
-    return SearchResult("hill-climbing", current.ranks, list(budget.seen.values()), path, {"seed": seed})
+    return SearchResult(name, current.ranks, list(budget.seen.values()), path, {"seed": seed})
 
 
 def _search_params(name: str, search_config: dict, budget: Budget, seed: int):
@@ -97,7 +94,7 @@ def _search_params(name: str, search_config: dict, budget: Budget, seed: int):
         raise ShearsError(f"bootstrapNAS.search: {e} (population {section['population']}, num_evals {section['num_evals']})") from None
 
 
-def evolutionary(name: str, space: SearchSpace, budget: Budget, search_config: dict, *, seed: int = 0) -> SearchResult:
+def evolutionary(name: str, space: SearchSpace, budget: Budget, *, seed: int, search_config: dict) -> SearchResult:
     """NSGA-II / R-NSGA-II on (cost, -metric); stops at num_evals distinct configurations or the budget."""
     from shears_nncf import nncf_torch  # noqa: F401  (nncf.torch must not be imported before it)
     from nncf.experimental.torch.nas.bootstrapNAS.search.search import FixIntegerRandomSampling

@@ -21,7 +21,7 @@ def resolve_subnet(space: SearchSpace, subnet: str) -> tuple[Config, str]:
         return space.named(subnet), subnet
     path = Path(subnet)
     if path.suffix != ".json" and not path.exists():
-        raise ShearsError(f"--subnet {subnet!r}: expected heuristic, maximal, minimal or a .json file")
+        raise ShearsError(f"--subnet {subnet!r}: expected {', '.join(NAMED)} or a .json file")
     data = read_json(path, what="subnet file")
     how = f"file {path}"
     if isinstance(data, dict) and isinstance(data.get("chosen"), dict):

@@ -16,12 +16,12 @@ from ..models import (
     architecture, context_length, dtype_name, load_model, load_model_config, load_tokenizer, meta_model,
     parameter_count, resolve_device, resolve_dtype, resolve_model,
 )
+from . import METHODS
 from .masks import magnitude_, parse_pattern
 from .report import model_sparsity
 from .wanda import wanda_
 
 STAGE = "sparsify"
-METHODS = ("wanda", "magnitude")
 # The paper's Wanda used 128 x 2048 tokens; 32 x 512 (calibration.DEFAULT_NSAMPLES) keeps the CPU
 # demo to a few minutes, and Wanda's own ablation shows little change down to ~32 samples.
 DEFAULT_SEQLEN = 512
@@ -47,14 +47,14 @@ def sparsify(model: nn.Module, calibration_samples: list[torch.Tensor] | None, r
     """Zero `ratio` of every decoder linear's weights, row by row, in place (magnitude needs no samples).
 
     `block_device`: Wanda runs each decoder block there, one at a time, while the model stays where it is."""
-    _check_method(method)
+    calibrated = METHODS[method].calibrated  # an unknown method is a ShearsError naming the known ones
     parse_pattern(pattern, ratio)
-    if method == "magnitude":
-        magnitude_(model, ratio, pattern)
-    else:
+    if calibrated:
         if not calibration_samples:
             raise ShearsError("wanda needs calibration samples; give --calibration (a file, a hub id or 'default')")
         wanda_(model, calibration_samples, ratio, pattern, block_device=block_device)
+    else:
+        magnitude_(model, ratio, pattern)
     return model
 
 
@@ -67,9 +67,9 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
     On CUDA, a model whose weights do not fit in the free GPU memory stays on the CPU and Wanda moves
     one decoder block at a time to the GPU."""
     # Every check that can fail on the user's input runs before anything is loaded or written.
-    _check_method(method)
+    calibrated = METHODS[method].calibrated  # an unknown method is a ShearsError naming the known ones
     parse_pattern(pattern, ratio)
-    if method == "wanda":
+    if calibrated:
         check_calibration_source(calibration)
     for flag, value in (("--nsamples", nsamples), ("--seqlen", seqlen)):
         if value is not None and value < 1:
@@ -88,7 +88,7 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
                 "pattern": pattern, "ratio": ratio, "seed": seed, "device": str(torch_device),
                 "dtype": dtype_name(torch_dtype), "blockwise_offload": offload}
     samples = None
-    if method == "wanda":
+    if calibrated:
         default = c4.SEQLEN if calibration == c4.SOURCE else DEFAULT_SEQLEN
         seqlen = min(seqlen or default, context_length(config) or default)
         samples = calibration_samples(calibration, tokenizer, nsamples, seqlen, seed)
@@ -104,11 +104,6 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
     print(f"sparsified {model} ({method}, {pattern}, ratio {ratio}) in {manifest['seconds']} s: "
           f"decoder linear sparsity {manifest['sparsity']['decoder_linear_sparsity']:.2%} -> {output}")
     return manifest
-
-
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ShearsError(f"unknown sparsity method {method!r}; use one of {', '.join(METHODS)}")
 
 
 def _fits_on_gpu(path: str, dtype: torch.dtype, device: torch.device) -> bool:
