@@ -108,7 +108,9 @@ class Study:
         from shears_nncf.evaluation.loglik import write_training_records
 
         raw = read_json(CONFIG, what="config")
-        raw["shears"].pop("pipeline", None)  # `shears run`'s part: no training reads it, so no key should hash it
+        # Neither `shears run`'s part nor the demo's comment is read by training: no key should hash them.
+        raw["shears"].pop("pipeline", None)
+        raw["comment"] = "benchmarks/nls_vs_lora.py: the demo config with a held-out set and its loss every eval_steps"
         raw["shears"].setdefault("training", {}).update(val_set_size=self.args.val_set_size,
                                                         eval_steps=self.args.eval_steps)
         if not self.config.exists() or read_json(self.config, what="config") != raw:
