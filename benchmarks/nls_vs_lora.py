@@ -236,10 +236,13 @@ class Study:
             if step.stage == "train":
                 keep_training_summary(step.product, self.results / "train" / f"{step.product.name}.json")
 
-    def log_invocation(self, seconds: float) -> None:
+    def log_invocation(self, start: float, new: bool = False) -> None:
+        """This run's wall time so far, in invocations.json beside the earlier runs' (a run stopped midway counts up
+        to its last finished job)."""
         path = self.results / "invocations.json"
         runs = read_json(path, what="invocation log") if path.exists() else []
-        write_json(path, [*runs, {"argv": sys.argv[1:], "seconds": round(seconds, 1)}])
+        runs = runs if new or not runs else runs[:-1]
+        write_json(path, [*runs, {"argv": sys.argv[1:], "seconds": round(time.perf_counter() - start, 1)}])
 
 
 def keep_training_summary(folder: Path, path: Path) -> None:
@@ -252,7 +255,7 @@ def keep_training_summary(folder: Path, path: Path) -> None:
                       "train_seconds": trained.summary["train_seconds"], "examples": trained.manifest["examples"]})
 
 
-def schedule(study: Study, jobs: int) -> None:
+def schedule(study: Study, jobs: int, start: float) -> None:
     """Run the pending jobs in `jobs` worker processes of this script (each with its share of the CPU threads),
     the first ready one in priority order whenever a worker is free; the plan is recomputed after each job (the
     pilot's choice adds the seeds' rows)."""
@@ -280,6 +283,7 @@ def schedule(study: Study, jobs: int) -> None:
             if running.pop(name).returncode != 0:
                 sys.exit(f"[nls-vs-lora] {name} failed; see {log}; rerun the same command to resume")
             done.add(name)
+            study.log_invocation(start)
             print(f"[nls-vs-lora] done {name}", flush=True)
 
 
@@ -352,11 +356,12 @@ def curves(study: Study, folder: Path) -> list[str]:
         s = read_json(path, what="training summary")
         method = "nls" if "-nls-" in path.stem else "lora"
         steps, losses = zip(*s["held_out"]) if s["held_out"] else ((), ())
-        ax.plot(steps, losses, marker="o", ms=3, color=colors[method], alpha=0.8,
+        lr = next((i for i, lr in enumerate(study.args.lrs) if f"-lr{lr:g}-" in path.stem), 0)
+        ax.plot(steps, losses, marker="os^v"[lr % 4], ms=4, color=colors[method], alpha=0.9 - 0.3 * (lr % 2),
                 linestyle="-" if path.stem.startswith("wanda") else "--", label=path.stem)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"held-out loss ({study.args.val_set_size} records set aside)")
-    ax.set_title("SmolLM2-135M: NLS (heuristic sub-adapter) and LoRA")
+    ax.set_title(f"{Path(study.args.model).name}: NLS (heuristic sub-adapter) and LoRA")
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(folder / "nls_vs_lora_curves.png", dpi=120)
@@ -377,7 +382,7 @@ def flattening(s: dict) -> str:
 def report(study: Study, results: dict[str, list[dict]], images: list[str]) -> str:
     args = study.args
     pilot = [(t, study.held_out(t)) for t in study.pilot()]
-    lines = ["# NLS against LoRA at small scale (SmolLM2-135M, commonsense)", "",
+    lines = [f"# NLS against LoRA at small scale ({Path(args.model).name}, commonsense)", "",
              "Written by `python benchmarks/nls_vs_lora.py " + " ".join(_without(sys.argv[1:], "--job")) + "`; "
              "rerun it to continue (the results and step records are kept under "
              f"`{study.results.as_posix()}`).", "",
@@ -467,6 +472,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
     parser.add_argument("--nsamples", type=int, default=32, help="Wanda's calibration samples of 512 tokens")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes side by side")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the rows scored so far and run nothing")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # a worker's one job
     args = parser.parse_args(argv)
     args.bases = [b for b in BASES if b in args.bases.split(",")]
@@ -483,8 +490,12 @@ def main(argv: list[str] | None = None) -> None:
         return study.run_job(args.job)
     start = time.perf_counter()
     study.prepare()
-    schedule(study, args.jobs)
-    study.log_invocation(time.perf_counter() - start)
+    if not args.report_only:
+        study.log_invocation(start, new=True)
+        schedule(study, args.jobs, start)
+        study.log_invocation(start)
+    else:
+        study.jobs()  # nothing runs: this keys the plan's steps, so that the report can tell which rows are up to date
     folder = Path(args.report).parent
     folder.mkdir(parents=True, exist_ok=True)
     markdown = report(study, scored(study), curves(study, folder))

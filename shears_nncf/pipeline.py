@@ -41,7 +41,7 @@ EVALUATE_ON = ("pytorch", "openvino")
 DEFAULT_EVALUATE_ON = {"reference": ["pytorch"], "shears": ["openvino"]}
 # A run that scores by log-likelihood also scores, the same way on the same documents, the dense base, the sparse base
 # alone and the sparse base with its sub-adapter in PyTorch ("pytorch" above), each its own step: with them the
-# summary can say what pruning cost and what the sub-adapter brought back, as paired differences
+# summary can say what pruning and the sub-adapter each changed, as paired differences
 # (evaluation/compare.py). Log-likelihood is cheap (one forward pass per choice) and needs no training of its own.
 COMPARED = ("dense", "sparse", "pytorch")
 
@@ -331,8 +331,8 @@ def _scored(step: Step, names: dict) -> dict:
 
 # The paired differences the summary reports, first minus second, where the run scored both, and what each measures.
 _DIFFERENCES = (
-    ("pytorch", "sparse", "what the sub-adapter brings to the sparse base"),
-    ("sparse", "dense", "what pruning cost"),
+    ("pytorch", "sparse", "what the sub-adapter changed on the sparse base"),
+    ("sparse", "dense", "what pruning changed (negative: what it cost)"),
     ("openvino", "pytorch", "what the export changed (the IR's weight format, OpenVINO's arithmetic)"),
 )
 
