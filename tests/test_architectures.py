@@ -77,8 +77,8 @@ def cli(*argv) -> None:
 class Run:
     """One family through every stage; each stage runs once, when a test first needs it."""
 
-    def __init__(self, name: str, folder: Path, tokenizer, shared: Path):
-        self.name, self.folder, self.tokenizer, self.shared = name, folder, tokenizer, shared
+    def __init__(self, name: str, folder: Path, tokenizer, inputs: Path):
+        self.name, self.folder, self.tokenizer, self.inputs = name, folder, tokenizer, inputs
         torch.manual_seed(0)
         self.original = transformers.AutoModelForCausalLM.from_config(tiny_config(name, tokenizer)).eval()
         self.original.save_pretrained(folder / "model")
@@ -92,14 +92,14 @@ class Run:
 
     @cached_property
     def sparse(self) -> Path:
-        cli("sparsify", "--model", self.model, "--ratio", RATIO, "--calibration", self.shared / "calibration.txt",
+        cli("sparsify", "--model", self.model, "--ratio", RATIO, "--calibration", self.inputs / "calibration.txt",
             "--nsamples", 2, "--seqlen", 32, "--output", self.folder / "sparse")
         return self.folder / "sparse"
 
     @cached_property
     def super_adapter(self) -> Path:
         # lr 0.05: two steps move lora_B visibly away from zero, so the later checks see the adapter.
-        cli("train", "--config", self.config, "--model", self.sparse, "--data", self.shared / "train.json",
+        cli("train", "--config", self.config, "--model", self.sparse, "--data", self.inputs / "train.json",
             "--max-steps", 2, "--batch-size", 2, "--grad-accum", 1, "--max-length", 48, "--lr", 0.05,
             "--output", self.folder / "super")
         return self.folder / "super"
@@ -136,9 +136,9 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Path:
+def inputs(tmp_path_factory) -> Path:
     """Calibration text and training records every family uses."""
-    folder = tmp_path_factory.mktemp("shared")
+    folder = tmp_path_factory.mktemp("inputs")
     (folder / "calibration.txt").write_text("Twelve apples and three pears make fifteen pieces of fruit. " * 40)
     records = [{"instruction": f"Is {n} even? Answer format: true/false", "input": "",
                 "output": f"the correct answer is {str(n % 2 == 0).lower()}", "answer": str(n % 2 == 0).lower()}
@@ -148,13 +148,13 @@ def shared(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tokenizer, shared, tmp_path_factory):
+def runs(tokenizer, inputs, tmp_path_factory):
     """The run of a family by name, made once for the whole module."""
     made: dict[str, Run] = {}
 
     def get(name: str) -> Run:
         if name not in made:
-            made[name] = Run(name, tmp_path_factory.mktemp(name), tokenizer, shared)
+            made[name] = Run(name, tmp_path_factory.mktemp(name), tokenizer, inputs)
         return made[name]
 
     return get
@@ -218,7 +218,7 @@ def reference_wanda(model, samples, blocks_path: str, ratio: float) -> None:
 
 
 def test_wanda_equals_an_independent_per_row_computation(run):
-    samples = calibration_samples(str(run.shared / "calibration.txt"), run.tokenizer, 2, 32, seed=0)
+    samples = calibration_samples(str(run.inputs / "calibration.txt"), run.tokenizer, 2, 32, seed=0)
     expected = load_model(run.model)
     reference_wanda(expected, samples, ARCHITECTURES[run.name][2], RATIO)
     got = dict(load_model(run.sparse).named_parameters())
@@ -291,7 +291,7 @@ def test_the_demo_config_trains_unchanged_on_qwen2_and_mistral(runs, tmp_path):
     demo = bundled_config("demo/smollm2_commonsense")
     for run in (runs("qwen2"), runs("mistral")):
         out = tmp_path / run.name
-        cli("train", "--config", demo, "--model", run.model, "--data", run.shared / "train.json", "--max-steps", 1,
+        cli("train", "--config", demo, "--model", run.model, "--data", run.inputs / "train.json", "--max-steps", 1,
             "--batch-size", 2, "--grad-accum", 1, "--output", out)
         manifest = read_json(out / "shears_manifest.json")
         trained, shipped = manifest["config"], read_json(demo)  # the file as shipped (the flags set batch sizes only)
@@ -321,9 +321,9 @@ def test_init_config_of_mpt_adapts_the_split_qkv_and_groups_explicit_targets(tmp
     assert (config.lora.r, config.lora.alpha, config.group_widths[0]) == (16, 32, [16, 8])
 
 
-def test_optimum_gate_is_lifted_for_checked_families_only_and_refuses_others_before_any_work(tokenizer, shared, tmp_path,
+def test_optimum_gate_is_lifted_for_checked_families_only_and_refuses_others_before_any_work(tokenizer, inputs, tmp_path,
                                                                                              monkeypatch, capsys):
-    gemma2 = Run("gemma2", tmp_path, tokenizer, shared)  # its export, gate lifted, is test_the_exported_ir_... above
+    gemma2 = Run("gemma2", tmp_path, tokenizer, inputs)  # its export, gate lifted, is test_the_exported_ir_... above
     capsys.readouterr()
     configs = optimum_gate.export_configs(gemma2.original.config, "text-generation-with-past")
     assert configs["model"].MAX_TRANSFORMERS_VERSION is None and type(configs["model"]).MAX_TRANSFORMERS_VERSION == "5.0"
