@@ -333,10 +333,10 @@ def scored(study: Study) -> dict[str, list[dict]]:
     """Every finished row's results, by kind, one entry per seed."""
     by_kind: dict[str, list[dict]] = {}
     for row in study.rows():
-        path = study.evaluate(row).product
-        if path.exists() and study.runner.up_to_date(study.evaluate(row)):
+        step = study.evaluate(row)
+        if study.runner.up_to_date(step):
             by_kind.setdefault(row.kind, []).append({"row": row, "seed": row.training.seed if row.training else None,
-                                                     "loglik": read_json(path, what="evaluation results")})
+                                                     "loglik": read_json(step.product, what="evaluation results")})
     return by_kind
 
 
