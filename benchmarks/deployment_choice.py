@@ -43,6 +43,7 @@ from shears_nncf.evaluation import compare
 from shears_nncf.evaluation.harness import headline
 from shears_nncf.models import EMBEDDED_MODEL
 from shears_nncf.steps import StepRunner, step_from_argv
+from shears_nncf.tables import markdown_table
 
 CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "demo" / "smollm2_commonsense.json"
 # deployment -> (training, how it is loaded, IR weights or None for PyTorch): "adapter" the extracted folder
@@ -159,16 +160,15 @@ class Study:
 
 
 def accuracy_table(results: dict[str, dict], tasks: list[str]) -> list[str]:
-    lines = ["| deployment | average ± s.e. | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
-    for deployment, result in results.items():
-        avg, err = compare.average(result, tasks), compare.standard_error(result, tasks)
-        cells = [f"{100 * headline(result['tasks'][t]):.1f}" for t in tasks]
-        lines.append(f"| {deployment} | {avg:.1f} ± {err:.1f} | " + " | ".join(cells) + " |")
-    lines += ["", "| paired difference (same documents) | first - second [95% bootstrap interval] |", "|---|---|"]
+    rows = [[deployment, f"{compare.average(result, tasks):.1f} ± {compare.standard_error(result, tasks):.1f}",
+             *(f"{100 * headline(result['tasks'][t]):.1f}" for t in tasks)] for deployment, result in results.items()]
+    differences = []
     for first, second in DIFFERENCES:
         c = compare.paired_difference(results[first], results[second], tasks)
-        lines.append(f"| {first} - {second} | {c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] |")
-    return lines
+        differences.append([f"{first} - {second}", f"{c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"])
+    return [*markdown_table(["deployment", "average ± s.e.", *tasks], rows), "",
+            *markdown_table(["paired difference (same documents)", "first - second [95% bootstrap interval]"],
+                            differences)]
 
 
 def merged_vs_unmerged(report: dict, irs: dict[str, Path]) -> list[str]:

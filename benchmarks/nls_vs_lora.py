@@ -50,6 +50,7 @@ from shears_nncf.evaluation import compare
 from shears_nncf.models import EMBEDDED_MODEL
 from shears_nncf.nls.folder import SuperAdapter
 from shears_nncf.steps import DIGESTS, RECORDS, Step, StepRunner, step_from_argv
+from shears_nncf.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 BASES = ("wanda-50", "dense")  # in the order they are studied
@@ -409,37 +410,35 @@ def report(study: Study, results: dict[str, list[dict]], images: list[str]) -> s
              f"**inconclusive** with the difference detected at 80% power (2.8 standard errors); for \"about equal\": "
              f"holds when the interval lies inside +-{EQUAL:g} points.", "",
              "## Pilot: the learning rate of each method", "",
-             "| method | lr | held-out loss (first -> last eval) | train minutes |", "|---|---|---|---|"]
-    for t, s in pilot:
-        lines.append(f"| {t.method} | {t.lr:g} | {flattening(s) if s else 'pending'} | "
-                     f"{s['train_seconds'] / 60:.1f} |" if s else f"| {t.method} | {t.lr:g} | pending | - |")
+             *markdown_table(["method", "lr", "held-out loss (first -> last eval)", "train minutes"],
+                             [[t.method, f"{t.lr:g}", flattening(s) if s else "pending",
+                               f"{s['train_seconds'] / 60:.1f}" if s else "-"] for t, s in pilot])]
     lines += ["", "Chosen: " + ", ".join(f"{m} {study.chosen_lr(m):g}" if study.chosen_lr(m) else f"{m} pending"
                                          for m in METHODS) + ".", ""]
-    lines += ["## Rows", "", "| row | seed | " + " | ".join(SHORT[t] for t in COMMONSENSE) + " | avg ± se |",
-              "|---|---|" + "---|" * (len(COMMONSENSE) + 1)]
-    for kind, runs in results.items():
-        for r in runs:
-            tasks = r["loglik"]
-            lines.append(f"| {kind} | {r['seed'] if r['seed'] is not None else '-'} | "
-                         + " | ".join(f"{100 * compare.document_scores(tasks, t).mean():.1f}" for t in COMMONSENSE)
-                         + f" | **{compare.average(tasks, list(COMMONSENSE)):.1f}** ± "
-                           f"{compare.standard_error(tasks, list(COMMONSENSE)):.1f} |")
-    lines += ["", "## The differences", "",
-              "| question | first - second | seeds | difference (95% interval) | per seed (first; second) | verdict | paper |",
-              "|---|---|---|---|---|---|---|"]
+    rows = [[kind, r["seed"] if r["seed"] is not None else "-",
+             *(f"{100 * compare.document_scores(r['loglik'], t).mean():.1f}" for t in COMMONSENSE),
+             f"**{compare.average(r['loglik'], list(COMMONSENSE)):.1f}** ± "
+             f"{compare.standard_error(r['loglik'], list(COMMONSENSE)):.1f}"]
+            for kind, runs in results.items() for r in runs]
+    lines += ["## Rows", "", *markdown_table(["row", "seed", *(SHORT[t] for t in COMMONSENSE), "avg ± se"], rows)]
     found = comparisons(study, results)
+    differences = []
     for c in found:
         spread = c["seed_spread"]
         per_seed = "; ".join(" ".join(f"{v:.1f}" for v in spread[k]) for k in ("first", "second"))
-        lines.append(f"| {c['question']} | {c['first']} - {c['second']} | {c['seeds'][0]}, {c['seeds'][1]} | "
-                     f"{c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | {per_seed} | **{c['verdict']}** | {c['paper']} |")
+        differences.append([c["question"], f"{c['first']} - {c['second']}", f"{c['seeds'][0]}, {c['seeds'][1]}",
+                            f"{c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]", per_seed, f"**{c['verdict']}**",
+                            c["paper"]])
+    lines += ["", "## The differences", "",
+              *markdown_table(["question", "first - second", "seeds", "difference (95% interval)",
+                               "per seed (first; second)", "verdict", "paper"], differences)]
     missing = {"1", "2", "3a", "3b"} - {c["question"].split(".")[0] for c in found}
     if missing:
         lines += ["", f"Not yet scored: question(s) {', '.join(sorted(missing))}; rerun the command to continue."]
     lines += ["", "## Learning curves", "", *images, "",
-              "| training | held-out loss (first -> last eval) |", "|---|---|",
-              *[f"| {p.stem} | {flattening(read_json(p, what='training summary'))} |"
-                for p in sorted((study.results / "train").glob("*.json"))], ""]
+              *markdown_table(["training", "held-out loss (first -> last eval)"],
+                              [[p.stem, flattening(read_json(p, what="training summary"))]
+                               for p in sorted((study.results / "train").glob("*.json"))]), ""]
     return "\n".join(lines)
 
 

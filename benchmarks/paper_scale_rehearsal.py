@@ -182,9 +182,9 @@ def main():
         ranks = supernet.activate_heuristic()
         records = {"gsm8k": read_records(shipped_folder() / "gsm8k" / "test.json")[:args.prompts]}
         generator = CappedGenerator(TorchGenerator(supernet.peft_model, tokenizer, batch_size=args.prompts, device=device,
-                                                   progress=False, protocol="reference"), args.max_new_tokens)
+                                                   progress=False, protocol=config.protocol), args.max_new_tokens)
         with Peak(device) as scoring, supernet.untraced():
-            evaluate(generator, records, protocol="reference")
+            evaluate(generator, records, protocol=config.protocol)
         rows.append((f"evaluate, {args.prompts} GSM8K prompts x {args.max_new_tokens} tokens, 4 beams", scoring, None, ""))
     del generator
 

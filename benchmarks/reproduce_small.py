@@ -45,6 +45,7 @@ from shears_nncf.nls.folder import ADAPTER_WEIGHTS, SuperAdapter
 from shears_nncf.search.run import SEARCH_FILE
 from shears_nncf.sparsity.report import folder_sparsity
 from shears_nncf.steps import DIGESTS, RECORDS, StepRunner, step_from_argv
+from shears_nncf.tables import markdown_table
 
 CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "demo" / "smollm2_commonsense.json"
 SPARSE_MODELS = {"wanda-40": ("wanda", 0.4), "wanda-50": ("wanda", 0.5), "wanda-60": ("wanda", 0.6),
@@ -317,8 +318,7 @@ CLAIMS = (
 
 def claims(results: list[dict]) -> tuple[list[str], dict]:
     by_slug = {r["row"].slug: r for r in results}
-    lines = ["| claim | paper | here: first - second (points, 95% interval) | verdict |", "|---|---|---|---|"]
-    verdicts = {}
+    rows, verdicts = [], {}
     for claim, paper, pairs in CLAIMS:
         if not all(a in by_slug and b in by_slug for a, b in pairs):
             continue
@@ -326,8 +326,8 @@ def claims(results: list[dict]) -> tuple[list[str], dict]:
         here = "; ".join(f"{_name(a)} - {_name(b)}: {c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"
                          for (a, b), c in zip(pairs, comparisons))
         verdicts[claim] = verdict(comparisons)
-        lines.append(f"| {claim} | {paper} | {here} | {verdicts[claim]} |")
-    return lines, verdicts
+        rows.append([claim, paper, here, verdicts[claim]])
+    return markdown_table(["claim", "paper", "here: first - second (points, 95% interval)", "verdict"], rows), verdicts
 
 
 def _name(slug: str) -> str:
@@ -350,19 +350,21 @@ def table(results: list[dict]) -> list[str]:
                                        for t in COMMONSENSE),
                      f"**{average(r):.1f}** ± {standard_error(r):.1f}", generation, f"{r['nonzero'] / 1e6:.1f}M",
                      f"{r['adapter'] / 1e6:.2f}M", f"{r['train_seconds'] / 60:.1f}" if r["train_seconds"] else "-"])
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    return markdown_table(header, rows)
 
 
 def pilot_lines(runs: list[dict], limit: int, chosen: str) -> list[str]:
     lines = [f"LoRA on the Wanda-50% model, scored on the first {limit} documents of each task in the wording of its "
-             "training data, against the zero-shot model in the same wording (paired, 95% interval):", "",
-             "| training data | wording | lr | steps x batch | zero-shot | LoRA | change |", "|---|---|---|---|---|---|---|"]
+             "training data, against the zero-shot model in the same wording (paired, 95% interval):", ""]
+    rows = []
     for run in runs:
         m, c = run["manifest"], paired_difference(run["tuned"], run["zero"])
-        lines.append(f"| {run['format']} | {run['wording']} | {run['lr']:g} | {m['optimizer_steps']} x "
-                     f"{m['settings']['global_batch']} | {average(run['zero']):.1f} ± {standard_error(run['zero']):.1f} | "
-                     f"{average(run['tuned']):.1f} ± {standard_error(run['tuned']):.1f} | {c['diff']:+.1f} "
-                     f"[{c['low']:+.1f}, {c['high']:+.1f}] |")
+        rows.append([run["format"], run["wording"], f"{run['lr']:g}",
+                     f"{m['optimizer_steps']} x {m['settings']['global_batch']}",
+                     f"{average(run['zero']):.1f} ± {standard_error(run['zero']):.1f}",
+                     f"{average(run['tuned']):.1f} ± {standard_error(run['tuned']):.1f}",
+                     f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"])
+    lines += markdown_table(["training data", "wording", "lr", "steps x batch", "zero-shot", "LoRA", "change"], rows)
     best = max(runs, key=lambda run: paired_difference(run["tuned"], run["zero"])["diff"])
     lines += ["", f"Steps and learning rate were fixed beforehand for the CPU budget (a {runs[0]['manifest']['optimizer_steps']}"
               f"-step LoRA trains in a few minutes; {runs[0]['lr']:g}, high as short LoRA runs need); the pilot picks the "
@@ -564,9 +566,7 @@ def readme_section(args, results: list[dict], study: Study, images: list[str], r
         *table(results),
         "",
         *[image.replace("](", f"]({folder}/") + "\n" for image in images],
-        "| claim | verdict |",
-        "|---|---|",
-        *[f"| {claim} | {v} |" for claim, v in verdicts.items()],
+        *markdown_table(["claim", "verdict"], verdicts.items()),
         "",
         *plain_words(results, verdicts),
         "",

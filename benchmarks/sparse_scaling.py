@@ -43,6 +43,7 @@ from shears_nncf.bench import cpu_isa, throughput
 from shears_nncf.export.openvino import OpenVINOModel, export_openvino
 from shears_nncf.models import EMBEDDED_MODEL, cache_dir, load_tokenizer
 from shears_nncf.sparsity.masks import magnitude_
+from shears_nncf.tables import text_table
 
 SIZES = {  # the dimensions of real models; "7b-4l" is LLaMA-7B's width with 4 of its 32 layers
     "135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -201,9 +202,7 @@ def format_ratios(rows: dict, sizes: list[str], batches: list[int]) -> str:
                 ok = r.get("status") == "ok"
                 cells.append(f"{r['decode_tokens_per_s'] / base['decode_tokens_per_s']:.2f}x" if ok else "-")
             lines.append([f"{size}, batch {batch}", *cells])
-    widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return "\n".join([fmt(header)] + [fmt(r) for r in lines])
+    return "\n".join(text_table(header, lines))
 
 
 def format_rows(rows: dict, order: list[str]) -> str:
@@ -226,9 +225,7 @@ def format_rows(rows: dict, order: list[str]) -> str:
                 f"{row['bandwidth_gbs']:.1f}", f"{r['peak_rss_mb']:.0f}" if ok else "-",
                 ", ".join(f"{k}x{n}" for k, n in sorted(r["fc_kernels"].get("decode", {}).items())) or "-", r["status"],
             ])
-    widths = [max(len(str(r[i])) for r in [header] + lines) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
+    return "\n".join(text_table(header, lines, rule=True))
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from .artifacts import read_json, write_json
 from .errors import ShearsError
 from .export import IR_XML
 from .nls.folder import ADAPTER_CONFIG
+from .tables import text_table
 
 TOKENIZER_XML = "openvino_tokenizer.xml"
 DEFAULT_PROMPTS = [
@@ -544,14 +545,12 @@ def format_table(report: dict) -> str:
             f"{row['size_mb']:.0f}",
             kernels or "-", sparse_path(row, amx),
         ])
-    widths = [max(len(str(r[i])) for r in [header] + lines) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
     cpu = report["cpu"]
     title = f"CPU: {cpu['model']} ({cpu['cores']} cores), AMX: {'yes' if amx else 'no'}; " \
             f"{len(report['prompts'])} prompts x {report['max_new_tokens']} new tokens, batch 1, greedy, " \
             f"threads: {report['rows'][0]['threads'] or 'default'}; median of {report.get('rounds', 1)} interleaved " \
             f"round(s); load average before: {report['load_average']}"
-    return "\n".join([title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
+    return "\n".join([title, *text_table(header, lines, rule=True)])
 
 
 def bench_command(args) -> None:
@@ -597,10 +596,8 @@ def format_choice(report: dict, accuracy: dict[str, dict]) -> str:
                       f"{row['size_mb']:.0f}", f"{100 * acc:.1f}", "" if beaten else "yes"))
     tasks = sorted({t for r in rows for t in accuracy[r["folder"]]["tasks"]})
     header = ("deployment", "tok/s", "size MB", "accuracy (%)", "best trade-off")
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([f"Which deployment is fastest at which accuracy (average over {', '.join(tasks)}):",
-                      fmt(header)] + [fmt(r) for r in lines])
+                      *text_table(header, lines)])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import jsonschema
 
 from .artifacts import read_json
 from .errors import ShearsError
-from .protocol import SHEARS_PROTOCOL, Protocol, get_protocol
+from .protocol import PROTOCOLS, SHEARS, SHEARS_PROTOCOL, Protocol
 
 LAYER, ANY = "{layer}", "{*}"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # of loading (--dtype) and of training (shears.training.precision)
@@ -143,7 +143,7 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
     raw = _with_overrides(raw, overrides)
     _validate_schema(raw, source)
     lora = raw["shears"]["lora"]
-    protocol = get_protocol(raw["shears"].get("protocol"))
+    protocol = PROTOCOLS[raw["shears"].get("protocol", SHEARS)]
     nas = raw["bootstrapNAS"]["training"]
     width = nas["elasticity"]["width"]
     stage = nas["schedule"]["list_stage_descriptions"][0]

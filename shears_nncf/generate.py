@@ -16,6 +16,7 @@ from .artifacts import read_text
 from .errors import ShearsError
 from .evaluation.openvino_backend import runtime_model
 from .export.runtime_adapters import BASE_ALONE
+from .protocol import PROTOCOLS
 
 NO_TEMPLATE = "none"
 
@@ -31,13 +32,14 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
     return prompts
 
 
-def templated(prompt: str, template: str) -> str:
-    """The prompt as given (`none`), or as the instruction of protocol `template`'s prompt, ready for its response."""
+def templated(prompt: str, template: str, model: str | os.PathLike | None = None) -> str:
+    """The prompt as given (`none`), or as the instruction of protocol `template`'s prompt for this model (MPT has
+    its own under `reference`), ready for its response."""
     if template == NO_TEMPLATE:
         return prompt
-    from .data.prompts import format_prompt
+    from .data.prompts import format_prompt, protocol_for_model
 
-    return format_prompt({"instruction": prompt}, with_response=False, protocol=template)
+    return format_prompt({"instruction": prompt}, with_response=False, protocol=protocol_for_model(PROTOCOLS[template], model))
 
 
 def generate_command(args) -> None:
@@ -47,7 +49,7 @@ def generate_command(args) -> None:
     model = runtime_model(args.openvino, args.adapter)  # an unknown name fails here, listing the folder's adapters
     names = args.adapter or [next(iter(model.adapters), BASE_ALONE)]
     for prompt in prompts:
-        text = templated(prompt, args.template)
+        text = templated(prompt, args.template, args.openvino)
         for name in names:
             print(f"[adapter {name}] {prompt}", file=sys.stderr, flush=True)
             result = model.generate(text, name, args.max_new_tokens, streamer=_write)

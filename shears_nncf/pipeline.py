@@ -23,9 +23,11 @@ from .artifacts import clear_output, read_json, write_json, write_text
 from .bench import sparse_path
 from .errors import ShearsError
 from .evaluation.harness import headline, headline_metric
+from .protocol import Protocol
 from .search.run import SEARCH_FILE
 from .stages import STAGES
 from .steps import Step, StepRunner
+from .tables import markdown_table
 
 STATE_FILE = "pipeline.json"
 TRAIN_CONFIG = "train_config.json"
@@ -101,7 +103,7 @@ def _check_option(stage: str, dest: str, value, source: str) -> None:
         raise ShearsError(f"{where}: {e}") from None
 
 
-def check_inputs(settings: dict, val_set_size: int = 0) -> None:
+def check_inputs(settings: dict, protocol: Protocol, val_set_size: int) -> None:
     """What must hold before a run writes anything: the base model exists (its config, a few KB), and so do the
     training file and the test files; the search can choose its validation data (`validation_plan`)."""
     from .data.sources import load_records
@@ -115,8 +117,8 @@ def check_inputs(settings: dict, val_set_size: int = 0) -> None:
                           "says from where) or give --data")
     search = {o.dest: settings.get("search", {}).get(o.dest, o.default) for o in STAGES["search"].options}
     if search["strategy"]:
-        validation_plan(search["strategy"], search["data"], search["tasks"], search["metric"], settings.get("protocol"),
-                        val_set_size, train["tasks"])
+        validation_plan(search["strategy"], search["data"], search["tasks"], search["metric"], protocol, val_set_size,
+                        train["tasks"])
     evaluate = {dest: settings.get("evaluate", {}).get(dest, STAGES["evaluate"].option(dest).default)
                 for dest in ("data", "tasks", "limit", "scoring")}
     if "generate" in (evaluate["scoring"] if isinstance(evaluate["scoring"], list) else [evaluate["scoring"]]):
@@ -216,14 +218,14 @@ def run_pipeline(config: str | os.PathLike, output: str | os.PathLike, model: st
     An `output` holding anything but a run's folder is refused, or with `overwrite` replaced."""
     from .config import load_config
 
-    training = load_config(config, protocol=protocol).training  # a bad config fails before any step runs
+    loaded = load_config(config, protocol=protocol)  # a bad config fails before any step runs
     raw = read_json(config, what="config")
     if protocol:
         raw["shears"]["protocol"] = protocol
     settings = pipeline_settings(raw, model, data, source=str(config))
     # Offline without the model, without the data, or with a search or evaluation that cannot be made: one line, and
     # nothing written.
-    check_inputs(settings, training.val_set_size)
+    check_inputs(settings, loaded.protocol, loaded.training.val_set_size)
 
     out = Path(output)
     clear_output(out, "run", overwrite=overwrite)
@@ -258,7 +260,8 @@ def summarize(out: Path, settings: dict, records: dict[str, dict], steps: list[S
     from .sparsity.api import SparseModel
 
     sparse = SparseModel.read(out / "sparse")
-    train = SuperAdapter.read(out / "super_adapter").summary
+    trained = SuperAdapter.read(out / "super_adapter")
+    train = trained.summary
     search = read_search(out / "search")
     evaluations = [step for step in steps if step.stage == "evaluate"]
     results = {step.name: read_results(step.product) for step in evaluations}
@@ -297,7 +300,7 @@ def summarize(out: Path, settings: dict, records: dict[str, dict], steps: list[S
                    "tpot_ms": row.get("tpot_ms"), "peak_rss_mb": row.get("peak_rss_mb"), "status": row.get("status"),
                    "sparse_path": sparse_path(row, bench["cpu"]["amx"])} for row in bench["rows"]],
         "cpu": bench["cpu"],
-        "try": _try_command(out / STEPS["export"], settings.get("protocol")) if export else None,
+        "try": _try_command(out / STEPS["export"], trained.protocol.name) if export else None,
         "stage_seconds": {name: record.get("seconds") for name, record in records.items()},
     }
 
@@ -366,11 +369,11 @@ TRY_PROMPT = ("Please answer the following question with true or false, question
               "ocean on earth? Answer format: true/false")
 
 
-def _try_command(ir: Path, protocol: str | None) -> str:
-    """The `shears generate` command line that talks to the exported IR, in the template the adapter was trained on;
-    built from the stage's declaration, so it is what the CLI parses."""
+def _try_command(ir: Path, template: str) -> str:
+    """The `shears generate` command line that talks to the exported IR in `template`, the name of the protocol the
+    adapter was trained under; built from the stage's declaration, so it is what the CLI parses."""
     generate = STAGES["generate"]
-    args = generate.namespace(openvino=ir, prompt=TRY_PROMPT, max_new_tokens=32, template=protocol or "shears")
+    args = generate.namespace(openvino=ir, prompt=TRY_PROMPT, max_new_tokens=32, template=template)
     return shlex.join(["shears", *generate.argv(args)])
 
 
@@ -388,11 +391,8 @@ def _accuracy_table(summary: dict) -> list[str]:
         return []
     several = len({s["model"] for s, _ in shown}) > 1
     headers = ["accuracy, generation (%)" + (f", {_MODEL_HEADER[s['model']]}" if several else "") for s, _ in shown]
-    lines = ["| task | " + " | ".join(headers) + " |", "|---|" + "---|" * len(shown)]
-    for name in shown[0][1]:
-        cells = [f"{100 * acc[name]:.1f}" if name in acc else "-" for _, acc in shown]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    rows = [[name, *(f"{100 * acc[name]:.1f}" if name in acc else "-" for _, acc in shown)] for name in shown[0][1]]
+    return [*markdown_table(["task", *headers], rows), ""]
 
 
 def _comparison_section(summary: dict) -> list[str]:
@@ -412,10 +412,9 @@ def _comparison_section(summary: dict) -> list[str]:
         "Accuracy (%) by log-likelihood through lm-evaluation-harness (`shears evaluate --scoring loglik`: "
         f"acc_norm, or acc where lm-eval defines no acc_norm), on {documents}, the same for every row{size}.",
         "",
-        "| model | " + " | ".join(f"{t} ({c['metrics'][t]})" for t in c["tasks"]) + " | average ± s.e. |",
-        "|---|" + "---|" * (len(c["tasks"]) + 1),
-        *[f"| {row['label']} | " + " | ".join(f"{100 * row['tasks'][t]:.1f}" for t in c["tasks"]) +
-          f" | {row['average']:.1f} ± {row['se']:.1f} |" for row in c["rows"]],
+        *markdown_table(["model", *(f"{t} ({c['metrics'][t]})" for t in c["tasks"]), "average ± s.e."],
+                        [[row["label"], *(f"{100 * row['tasks'][t]:.1f}" for t in c["tasks"]),
+                          f"{row['average']:.1f} ± {row['se']:.1f}"] for row in c["rows"]]),
         "",
         "Paired differences, in points, with their 95% bootstrap intervals (the documents resampled, the same draw "
         "for both rows):",
@@ -436,13 +435,12 @@ def _deployed_section(summary: dict) -> list[str]:
         f"CPU: {summary['cpu']['model']}, AMX: {'yes' if summary['cpu']['amx'] else 'no'}. Non-zero parameters: the "
         "sparse base's and the adapter's; size: the model files on disk.",
         "",
-        "| model | route | backend | weights | sparse rate | non-zero parameters | size MB | decode tok/s | TTFT ms | "
-        "peak RSS MB | sparse path |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        *[f"| {Path(r['folder']).name} | {r['route'] or '-'} | {r['backend']} | {r['weights']} "
-          f"| {r['sparse_rate'] or '-'} | {r['nonzero_parameters']:,} | {_number(r['size_mb'])} "
-          f"| {_number(r['decode_tokens_per_s'])} | {_number(r['ttft_ms'])} | {_number(r['peak_rss_mb'])} "
-          f"| {r['sparse_path']} |" for r in summary["bench"]],
+        *markdown_table(
+            ["model", "route", "backend", "weights", "sparse rate", "non-zero parameters", "size MB", "decode tok/s",
+             "TTFT ms", "peak RSS MB", "sparse path"],
+            [[Path(r["folder"]).name, r["route"] or "-", r["backend"], r["weights"], r["sparse_rate"] or "-",
+              f"{r['nonzero_parameters']:,}", _number(r["size_mb"]), _number(r["decode_tokens_per_s"]),
+              _number(r["ttft_ms"]), _number(r["peak_rss_mb"]), r["sparse_path"]] for r in summary["bench"]]),
         "",
     ]
 
@@ -474,9 +472,7 @@ def summary_markdown(summary: dict) -> str:
            "```", summary["try"], "```", ""] if summary["try"] else []),
         "## Time",
         "",
-        "| stage | seconds (last run) |",
-        "|---|---|",
-        *[f"| {name} | {seconds} |" for name, seconds in summary["stage_seconds"].items()],
+        *markdown_table(["stage", "seconds (last run)"], summary["stage_seconds"].items()),
         "",
     ]
     return "\n".join(lines)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .errors import ShearsError
+from .choices import Choice, Choices
 
 REFERENCE, SHEARS = "reference", "shears"
-PROTOCOLS = (REFERENCE, SHEARS)
 
 _INSTRUCTION = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 _INSTRUCTION_WITH_INPUT = (
@@ -50,9 +49,12 @@ class Templates:
         return self.with_input if record.get("input") else self.plain
 
 
-@dataclass(frozen=True)
-class Protocol:
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class Protocol(Choice):
+    """Every setting in which the two protocols differ; an entry of `PROTOCOLS`, so `--protocol` names one. It is
+    resolved from its name once, where a command meets it (the flag, the config, a super-adapter's manifest), and
+    travels as this object; files record its `name`."""
+
     lora_dropout: float  # the default of shears.lora.dropout
     train_on_inputs: bool  # the default of shears.training.train_on_inputs: whether the loss covers the prompt
     training_template: Templates
@@ -74,6 +76,7 @@ class Protocol:
 
 REFERENCE_PROTOCOL = Protocol(
     name=REFERENCE,
+    help="prompts, decoding, answer extraction and defaults exactly as the Shears reference code",
     # running_commands: every command passes --lora_dropout 0.1 (the scripts' own default is 0.0).
     lora_dropout=0.1,
     # run_math.py, run_commonsense.py, run_gsm8k.py: `train_on_inputs: bool = field(default=True)`, never overridden.
@@ -121,6 +124,7 @@ REFERENCE_PROTOCOL = Protocol(
 
 SHEARS_PROTOCOL = Protocol(
     name=SHEARS,
+    help="our choices (README: 'Reference settings')",
     lora_dropout=0.05,
     train_on_inputs=False,  # the loss is the response's: what the model is asked to produce
     training_template=Templates(_plain_template(False), _plain_template(True)),  # LLM-Adapters' text, no stray spaces
@@ -169,21 +173,12 @@ REFERENCE_CHOICES = {
 }
 RESPONSE_MARKER = "### Response:"
 
-_BY_NAME = {p.name: p for p in (REFERENCE_PROTOCOL, SHEARS_PROTOCOL)}
+# The protocols by name: `--protocol`'s choices and help, what the config schema's enum lists, and the lookup of a
+# recorded name.
+PROTOCOLS = Choices("protocol", REFERENCE_PROTOCOL, SHEARS_PROTOCOL)
 
 
-def get_protocol(name: str | Protocol | None) -> Protocol:
-    """A protocol by name; None is `shears`, today's default."""
-    if isinstance(name, Protocol):
-        return name
-    protocol = _BY_NAME.get(SHEARS if name is None else name)
-    if protocol is None:
-        raise ShearsError(f"unknown protocol {name!r}; expected {' or '.join(PROTOCOLS)}")
-    return protocol
-
-
-def for_model_type(protocol: str | Protocol | None, model_type: str | None) -> Protocol:
+def for_model_type(protocol: Protocol, model_type: str | None) -> Protocol:
     """The protocol's templates for a model of this type (`config.model_type`): under `reference` MPT gets
     run_gsm8k.py's, the script the reference trains and scores MPT with."""
-    protocol = get_protocol(protocol)
     return REFERENCE_MPT_PROTOCOL if protocol.name == REFERENCE and model_type == "mpt" else protocol

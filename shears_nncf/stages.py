@@ -198,9 +198,9 @@ def setting_option(setting: Field) -> Option:
 
 
 def protocol_option(default_from: str) -> Option:
-    return option("--protocol", choices=PROTOCOLS, default=None,
-                  help="reference: prompts, decoding, answer extraction and defaults exactly as the Shears reference "
-                       f"code; shears: our choices (README: 'Reference settings'). Default: {default_from}")
+    """`--protocol`: a name of `PROTOCOLS`, kept a name in the Namespace (a step's command line and key) and looked up
+    once by the handler; None, the default, leaves the protocol to `default_from`."""
+    return option("--protocol", choices=PROTOCOLS, default=None, help=f"{PROTOCOLS.help()}. Default: {default_from}")
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (

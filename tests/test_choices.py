@@ -24,7 +24,7 @@ from shears_nncf.sparsity import METHODS
 SCHEMA = Path(__file__).resolve().parents[1] / "shears_nncf" / "schema" / "nncf_config.schema.json"
 REGISTRIES = {"STRATEGIES": STRATEGIES, "METRICS": METRICS, "COSTS": COSTS, "WEIGHT_FORMATS": WEIGHT_FORMATS,
               "METHODS": METHODS, "PROMPT_STYLES": PROMPT_STYLES, "SCORINGS": SCORINGS, "NAMED": NAMED,
-              "TRUNCATIONS": TRUNCATIONS}
+              "TRUNCATIONS": TRUNCATIONS, "PROTOCOLS": PROTOCOLS}
 # (command, flag, its table). Every flag whose value is a name of a table.
 FLAGS = [
     ("search", "--strategy", STRATEGIES), ("search", "--metric", METRICS), ("search", "--cost", COSTS),
@@ -55,6 +55,14 @@ def test_a_flags_choices_and_help_are_its_tables(command, flag, table):
     assert list(action.choices) == list(table) and (action.required or action.default in table)
     for choice in table.values():
         assert f"{choice.name}: {choice.help}" in action.help
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "score", "search", "run"])
+def test_the_protocol_flags_choices_and_help_are_its_table(command):
+    """No default: the handler takes the config's or the super-adapter's protocol (else shears)."""
+    action = _actions(command)["--protocol"]
+    assert list(action.choices) == list(PROTOCOLS) and action.default is None
+    assert action.help.startswith(PROTOCOLS.help() + ". Default: ")
 
 
 def test_the_subnet_flags_name_the_named_configurations():

@@ -23,7 +23,7 @@ from shears_nncf.config import bundled_config
 from shears_nncf.data import gsm8k
 from shears_nncf.data.prompts import generation_prompt
 from shears_nncf.data.sources import read_records, shipped_folder
-from shears_nncf.protocol import REFERENCE_MPT_PROTOCOL
+from shears_nncf.protocol import REFERENCE_MPT_PROTOCOL, REFERENCE_PROTOCOL
 
 from conftest import TINY_LLAMA
 
@@ -90,7 +90,7 @@ def _scaled_down(name: str, folder, export: bool = False) -> dict:
     pipeline["evaluate"]["limit"] = 2
     if export:
         pipeline["evaluate_on"] = ["pytorch", "openvino"]
-        pipeline["bench"] = {"max_new_tokens": 2}
+        pipeline["bench"] = {"max_new_tokens": 2, "rounds": 1}
     return raw
 
 
@@ -150,7 +150,7 @@ def test_commonsense_paper_config_scores_llm_adapters_test_questions(paper_run):
     out = paper_run("llama7b_commonsense_40")
     examples = read_json(out / "eval" / "results.json")["examples"]
     first_arc_c = read_records(shipped_folder() / "ARC-Challenge" / "test.json")[0]
-    assert examples["arc_challenge"][0]["prompt"] == generation_prompt(first_arc_c, "arc_challenge", "reference")
+    assert examples["arc_challenge"][0]["prompt"] == generation_prompt(first_arc_c, "arc_challenge", REFERENCE_PROTOCOL)
     assert first_arc_c["instruction"].startswith("Please choose the correct answer to the question: An astronomer")
     assert examples["hellaswag"][0]["prompt"].count("Sentence 0 ...") == 1  # the user's datasets/hellaswag/test.json
 

@@ -37,7 +37,7 @@ def tiny_run(tiny_llama_dir, tmp_path_factory):
         "search": {"strategy": "heuristic", "metric": "loss", "tasks": ["piqa"], "limit": 4},
         "evaluate": {"tasks": ["boolq"], "limit": 2, "batch_size": 2},
         "export": {"weights": "int8"},
-        "bench": {"max_new_tokens": 4, "sparse_rate": None},
+        "bench": {"max_new_tokens": 4, "sparse_rate": None, "rounds": 1},
     }
     config["shears"]["training"].update(batch_size=2, grad_accum=1, max_length=192)
     path = folder / "run.json"

@@ -21,7 +21,7 @@ from shears_nncf.evaluation.answers import is_correct
 from shears_nncf.evaluation.generation import TorchGenerator
 from shears_nncf.evaluation.harness import evaluate
 from shears_nncf.pipeline import plan
-from shears_nncf.protocol import REFERENCE_PROTOCOL, SHEARS_PROTOCOL, get_protocol
+from shears_nncf.protocol import PROTOCOLS, REFERENCE_MPT_PROTOCOL, REFERENCE_PROTOCOL, SHEARS_PROTOCOL
 
 RECORD = {"instruction": "Solve 2 + 3.", "input": "", "output": "2 + 3 = 5. The answer is 5", "answer": "5"}
 RECORD_WITH_INPUT = {"instruction": "Add the numbers.", "input": "2 and 3", "output": "The answer is 5", "answer": "5"}
@@ -98,10 +98,10 @@ REFERENCE_COMMONSENSE_EVALUATION_PROMPT_WITH_INPUT = (
 
 
 def test_reference_training_prompt_is_the_references_byte_for_byte():
-    assert format_prompt(RECORD, True, "reference") == REFERENCE_TRAINING_PROMPT
-    assert format_prompt(RECORD_WITH_INPUT, True, "reference") == REFERENCE_TRAINING_PROMPT_WITH_INPUT
+    assert format_prompt(RECORD, True, REFERENCE_PROTOCOL) == REFERENCE_TRAINING_PROMPT
+    assert format_prompt(RECORD_WITH_INPUT, True, REFERENCE_PROTOCOL) == REFERENCE_TRAINING_PROMPT_WITH_INPUT
     # What the reference masks when train_on_inputs is off: generate_prompt({**data_point, "output": ""}).
-    assert format_prompt(RECORD, False, "reference") == REFERENCE_TRAINING_PROMPT.removesuffix(RECORD["output"])
+    assert format_prompt(RECORD, False, REFERENCE_PROTOCOL) == REFERENCE_TRAINING_PROMPT.removesuffix(RECORD["output"])
 
 
 @pytest.mark.parametrize("task, plain, with_input", [
@@ -111,12 +111,12 @@ def test_reference_training_prompt_is_the_references_byte_for_byte():
     ("arc_challenge", REFERENCE_COMMONSENSE_EVALUATION_PROMPT, REFERENCE_COMMONSENSE_EVALUATION_PROMPT_WITH_INPUT),
 ])
 def test_reference_evaluation_prompt_is_the_references_byte_for_byte(task, plain, with_input):
-    assert generation_prompt(RECORD, task, "reference") == plain
-    assert generation_prompt(RECORD_WITH_INPUT, task, "reference") == with_input
+    assert generation_prompt(RECORD, task, REFERENCE_PROTOCOL) == plain
+    assert generation_prompt(RECORD_WITH_INPUT, task, REFERENCE_PROTOCOL) == with_input
 
 
 def test_shears_prompt_is_the_clean_template_for_training_and_evaluation():
-    prompt = format_prompt(RECORD, False, "shears")
+    prompt = format_prompt(RECORD, False, SHEARS_PROTOCOL)
     assert prompt == ("Below is an instruction that describes a task. Write a response that appropriately completes the request."
                       "\n\n### Instruction:\nSolve 2 + 3.\n\n### Response:\n")
     assert generation_prompt(RECORD, "gsm8k") == generation_prompt(RECORD, "boolq") == prompt == format_prompt(RECORD, False)
@@ -251,7 +251,7 @@ def test_reference_score_gives_the_references_verdict_on_every_shipped_output(tm
 @pytest.mark.parametrize("task", sorted(HAND_WRITTEN))
 def test_reference_score_gives_the_references_verdict_on_corner_cases(tmp_path, task):
     folder = get_task(task).folder
-    prompt = generation_prompt(RECORD, task, "reference")
+    prompt = generation_prompt(RECORD, task, REFERENCE_PROTOCOL)
     expected = [oracle_verdict(folder, prompt, p, a) for p, a in HAND_WRITTEN[task]]
     assert _score(tmp_path, task, HAND_WRITTEN[task]) == expected
     # The corner cases are corner cases: the shears protocol reads some of them differently.
@@ -269,7 +269,7 @@ def test_harness_under_reference_prompts_and_reads_answers_as_the_reference():
 
     records = {"aqua": [{**RECORD, "answer": "A"}], "gsm8k": [{**RECORD, "answer": "1000"}]}
     generator = Echo()
-    results = evaluate(generator, records, protocol="reference")
+    results = evaluate(generator, records, protocol=REFERENCE_PROTOCOL)
     assert generator.prompts[1] == REFERENCE_MATH_EVALUATION_PROMPT
     assert results["tasks"]["aqua"]["correct"] == 1 and results["tasks"]["gsm8k"]["correct"] == 1
     assert evaluate(Echo(), records)["tasks"]["aqua"]["correct"] == 0  # shears reads "Answer: C" as C
@@ -277,7 +277,7 @@ def test_harness_under_reference_prompts_and_reads_answers_as_the_reference():
 
 def test_reference_decoding_is_beam_search_and_runs(tiny_llama_factory, tokenizer):
     generator = TorchGenerator(tiny_llama_factory(), tokenizer, batch_size=2, device="cpu", progress=False,
-                               protocol="reference")
+                               protocol=REFERENCE_PROTOCOL)
     assert generator.decoding == {"do_sample": False, "num_beams": 4, "temperature": 0.1, "top_p": 0.75, "top_k": 40}
     assert len(generator.generate(["Hello there", "A longer prompt than the first"], max_new_tokens=3)) == 2
     assert TorchGenerator(tiny_llama_factory(), tokenizer, device="cpu").decoding["num_beams"] == 1
@@ -312,8 +312,8 @@ def test_protocol_flag_overrides_the_config(tmp_path):
     assert load_config(path).protocol is REFERENCE_PROTOCOL
     with pytest.raises(ShearsError, match="invalid at shears.protocol"):
         parse_config(_config("paper"))
-    with pytest.raises(ShearsError, match="unknown protocol 'paper'; expected reference or shears"):
-        get_protocol("paper")
+    with pytest.raises(ShearsError, match="^unknown protocol 'paper'; expected one of reference, shears$"):
+        PROTOCOLS["paper"]
 
 
 @pytest.mark.parametrize("argv", [
@@ -412,15 +412,16 @@ def test_reference_training_never_sees_the_search_validation_records(tmp_path):
 def test_reference_search_chooses_validation_data_as_the_reference_would_have_to():
     from shears_nncf.search.objective import validation_plan
 
-    assert validation_plan("heuristic", "default", None, "accuracy", "reference", 120, None) is None  # evaluates nothing
-    assert validation_plan("heuristic", "default", None, "loss", "shears", 0, None).startswith("the embedded train split")
-    assert "120 records set aside" in validation_plan("hill-climbing", "default", None, "loss", "reference", 120, None)
-    assert validation_plan("nsga2", "default", ["boolq"], "accuracy", "reference", 120, None)
+    reference, shears = REFERENCE_PROTOCOL, SHEARS_PROTOCOL
+    assert validation_plan("heuristic", "default", None, "accuracy", reference, 120, None) is None  # evaluates nothing
+    assert validation_plan("heuristic", "default", None, "loss", shears, 0, None).startswith("the embedded train split")
+    assert "120 records set aside" in validation_plan("hill-climbing", "default", None, "loss", reference, 120, None)
+    assert validation_plan("nsga2", "default", ["boolq"], "accuracy", reference, 120, None)
     with pytest.raises(ShearsError, match="which mix its tasks; score them with --metric loss"):
-        validation_plan("hill-climbing", "default", None, "accuracy", "reference", 120, ["commonsense"])
+        validation_plan("hill-climbing", "default", None, "accuracy", reference, 120, ["commonsense"])
     with pytest.raises(ShearsError, match="sets none aside here .* name a held-out set with --data"):
-        validation_plan("hill-climbing", "default", ["gsm8k"], "accuracy", "reference", 0, None)
-    assert "named with --data" in validation_plan("hill-climbing", "heldout.json", ["gsm8k"], "accuracy", "reference", 0, None)
+        validation_plan("hill-climbing", "default", ["gsm8k"], "accuracy", reference, 0, None)
+    assert "named with --data" in validation_plan("hill-climbing", "heldout.json", ["gsm8k"], "accuracy", reference, 0, None)
 
 
 def test_run_passes_the_protocol_to_the_evaluation_of_the_exported_model(tmp_path):
@@ -444,17 +445,17 @@ def test_reference_protocol_records_the_references_other_settings():
 
 
 def test_reference_tokenization_trains_on_the_prompt_in_the_reference_template(tokenizer):
-    (example,), _ = tokenize_for_training([RECORD], tokenizer, 256, train_on_inputs=True, protocol="reference")
+    (example,), _ = tokenize_for_training([RECORD], tokenizer, 256, train_on_inputs=True, protocol=REFERENCE_PROTOCOL)
     assert example["labels"] == example["input_ids"]
     assert tokenizer.decode(example["input_ids"][:-1]) == REFERENCE_TRAINING_PROMPT
-    assert is_correct("gsm8k", "The answer is 5", "5", "reference")
+    assert is_correct("gsm8k", "The answer is 5", "5", REFERENCE_PROTOCOL)
 
 
 def oracle_generate_and_tokenize_prompt(tokenizer, data_point, cutoff_len, train_on_inputs):
     """run_math.py / run_commonsense.py / run_gsm8k.py `tokenize` and `generate_and_tokenize_prompt`, verbatim but for
     the prompt, which is the reference protocol's training template (tested byte for byte above)."""
     def generate_prompt(data_point):
-        return format_prompt(data_point, True, "reference")
+        return format_prompt(data_point, True, REFERENCE_PROTOCOL)
 
     def tokenize(prompt, add_eos_token=True):
         result = tokenizer(
@@ -494,18 +495,18 @@ def oracle_generate_and_tokenize_prompt(tokenizer, data_point, cutoff_len, train
 def test_reference_truncation_is_the_references_tokenize_for_short_cut_and_exact_examples(tokenizer, train_on_inputs):
     records = [RECORD, {**RECORD, "output": "two plus three is five " * 30},  # short; its response cut at the end
                {**RECORD, "instruction": "Add these numbers: " + "2 + 3 " * 60}]  # its prompt alone is longer
-    exact = len(tokenizer(format_prompt(RECORD, True, "reference"))["input_ids"])  # fits exactly: no EOS, as cut ones
+    exact = len(tokenizer(format_prompt(RECORD, True, REFERENCE_PROTOCOL))["input_ids"])  # fits exactly: no EOS, as cut
     for cutoff in (64, exact):
-        got, truncated = tokenize_for_training(records, tokenizer, cutoff, train_on_inputs, protocol="reference")
+        got, truncated = tokenize_for_training(records, tokenizer, cutoff, train_on_inputs, protocol=REFERENCE_PROTOCOL)
         expected = [oracle_generate_and_tokenize_prompt(tokenizer, r, cutoff, train_on_inputs) for r in records]
         assert [{k: e[k] for k in ("input_ids", "attention_mask", "labels")} for e in expected] == got
         assert truncated == 2  # the two longer ones (one that fits exactly is not cut)
     assert got[0]["input_ids"][-1] != tokenizer.eos_token_id  # exactly cutoff_len tokens: no EOS either
-    cut = tokenize_for_training(records, tokenizer, 64, protocol="reference")[0]
+    cut = tokenize_for_training(records, tokenizer, 64, protocol=REFERENCE_PROTOCOL)[0]
     assert cut[0]["input_ids"][-1] == tokenizer.eos_token_id  # shorter: EOS appended
     assert all(len(e["input_ids"]) == 64 and e["input_ids"][-1] != tokenizer.eos_token_id for e in cut[1:])
     # The shears protocol's truncation (shears.training.truncation: prompt) keeps the response and EOS instead.
-    kept = tokenize_for_training(records[2:], tokenizer, 64, protocol="reference", truncation="prompt")[0][0]
+    kept = tokenize_for_training(records[2:], tokenizer, 64, protocol=REFERENCE_PROTOCOL, truncation="prompt")[0][0]
     assert kept["input_ids"][-1] == tokenizer.eos_token_id and len(kept["input_ids"]) == 64
     assert parse_config(_config()).training.truncation == "prompt"
     assert parse_config(_config("reference")).training.truncation == "end"
@@ -536,29 +537,45 @@ def test_mpt_under_the_reference_gets_run_gsm8k_prompts_byte_for_byte(tmp_path):
     from transformers import LlamaConfig, MptConfig
 
     from shears_nncf.data.prompts import protocol_for_model
+    from shears_nncf.generate import templated
 
     MptConfig(d_model=64, n_heads=4, n_layers=2).save_pretrained(tmp_path / "mpt")  # config.json alone
     LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4).save_pretrained(tmp_path / "llama")
-    mpt = protocol_for_model("reference", tmp_path / "mpt")
+    mpt = protocol_for_model(REFERENCE_PROTOCOL, tmp_path / "mpt")
     assert mpt.script == "run_gsm8k.py"
     assert format_prompt(RECORD, True, mpt) == REFERENCE_GSM8K_TRAINING_PROMPT
     assert generation_prompt(RECORD, "gsm8k", mpt) == REFERENCE_GSM8K_EVALUATION_PROMPT
-    assert protocol_for_model("reference", tmp_path / "llama") is REFERENCE_PROTOCOL
-    assert protocol_for_model("shears", tmp_path / "mpt") is SHEARS_PROTOCOL
+    assert protocol_for_model(REFERENCE_PROTOCOL, tmp_path / "llama") is REFERENCE_PROTOCOL
+    assert protocol_for_model(SHEARS_PROTOCOL, tmp_path / "mpt") is SHEARS_PROTOCOL
     assert mpt.generate_kwargs == REFERENCE_PROTOCOL.generate_kwargs  # only the templates differ
+    # `shears generate --template reference` on an MPT IR (its folder holds the config.json) prompts the same way.
+    assert templated(RECORD["instruction"], "reference", tmp_path / "mpt") == format_prompt(
+        {"instruction": RECORD["instruction"]}, False, mpt)
+    assert templated(RECORD["instruction"], "reference", tmp_path / "llama") == format_prompt(
+        {"instruction": RECORD["instruction"]}, False, REFERENCE_PROTOCOL) != format_prompt(
+        {"instruction": RECORD["instruction"]}, False, mpt)
 
 
 def test_evaluate_takes_the_super_adapters_protocol_unless_the_flag_says_otherwise(tmp_path):
     import torch
     from safetensors.torch import save_file
+    from transformers import LlamaConfig, MptConfig
 
     from shears_nncf.artifacts import write_manifest
     from shears_nncf.evaluation.cli import _protocol
 
     raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
-    write_manifest(tmp_path, {"stage": "train", "protocol": "reference", "base_model": "m", "config": raw, "groups": []})
-    save_file({"unused": torch.zeros(1)}, tmp_path / "adapter_model.safetensors")  # a super-adapter folder has weights
+    MptConfig(d_model=64, n_heads=4, n_layers=2).save_pretrained(tmp_path / "mpt")  # config.json alone
+    LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4).save_pretrained(tmp_path / "llama")
+    trained = tmp_path / "super_adapter"
+    trained.mkdir()
+    write_manifest(trained, {"stage": "train", "protocol": "reference", "base_model": str(tmp_path / "mpt"),
+                             "config": raw, "groups": []})
+    save_file({"unused": torch.zeros(1)}, trained / "adapter_model.safetensors")  # a super-adapter folder has weights
     parse = build_parser().parse_args
-    assert _protocol(parse(["evaluate", "--super-adapter", str(tmp_path)])) == "reference"
-    assert _protocol(parse(["evaluate", "--super-adapter", str(tmp_path), "--protocol", "shears"])) == "shears"
-    assert _protocol(parse(["evaluate", "--model", "m"])) == "shears"
+    # The recorded name, as the object, in the templates of the base scored: the super-adapter's MPT, else --model.
+    assert _protocol(parse(["evaluate", "--super-adapter", str(trained)])) is REFERENCE_MPT_PROTOCOL
+    assert _protocol(parse(["evaluate", "--super-adapter", str(trained), "--model", str(tmp_path / "llama")])) \
+        is REFERENCE_PROTOCOL
+    assert _protocol(parse(["evaluate", "--super-adapter", str(trained), "--protocol", "shears"])) is SHEARS_PROTOCOL
+    assert _protocol(parse(["evaluate", "--model", "m"])) is SHEARS_PROTOCOL

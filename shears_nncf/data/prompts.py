@@ -13,39 +13,39 @@ import os
 
 from ..choices import Choice, Choices
 from ..errors import ShearsError
-from ..protocol import REFERENCE, Protocol, for_model_type, get_protocol
+from ..protocol import REFERENCE, SHEARS_PROTOCOL, Protocol, for_model_type
 from .tasks import MULTIPLE_CHOICE, Task, get_task
 
 IGNORE_INDEX = -100
 
 
-def protocol_for_model(protocol: str | Protocol | None, model: str | os.PathLike | None) -> Protocol:
+def protocol_for_model(protocol: Protocol, model: str | os.PathLike | None) -> Protocol:
     """The protocol's templates for this base model (an HF folder, hub id or IR folder with its config.json): MPT has
     its own under `reference` (`protocol.for_model_type`). Only the reference protocol reads the model's config."""
-    if model is None or get_protocol(protocol).name != REFERENCE:
-        return get_protocol(protocol)
+    if model is None or protocol.name != REFERENCE:
+        return protocol
     from ..models import load_model_config
 
     return for_model_type(protocol, getattr(load_model_config(model), "model_type", None))
 
 
-def format_prompt(record: dict, with_response: bool, protocol: str | Protocol | None = None) -> str:
+def format_prompt(record: dict, with_response: bool, protocol: Protocol = SHEARS_PROTOCOL) -> str:
     """The record in the protocol's *training* template; without the response it is the prompt the loss masks.
 
     A prompt-completion record ({"prompt", "completion"}, as TRL names them) is already written out
     and is used as it is, e.g. the lm-eval-worded training records of `evaluation.loglik.training_records`."""
     if "prompt" in record and "completion" in record:
         return record["prompt"] + (record["completion"] if with_response else "")
-    template = get_protocol(protocol).training_template.pick(record)
+    template = protocol.training_template.pick(record)
     return template.format(instruction=record["instruction"], input=record.get("input", ""),
                            output=record["output"] if with_response else "")
 
 
-def generation_prompt(record: dict, task: str | Task, protocol: str | Protocol | None = None) -> str:
+def generation_prompt(record: dict, task: str | Task, protocol: Protocol = SHEARS_PROTOCOL) -> str:
     """The record in the protocol's *evaluation* template for the task's family (math or commonsense)."""
     task = get_task(task) if isinstance(task, str) else task
     family = "commonsense" if task.kind == MULTIPLE_CHOICE else "math"
-    template = get_protocol(protocol).evaluation_templates[family].pick(record)
+    template = protocol.evaluation_templates[family].pick(record)
     return template.format(instruction=record["instruction"], input=record.get("input", ""), output="")
 
 
@@ -58,7 +58,7 @@ TRUNCATIONS = Choices(
 
 
 def tokenize_for_training(records, tokenizer, max_length: int, train_on_inputs: bool = False,
-                          protocol: str | Protocol | None = None, truncation: str | None = None) -> tuple[list[dict], int]:
+                          protocol: Protocol = SHEARS_PROTOCOL, truncation: str | None = None) -> tuple[list[dict], int]:
     """Tokenize records for causal-LM training: EOS appended, prompt labels masked unless `train_on_inputs`.
 
     `truncation` (default: the protocol's) says what an example longer than `max_length` loses. "prompt":
@@ -68,7 +68,7 @@ def tokenize_for_training(records, tokenizer, max_length: int, train_on_inputs: 
     shorter than that. Returns the examples ({"input_ids", "attention_mask", "labels"}, lists of ints)
     and how many were truncated, so a caller can say how much of its data did not fit.
     """
-    truncation = TRUNCATIONS[truncation or get_protocol(protocol).truncation].name  # unknown: a ShearsError naming them
+    truncation = TRUNCATIONS[truncation or protocol.truncation].name  # unknown: a ShearsError naming them
     if truncation == "end":
         return _tokenize_cut_at_end(records, tokenizer, max_length, train_on_inputs, protocol)
     examples, truncated = [], 0
@@ -92,7 +92,7 @@ def tokenize_for_training(records, tokenizer, max_length: int, train_on_inputs: 
 
 
 def _tokenize_cut_at_end(records, tokenizer, max_length: int, train_on_inputs: bool,
-                         protocol: str | Protocol | None) -> tuple[list[dict], int]:
+                         protocol: Protocol) -> tuple[list[dict], int]:
     """run_math.py / run_commonsense.py / run_gsm8k.py `generate_and_tokenize_prompt`: `tokenizer(text,
     truncation=True, max_length=cutoff_len)`, EOS appended when the result is shorter than cutoff_len and does not
     end in it; without `train_on_inputs` the labels of as many tokens as the (also cut) prompt has are masked."""

@@ -14,7 +14,7 @@ import re
 
 from ..data.tasks import MATH, OPTION_LETTER, Task, get_task
 from ..protocol import (REFERENCE_CHOICES, REFERENCE_LETTER, REFERENCE_NUMBER, REFERENCE_TOLERANCE, RESPONSE_MARKER,
-                        Protocol, get_protocol)
+                        SHEARS_PROTOCOL, Protocol)
 
 MATH_TOLERANCE = 1e-3
 
@@ -66,20 +66,20 @@ def reference_extract(task: Task, text: str) -> float | str | None:
     return found[0] if found else None
 
 
-def response_text(generation: str, prompt: str = RESPONSE_MARKER, protocol: str | Protocol | None = None) -> str:
+def response_text(generation: str, prompt: str = RESPONSE_MARKER, protocol: Protocol = SHEARS_PROTOCOL) -> str:
     """What the protocol reads the answer from: under `reference` the decoded prompt + generation split as the
     reference splits it, `.split("### Response:")[1].strip()`; under `shears` the generation itself.
 
     Without the prompt, any prompt that ends in the marker (as every template's does) gives the same text."""
-    if not get_protocol(protocol).answer_split:
+    if not protocol.answer_split:
         return generation
     return (prompt + generation).split(RESPONSE_MARKER)[1].strip()
 
 
-def extract_answer(task: str | Task, text: str, protocol: str | Protocol | None = None) -> float | str | None:
+def extract_answer(task: str | Task, text: str, protocol: Protocol = SHEARS_PROTOCOL) -> float | str | None:
     """The answer a generated text gives for `task`; None when it gives none."""
     task = get_task(task) if isinstance(task, str) else task
-    if get_protocol(protocol).extraction == "llm-adapters":
+    if protocol.extraction == "llm-adapters":
         return reference_extract(task, text)
     if task.kind == MATH:
         return extract_number(text)
@@ -89,12 +89,12 @@ def extract_answer(task: str | Task, text: str, protocol: str | Protocol | None 
 
 
 def answer_matches(task: str | Task, extracted: float | str | None, answer: str,
-                   protocol: str | Protocol | None = None) -> bool:
+                   protocol: Protocol = SHEARS_PROTOCOL) -> bool:
     """Whether an extracted answer equals the gold `answer` (a number within 1e-3 for math)."""
     task = get_task(task) if isinstance(task, str) else task
     if extracted is None:
         return False
-    if get_protocol(protocol).extraction == "llm-adapters":
+    if protocol.extraction == "llm-adapters":
         if task.kind != MATH:
             return extracted == answer  # the reference compares the strings as they are
         try:
@@ -108,12 +108,12 @@ def answer_matches(task: str | Task, extracted: float | str | None, answer: str,
 
 
 def score_prediction(task: str | Task, prediction: str, answer: str,
-                     protocol: str | Protocol | None = None) -> tuple[float | str | None, bool]:
+                     protocol: Protocol = SHEARS_PROTOCOL) -> tuple[float | str | None, bool]:
     """The answer a generated text (the new tokens only) gives, as the protocol reads it, and whether it is right."""
     extracted = extract_answer(task, response_text(prediction, protocol=protocol), protocol)
     return extracted, answer_matches(task, extracted, answer, protocol)
 
 
-def is_correct(task: str | Task, prediction: str, answer: str, protocol: str | Protocol | None = None) -> bool:
+def is_correct(task: str | Task, prediction: str, answer: str, protocol: Protocol = SHEARS_PROTOCOL) -> bool:
     """Score one generated text against the gold answer."""
     return score_prediction(task, prediction, answer, protocol)[1]

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..artifacts import read_text
 from ..choices import Choice, Choices
 from ..errors import ShearsError
+from ..protocol import PROTOCOLS, SHEARS, SHEARS_PROTOCOL, Protocol
 from . import PROMPT_STYLES
 
 
@@ -31,8 +32,8 @@ def _generate(args) -> None:
     generator = _generator(args, protocol)
     metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit,
                 "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None,
-                "protocol": protocol, "dtype": None if args.openvino else args.dtype}
-    results = evaluate(generator, records, output_path=args.output, metadata=metadata, protocol=_for_model(args, protocol))
+                "protocol": protocol.name, "dtype": None if args.openvino else args.dtype}
+    results = evaluate(generator, records, output_path=args.output, metadata=metadata, protocol=protocol)
     if results is None:  # not the main process
         return
     print(format_results_table(results))
@@ -50,7 +51,7 @@ def _loglik(args) -> None:
     style = PROMPT_STYLES[args.prompt_style].name
     tasks = loglik.loglik_tasks(args.tasks) if args.tasks is not None else None
     protocol = _protocol(args)
-    documents = loglik.source_documents(args.data, tasks, style, _for_model(args, protocol))
+    documents = loglik.source_documents(args.data, tasks, style, protocol)
     if args.openvino:
         from .openvino_backend import openvino_lm
 
@@ -64,7 +65,7 @@ def _loglik(args) -> None:
     scorer = loglik.LoglikScorer(lm, folder)
     metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit,
                 "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None,
-                "scoring": "loglik", "prompt_style": style, "protocol": protocol if style == "llm-adapters" else None,
+                "scoring": "loglik", "prompt_style": style, "protocol": protocol.name if style == "llm-adapters" else None,
                 "dtype": None if args.openvino else args.dtype}
     start = time.perf_counter()
     results = run_tasks(list(documents), lambda task: scorer.score(task, args.limit), args.output, metadata)
@@ -81,25 +82,18 @@ SCORINGS = Choices(
 )
 
 
-def _protocol(args) -> str:
-    """--protocol, else the one the super-adapter was trained under, else shears."""
-    if args.protocol or not args.super_adapter:
-        return args.protocol or "shears"
-    from ..nls.folder import SuperAdapter
-
-    return SuperAdapter.read(args.super_adapter).protocol
-
-
-def _for_model(args, protocol: str):
-    """The protocol's prompt templates for the model scored: under `reference` MPT has run_gsm8k.py's own."""
-    from ..nls.folder import SuperAdapter
+def _protocol(args) -> Protocol:
+    """The protocol the command scores under, resolved once: --protocol, else the one the super-adapter was trained
+    under, else shears; in the prompt templates of the model scored (under `reference` MPT has run_gsm8k.py's own)."""
     from ..data.prompts import protocol_for_model
+    from ..nls.folder import SuperAdapter
 
-    base = args.openvino or args.model or (SuperAdapter.read(args.super_adapter).base_model if args.super_adapter else None)
-    return protocol_for_model(protocol, base)
+    trained = SuperAdapter.read(args.super_adapter) if args.super_adapter else None
+    protocol = PROTOCOLS[args.protocol] if args.protocol else trained.protocol if trained else SHEARS_PROTOCOL
+    return protocol_for_model(protocol, args.openvino or args.model or (trained.base_model if trained else None))
 
 
-def _generator(args, protocol: str):
+def _generator(args, protocol: Protocol):
     if args.openvino:
         from .. import distributed
         from .openvino_backend import openvino_generator
@@ -152,6 +146,7 @@ def score_command(args) -> None:
     from ..data.tasks import get_task
 
     task = get_task(args.task)
+    protocol = PROTOCOLS[args.protocol or SHEARS]
     path = Path(args.predictions)
     if not path.is_file():
         raise ShearsError(f"predictions file {path} does not exist")
@@ -167,7 +162,7 @@ def score_command(args) -> None:
         if not isinstance(row, dict) or not isinstance(row.get("prediction"), str) or "answer" not in row:
             raise ShearsError(f"{path} line {number} lacks \"prediction\" (a string) or \"answer\"; "
                               "expected {\"prediction\": str, \"answer\": str}")
-        extracted, right = score_prediction(task, row["prediction"], str(row["answer"]), args.protocol)
+        extracted, right = score_prediction(task, row["prediction"], str(row["answer"]), protocol)
         verdicts.append({"line": number, "extracted": extracted, "correct": right})
         correct += right
         count += 1

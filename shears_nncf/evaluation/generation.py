@@ -12,13 +12,13 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..models import resolve_device
-from ..protocol import Protocol, get_protocol
+from ..protocol import SHEARS_PROTOCOL, Protocol
 
 
 class TorchGenerator:
     def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device = "auto", progress: bool = True,
-                 protocol: str | Protocol | None = None):
-        self.decoding = get_protocol(protocol).generate_kwargs
+                 protocol: Protocol = SHEARS_PROTOCOL):
+        self.decoding = protocol.generate_kwargs
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer

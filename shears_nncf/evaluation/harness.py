@@ -12,17 +12,19 @@ import os
 from .. import distributed
 from ..artifacts import read_json, write_json, written_by
 from ..errors import ShearsError
+from ..tables import text_table
 from ..data.prompts import generation_prompt
+from ..protocol import SHEARS_PROTOCOL, Protocol
 from .answers import answer_matches, extract_answer, response_text
 from ..data.tasks import get_task
 
 
 def evaluate(generator, records_by_task: dict[str, list[dict]], output_path: str | os.PathLike | None = None,
-             metadata: dict | None = None, protocol=None) -> dict | None:
+             metadata: dict | None = None, protocol: Protocol = SHEARS_PROTOCOL) -> dict | None:
     """Accuracy per task (a fraction), the average over tasks, and every example; optionally saved as JSON
     (after each task: see `run_tasks`, which also says what several processes do; None on all but the main one).
 
-    `protocol` (a name or `shears_nncf.protocol.Protocol`) sets the prompt and how the answer is read."""
+    `protocol` (`shears_nncf.protocol.PROTOCOLS[name]`) sets the prompt and how the answer is read."""
     given = {get_task(name).name: name for name in records_by_task}  # our task name -> the caller's key
 
     def score(name: str) -> tuple[dict, list[dict]]:
@@ -135,17 +137,5 @@ def _loglik_table(results: dict) -> str:
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    """Left-aligned first column, right-aligned numbers, a rule under the header and above the last row."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(row):
-        return "  ".join([f"{row[0]:<{widths[0]}}"] + [f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:])])
-
-    lines = [line(header)]
-    rule = "-" * len(lines[0])
-    lines.append(rule)
-    for i, row in enumerate(rows):
-        if i == len(rows) - 1:
-            lines.append(rule)
-        lines.append(line(row))
-    return "\n".join(lines)
+    """The task column, then numbers right-aligned; the average, the last row, below a rule of its own."""
+    return "\n".join(text_table(header, rows, align="l" + "r" * (len(header) - 1), rule=True, total=True))

@@ -23,6 +23,7 @@ from .. import distributed
 from ..artifacts import atomic_output_dir, write_text
 from ..data.tasks import COMMONSENSE, MULTIPLE_CHOICE, resolve_tasks
 from ..errors import ShearsError
+from ..protocol import SHEARS_PROTOCOL, Protocol
 
 TEMPLATES = Path(__file__).with_name("lm_eval_tasks")
 # Our task name -> its template in TEMPLATES (for the lm-eval wording).
@@ -47,7 +48,8 @@ def loglik_tasks(names: list[str]) -> list[str]:
     return [task.name for task in tasks]
 
 
-def source_documents(data: str, tasks: list[str] | None, prompt_style: str, protocol: str | None = None) -> dict[str, list[dict]]:
+def source_documents(data: str, tasks: list[str] | None, prompt_style: str,
+                     protocol: Protocol = SHEARS_PROTOCOL) -> dict[str, list[dict]]:
     """Each task's documents from `--data` ("default": the embedded validation splits); `tasks` None:
     every commonsense task the source has. `protocol` picks the training template of the llm-adapters wording."""
     from ..data.sources import DEFAULT, load_records
@@ -71,7 +73,7 @@ def olmo_documents(task: str, split: str = "validation", limit: int | None = Non
     return [_OLMO[task](doc) for doc in islice(documents(folder, split), limit)]
 
 
-def record_documents(task: str, records: list[dict], prompt_style: str, protocol: str | None = None,
+def record_documents(task: str, records: list[dict], prompt_style: str, protocol: Protocol = SHEARS_PROTOCOL,
                      source: str = "") -> list[dict]:
     """LLM-Adapters records ({"instruction", "answer", ...}) as documents of the given wording."""
     convert = partial(_llm_adapters_document, protocol=protocol) if prompt_style == "llm-adapters" else _PARSERS[task]
@@ -311,7 +313,7 @@ _PARSERS = {
 }
 
 
-def _llm_adapters_document(record: dict, protocol: str | None) -> dict:
+def _llm_adapters_document(record: dict, protocol: Protocol) -> dict:
     """The paper's (training) prompt; as choices the answer sentences of the words its "Answer format:" line offers."""
     from ..data.prompts import format_prompt
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import ShearsError
 from ..export import IR_XML
 from ..export.runtime_adapters import BASE_ALONE
-from ..protocol import Protocol, get_protocol
+from ..protocol import SHEARS_PROTOCOL, Protocol
 
 GENAI_FILES = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")  # what LLMPipeline reads besides the IR
 
@@ -52,13 +52,13 @@ class OpenVINOGenerator:
     """
 
     def __init__(self, folder: str | os.PathLike, batch_size: int = 8, precision: str | None = None,
-                 protocol: str | Protocol | None = None):
+                 protocol: Protocol = SHEARS_PROTOCOL):
         from optimum.intel import OVModelForCausalLM
         from transformers import AutoTokenizer
 
         folder = check_ir_folder(folder)
         self.batch_size = batch_size
-        self.decoding = get_protocol(protocol).generate_kwargs
+        self.decoding = protocol.generate_kwargs
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.tokenizer.padding_side = "left"  # decoder-only batches grow on the right
         if self.tokenizer.pad_token is None:
@@ -79,7 +79,7 @@ class OpenVINOGenerator:
 
 
 def openvino_generator(folder: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
-                       protocol: str | Protocol | None = None):
+                       protocol: Protocol = SHEARS_PROTOCOL):
     """The generator `shears evaluate --openvino` scores: optimum's for the IR as it is, GenAI's for a run-time adapter."""
     if adapter:
         return GenAIGenerator(folder, adapter, protocol=protocol)
@@ -155,9 +155,9 @@ class GenAIModel:
 class GenAIGenerator:
     """The `TorchGenerator` interface on a run-time adapter of an IR folder, decoding as the protocol says."""
 
-    def __init__(self, folder: str | os.PathLike, adapter: str, protocol: str | Protocol | None = None):
+    def __init__(self, folder: str | os.PathLike, adapter: str, protocol: Protocol = SHEARS_PROTOCOL):
         self.adapter = adapter
-        self.num_beams = get_protocol(protocol).generate_kwargs.get("num_beams") or 1
+        self.num_beams = protocol.generate_kwargs.get("num_beams") or 1
         self.model = runtime_model(folder, [adapter])
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..artifacts import StageFolder, read_json, write_json, write_manifest
 from ..config import ShearsConfig, parse_config
 from ..errors import ShearsError
+from ..protocol import PROTOCOLS, Protocol
 from .space import SearchSpace
 
 STAGE = "train"
@@ -83,8 +84,10 @@ class SuperAdapter(StageFolder):
         return self.config.lora.sparse_adapter
 
     @property
-    def protocol(self) -> str:
-        return self.manifest.get("protocol") or self.config.protocol.name
+    def protocol(self) -> Protocol:
+        """The protocol it was trained under, by the name its manifest records (else its config's)."""
+        recorded = self.manifest.get("protocol")
+        return PROTOCOLS[recorded] if recorded else self.config.protocol
 
     @property
     def training_data(self) -> dict:

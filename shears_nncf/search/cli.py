@@ -7,6 +7,7 @@ from pathlib import Path
 from ..artifacts import atomic_output_dir, clear_output, content_digest
 from ..nls.folder import SuperAdapter
 from ..data.prompts import protocol_for_model
+from ..protocol import PROTOCOLS, Protocol
 from . import COSTS, METRICS, STRATEGIES
 from .cache import Budget, EvaluationCache
 from .objective import (AccuracyObjective, LoglikObjective, LossObjective, adapter_cost, nncf_macs_cost, validation_plan,
@@ -22,7 +23,7 @@ def search_command(args) -> None:
         Budget.check_limit(args.budget)
     trained = SuperAdapter.read(args.super_adapter)
     space = trained.space
-    protocol = args.protocol or trained.protocol  # the flag, else the one it was trained under
+    protocol = PROTOCOLS[args.protocol] if args.protocol else trained.protocol  # the flag, else the one trained under
     carved = trained.config.training.val_set_size  # records training set aside, the search's when there are any
     plan = validation_plan(args.strategy, args.data, args.tasks, args.metric, protocol, carved,
                            trained.training_data["tasks"])
@@ -36,21 +37,21 @@ def search_command(args) -> None:
     base = args.model or trained.base_model
     dtype = resolve_dtype(args.dtype, resolve_device("auto"))
     supernet, tokenizer = open_super_adapter(trained, base, dtype)
-    prompts = protocol_for_model(protocol, base)  # MPT under the reference: run_gsm8k.py's templates
+    protocol = protocol_for_model(protocol, base)  # MPT under the reference: run_gsm8k.py's templates
     if args.metric == "accuracy":
-        objective = AccuracyObjective(supernet, tokenizer, records, batch_size=args.batch_size, protocol=prompts)
+        objective = AccuracyObjective(supernet, tokenizer, records, batch_size=args.batch_size, protocol=protocol)
     elif args.metric == "loglik":
         objective = LoglikObjective(supernet, tokenizer, records, batch_size=args.batch_size,
-                                    prompt_style=args.prompt_style, protocol=prompts)
+                                    prompt_style=args.prompt_style, protocol=protocol)
     else:
         objective = LossObjective(supernet, tokenizer, records, trained.max_length, batch_size=args.batch_size,
-                                  protocol=prompts, truncation=trained.config.training.truncation)
+                                  protocol=protocol, truncation=trained.config.training.truncation)
     cost = nncf_macs_cost(supernet) if args.cost == "macs" else adapter_cost(trained.parameters_per_rank())
     cost_name = COSTS[args.cost].label
     # Everything an evaluation's value depends on: a rerun with the same settings reuses every stored one.
     settings = {"adapter": content_digest(trained.weights_file), "base_model": base,
                 "data": content_digest(args.data) if Path(args.data).exists() else args.data, "tasks": args.tasks, "limit": args.limit, "seed": args.seed,
-                "batch_size": args.batch_size, "cost": cost_name, "protocol": protocol,
+                "batch_size": args.batch_size, "cost": cost_name, "protocol": protocol.name,
                 **({"prompt_style": args.prompt_style} if args.metric == "loglik" else {})}
     # The folder is filled in place: with --overwrite, what another stage or the user left there goes now.
     clear_output(args.output, STAGE, overwrite=args.overwrite)
@@ -60,7 +61,7 @@ def search_command(args) -> None:
     run = run_search(space, cache, args.strategy, budget=args.budget, seed=args.seed, search_config=trained.search_settings,
                      cost_name=cost_name)
     run.summary["validation"] = {
-        "protocol": protocol, "source": plan, "data": trained.training_data["data"] if carved else args.data,
+        "protocol": protocol.name, "source": plan, "data": trained.training_data["data"] if carved else args.data,
         "split": f"{carved} records carved from the training data" if carved
         else "train (minus the training records)" if args.data == "default" else "validation",
         "tasks": sorted(records), "examples": sum(len(r) for r in records.values()), "seed": args.seed,
@@ -76,15 +77,15 @@ def search_command(args) -> None:
           f"wrote {Path(args.output) / SEARCH_FILE}")
 
 
-def _choose_without_evaluating(args, trained: SuperAdapter, protocol: str) -> None:
+def _choose_without_evaluating(args, trained: SuperAdapter, protocol: Protocol) -> None:
     """The reference's heuristic: the middle rank of every group, chosen without loading a model or any data; its
     cost is counted from the adapter's shapes (adapter parameters, whatever --cost says: MACs need the model)."""
     cost = adapter_cost(trained.parameters_per_rank())(trained.space.heuristic)
     summary = heuristic_choice(trained.space, COSTS["params"].label, cost)
-    summary["validation"] = {"protocol": protocol, "source": None, "split": "none: nothing is evaluated",
+    summary["validation"] = {"protocol": protocol.name, "source": None, "split": "none: nothing is evaluated",
                              "examples": 0}
     with atomic_output_dir(args.output, STAGE, overwrite=args.overwrite) as tmp:
         write_search_summary(tmp, summary, {"super_adapter": str(Path(args.super_adapter).resolve()),
                                             "base_model": args.model or trained.base_model, "metric": None, "dtype": None})
-    print(f"heuristic ({protocol} protocol): chose ranks {summary['chosen']['ranks']} ({int(cost)} {COSTS['params'].label}) "
+    print(f"heuristic ({protocol.name} protocol): chose ranks {summary['chosen']['ranks']} ({int(cost)} {COSTS['params'].label}) "
           f"as {REFERENCE_HEURISTIC}; wrote {Path(args.output) / SEARCH_FILE}")

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from ..errors import ShearsError
-from ..protocol import REFERENCE, Protocol, get_protocol
+from ..protocol import REFERENCE, SHEARS_PROTOCOL, Protocol
 from ..nls.space import Config
 
 
@@ -36,7 +36,7 @@ def nncf_macs_cost(supernet):
     return cost
 
 
-def validation_plan(strategy: str, data: str, tasks: list[str] | None, metric: str, protocol: str | Protocol | None,
+def validation_plan(strategy: str, data: str, tasks: list[str] | None, metric: str, protocol: Protocol,
                     val_set_size: int, trained_tasks: list[str] | None) -> str | None:
     """What a search validates on, said in words, or None when it evaluates nothing; a choice the protocol cannot
     make fails here, before anything is loaded (`shears run` asks before its first step).
@@ -49,7 +49,6 @@ def validation_plan(strategy: str, data: str, tasks: list[str] | None, metric: s
     embedded train split minus the records trained on, or the validation split of the named source."""
     from ..data.sources import DEFAULT, MIXTURE
 
-    protocol = get_protocol(protocol)
     if protocol.name == REFERENCE and strategy == "heuristic":
         return None
     if val_set_size:
@@ -128,7 +127,7 @@ class LoglikObjective:
     metric = "loglik"
 
     def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], batch_size: int = 8,
-                 prompt_style: str = "lm-eval", protocol: str | Protocol | None = None):
+                 prompt_style: str = "lm-eval", protocol: Protocol = SHEARS_PROTOCOL):
         from ..evaluation import PROMPT_STYLES, loglik
 
         self.tasks = loglik.loglik_tasks(list(records_by_task))
@@ -154,7 +153,7 @@ class AccuracyObjective:
     metric = "accuracy"
 
     def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], batch_size: int = 8,
-                 protocol: str | Protocol | None = None):
+                 protocol: Protocol = SHEARS_PROTOCOL):
         from ..evaluation.generation import TorchGenerator
 
         self.supernet = supernet
@@ -177,7 +176,7 @@ class LossObjective:
     metric = "loss"
 
     def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], max_length: int, batch_size: int = 8,
-                 protocol: str | Protocol | None = None, truncation: str | None = None):
+                 protocol: Protocol = SHEARS_PROTOCOL, truncation: str | None = None):
         from ..data.prompts import tokenize_for_training
 
         records = [r for records in records_by_task.values() for r in records]

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ShearsError
 from ..models import Architecture, architecture, check_safetensors, load_model_config, meta_model
+from ..tables import text_table
 
 
 def sparsity_stats(named_tensors: Iterable[tuple[str, torch.Tensor]], arch: Architecture) -> dict:
@@ -82,12 +83,8 @@ def format_table(stats: dict) -> str:
         by_block.setdefault(prefix, {})[linear] = sparsity
     columns = list(dict.fromkeys(c for row in by_block.values() for c in row))
     header = ["block"] + [c.split(".")[-1] for c in columns]
-    widths = [max(len(h), 8) for h in header]
-    widths[0] = max([len(header[0])] + [len(b) for b in by_block])
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    for block, row in by_block.items():
-        cells = [block] + [f"{row[c]:.2%}" if c in row else "-" for c in columns]
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    rows = [[block] + [f"{row[c]:.2%}" if c in row else "-" for c in columns] for block, row in by_block.items()]
+    lines = text_table(header, rows)
     lines += [
         "",
         f"total parameters          {stats['total_parameters']:>14,}",
