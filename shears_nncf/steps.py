@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -42,7 +43,8 @@ class Step:
 
     @property
     def command(self) -> str:
-        return "shears " + " ".join(STAGES[self.stage].argv(self.args))
+        """The step as a command line one can paste (paths with spaces quoted)."""
+        return shlex.join(["shears", *STAGES[self.stage].argv(self.args)])
 
 
 class StepRunner:

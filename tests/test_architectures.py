@@ -280,6 +280,8 @@ def test_the_exported_ir_gives_the_pytorch_logits(run):
                if layer["layer"].startswith(blocks + ".") and not layer["adapter"]]  # the IR's own weight zeros
     assert len(decoder) == 2 * len(architecture(prepare_for_adapters(meta_model(run.original.config))).linears)
     assert all(layer["sparsity"] == pytest.approx(RATIO, abs=0.01) for layer in decoder)
+    # The headline figure counts those linears alone: not GPT-NeoX's embed_out, nor any other output layer's name.
+    assert read_json(run.ir / "shears_manifest.json")["sparsity"]["base_linears"] == len(decoder)
 
 
 def test_evaluate_loglik_scores_the_sparse_model_with_its_sub_adapter(run):

@@ -185,3 +185,16 @@ def test_shears_run_overwrite_starts_a_run_folder_in_place_of_the_users(tiny_lla
         main(["run", "--config", str(bundled_config("demo/smollm2_commonsense")), "--model", str(tiny_llama_dir),
               "--output", str(out), "--overwrite"])
     assert not (out / "thesis.txt").exists() and written_by(out) == "run"
+
+
+def test_train_refuses_a_checkpoints_folder_beside_its_output_that_holds_a_users_file(inputs, tmp_path, capsys):
+    """Training keeps its checkpoints in <output>.checkpoints and removes that folder when it ends."""
+    out = tmp_path / "outputs" / "super"
+    kept = tmp_path / "outputs" / "super.checkpoints"
+    kept.mkdir(parents=True)
+    (kept / "thesis.txt").write_bytes(THESIS)
+    assert main(argv("train", inputs, out)) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("shears train: error: ") and str(kept) in errors[0]
+    assert [p.name for p in kept.iterdir()] == ["thesis.txt"] and (kept / "thesis.txt").read_bytes() == THESIS
+    assert not out.exists()

@@ -17,6 +17,7 @@ GenAI applies per call (`runtime_adapters.py`): one IR for every sub-adapter.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -309,8 +310,10 @@ def _layer_name(matmul_name: str) -> str:
 
 
 def summarize_sparsity(layers: list[dict]) -> dict:
-    """Overall sparsity of the base decoder linears (adapters and lm_head excluded), as the paper counts it."""
-    base = [layer for layer in layers if not layer["adapter"] and "lm_head" not in layer["layer"]]
+    """Overall sparsity of the base decoder linears, as the paper counts it: the linears of the numbered decoder
+    blocks (`model.layers.3.mlp.up_proj`), not the adapters nor the output layer, whatever its name (lm_head,
+    GPT-NeoX's embed_out)."""
+    base = [layer for layer in layers if not layer["adapter"] and re.search(r"\.\d+\.", layer["layer"])]
     params = sum(int(np.prod(layer["shape"])) for layer in base)
     zeros = sum(layer["zeros"] for layer in base)
     return {"base_linears": len(base), "base_params": params, "base_zeros": zeros,

@@ -21,6 +21,9 @@ def train_command(args) -> None:
         return _dry_run(args, config, dtype)
     if not args.output:
         raise ShearsError("give --output (the super-adapter folder), or --dry-run to only estimate memory")
+    from .training import check_checkpoints, checkpoint_dir, train
+
+    check_checkpoints(checkpoint_dir(args.output))  # before any model or data is read
     # The LoRA targets are checked on the model's shapes alone (meta device), before data or weights are read.
     model_shapes = prepare_for_adapters(meta_model(load_model_config(args.model)))
     check_target_modules(model_shapes, config.lora.target_modules, config.source)
@@ -28,7 +31,6 @@ def train_command(args) -> None:
 
     from ..data.prompts import require_supervised_tokens, tokenize_for_training
     from ..data.sources import carved_validation_records, load_training_records
-    from .training import train
 
     t = config.training
     records = load_training_records(args.data, args.tasks, args.limit, args.seed, t.val_set_size)

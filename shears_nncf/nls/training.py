@@ -156,6 +156,15 @@ def checkpoint_dir(output: str | os.PathLike) -> Path:
     return output.parent / f"{output.name}.checkpoints"
 
 
+def check_checkpoints(checkpoints: Path) -> None:
+    """The checkpoints folder is removed once training ends: refuse one that holds anything but the Trainer's
+    `checkpoint-N` folders (an earlier run's, to resume from), before anything is written."""
+    if checkpoints.exists() and (not checkpoints.is_dir() or any(not p.name.startswith("checkpoint-")
+                                                                 for p in checkpoints.iterdir())):
+        raise ShearsError(f"{checkpoints} holds what shears did not write; training keeps its checkpoints there and "
+                          "removes the folder when it ends: move it away, or give another --output")
+
+
 def train(
     model: torch.nn.Module,
     tokenizer,
@@ -182,6 +191,7 @@ def train(
         raise ShearsError("no training examples: check --data, --tasks and --limit")
     device = resolve_device(device)
     checkpoints = checkpoint_dir(output)
+    check_checkpoints(checkpoints)
     last = _last_checkpoint(checkpoints)
     if resume and last is None:
         raise ShearsError(f"--resume: no checkpoint in {checkpoints} to resume from; run without --resume")
