@@ -179,7 +179,8 @@ class Study:
         return min(losses, key=lambda lr: losses[lr]["held_out"][-1][1])
 
     def rows(self) -> list[Row]:
-        """Every row of the study in the order it is worth running: question 1 first, seed by seed."""
+        """Every row of the study in the order it is worth running, seed by seed: every row of a seed's two trainings
+        (questions 1 and 3) is scored before the next seed trains, so that a study stopped early answers both."""
         lrs = {m: self.chosen_lr(m) for m in METHODS}
         if None in lrs.values():
             return []
@@ -187,9 +188,9 @@ class Study:
         for base in self.args.bases:
             subnets = SUBNETS if base == "wanda-50" else SUBNETS[:1]
             for seed in self.args.seeds:
-                rows += [Row(base, Training(base, "nls", lrs["nls"], seed), "heuristic"),
-                         Row(base, Training(base, "lora", lrs["lora"], seed))]
-            rows += [Row(base, Training(base, "nls", lrs["nls"], seed), s) for s in subnets[1:] for seed in self.args.seeds]
+                nls = Training(base, "nls", lrs["nls"], seed)
+                rows += [Row(base, nls, "heuristic"), Row(base, Training(base, "lora", lrs["lora"], seed)),
+                         *(Row(base, nls, s) for s in subnets[1:])]
             rows.append(Row(base))
         return rows
 
@@ -388,9 +389,10 @@ def report(study: Study, results: dict[str, list[dict]], images: list[str]) -> s
              "rerun it to continue (the results and step records are kept under "
              f"`{study.results.as_posix()}`).", "",
              "## Settings and the rule, fixed before the numbers", "",
-             f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.jobs} worker(s) of "
-             f"{worker_threads(args.jobs)} thread(s). Wall time so far: {wall_minutes(study):.0f} min over every run of "
-             f"this script; the steps add up to {worker_minutes(study):.0f} min of worker time.",
+             f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+             + ", then ".join(f"{jobs} worker(s) of {worker_threads(jobs)} thread(s)" for jobs in worker_counts(study))
+             + f". Wall time so far: {wall_minutes(study):.0f} min over every run of this script; the steps add up to "
+             f"{worker_minutes(study):.0f} min of worker time.",
              f"- Training: `{CONFIG.relative_to(ROOT)}` for both methods (LoRA only: `--lora-only`), {args.steps} optimizer "
              f"steps, {args.train_limit} records drawn from the eight embedded train splits as lm-eval poses them "
              f"(first {args.train_per_task} documents of each), {args.val_set_size} records set aside as the held-out set, "
@@ -445,6 +447,13 @@ def report(study: Study, results: dict[str, list[dict]], images: list[str]) -> s
 def wall_minutes(study: Study) -> float:
     path = study.results / "invocations.json"
     return sum(r["seconds"] for r in read_json(path, what="invocation log")) / 60 if path.exists() else 0.0
+
+
+def worker_counts(study: Study) -> list[int]:
+    """The --jobs of the runs that did the work, in the order they ran (not this run's, which may only report)."""
+    path = study.results / "invocations.json"
+    counts = [parse_args(r["argv"]).jobs for r in read_json(path, what="invocation log")] if path.exists() else []
+    return list(dict.fromkeys(counts)) or [study.args.jobs]
 
 
 def worker_minutes(study: Study) -> float:
