@@ -148,7 +148,7 @@ class Study:
         result = self.results / "eval" / f"{row.name}.json"
         return step_from_argv(["evaluate", "--model", self.base_model(row.base),
                                *(["--adapter", str(adapter)] if adapter else []), "--data", "default",
-                               "--tasks", ",".join(COMMONSENSE), "--batch-size", str(self.args.batch_size),
+                               "--tasks", ",".join(self.args.tasks), "--batch-size", str(self.args.batch_size),
                                "--scoring", "loglik", "--prompt-style", "lm-eval", "--limit", str(self.args.eval_limit),
                                "--output", str(result)], result, name=f"eval {row.name}")
 
@@ -313,7 +313,7 @@ def comparisons(study: Study, results: dict[str, list[dict]]) -> list[dict]:
             seeds = sorted(set(r["seed"] for r in firsts) & set(r["seed"] for r in seconds))
             firsts = [r for r in firsts if r["seed"] in seeds]
             seconds = [r for r in seconds if r["seed"] in seeds]
-        c = compare.seeded_difference([r["loglik"] for r in firsts], [r["loglik"] for r in seconds], list(COMMONSENSE),
+        c = compare.seeded_difference([r["loglik"] for r in firsts], [r["loglik"] for r in seconds], study.args.tasks,
                                       paired_seeds=paired)
         out.append({"question": question, "first": first, "second": second, "paper": paper, "claim": claim, **c,
                     "verdict": judge(c, claim)})
@@ -402,8 +402,9 @@ def report(study: Study, results: dict[str, list[dict]], images: list[str]) -> s
              f"held-out loss on Wanda 50% with seed {args.seeds[0]}; the dense rows use the same choice (a pilot of "
              "their own would double its cost).",
              f"- Scoring: log-likelihood (lm-eval wording) on the first {args.eval_limit} validation documents of each "
-             f"task{' (ARC-c has 299: all of them)' if args.eval_limit > 299 else ''}; acc_norm where lm-eval "
-             "defines one, else acc.",
+             f"of {', '.join(SHORT[t] for t in args.tasks)}"
+             f"{' (ARC-c has 299: all of them)' if args.eval_limit > 299 and 'arc_challenge' in args.tasks else ''}; "
+             "acc_norm where lm-eval defines one, else acc.",
              "- Interval: `seeded_difference`, a two-level bootstrap (documents within each task, the same draw for "
              f"every row; seeds with replacement, paired for two sub-adapters of one super-adapter), "
              f"{compare.BOOTSTRAP_SAMPLES} resamples, 95% percentile interval. With 3 seeds the resampled seed spread is "
@@ -418,11 +419,10 @@ def report(study: Study, results: dict[str, list[dict]], images: list[str]) -> s
     lines += ["", "Chosen: " + ", ".join(f"{m} {study.chosen_lr(m):g}" if study.chosen_lr(m) else f"{m} pending"
                                          for m in METHODS) + ".", ""]
     rows = [[kind, r["seed"] if r["seed"] is not None else "-",
-             *(f"{100 * compare.document_scores(r['loglik'], t).mean():.1f}" for t in COMMONSENSE),
-             f"**{compare.average(r['loglik'], list(COMMONSENSE)):.1f}** ± "
-             f"{compare.standard_error(r['loglik'], list(COMMONSENSE)):.1f}"]
+             *(f"{100 * compare.document_scores(r['loglik'], t).mean():.1f}" for t in args.tasks),
+             f"**{compare.average(r['loglik'], args.tasks):.1f}** ± {compare.standard_error(r['loglik'], args.tasks):.1f}"]
             for kind, runs in results.items() for r in runs]
-    lines += ["## Rows", "", *markdown_table(["row", "seed", *(SHORT[t] for t in COMMONSENSE), "avg ± se"], rows)]
+    lines += ["## Rows", "", *markdown_table(["row", "seed", *(SHORT[t] for t in args.tasks), "avg ± se"], rows)]
     found = comparisons(study, results)
     differences = []
     for c in found:
@@ -477,6 +477,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-limit", type=int, default=2000, help="training records drawn from the data")
     parser.add_argument("--train-per-task", type=int, default=500, help="documents of each train split")
     parser.add_argument("--eval-limit", type=int, default=500, help="first N validation documents of each task")
+    parser.add_argument("--tasks", default=",".join(COMMONSENSE), help="comma-separated commonsense tasks scored "
+                        "(default: all eight; training always draws from all eight)")
     parser.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
     parser.add_argument("--nsamples", type=int, default=32, help="Wanda's calibration samples of 512 tokens")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes side by side")
@@ -487,6 +489,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.bases = [b for b in BASES if b in args.bases.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.lrs = [float(lr) for lr in args.lrs.split(",")]
+    args.tasks = args.tasks.split(",")
+    if unknown := [t for t in args.tasks if t not in COMMONSENSE]:
+        parser.error(f"--tasks: unknown task(s) {', '.join(unknown)}; expected some of {', '.join(COMMONSENSE)}")
     return args
 
 

@@ -16,8 +16,8 @@ def test_the_study_reports_every_question_and_continues_from_its_kept_results(ti
     argv = [sys.executable, str(ROOT / "benchmarks" / "nls_vs_lora.py"), "--model", str(tiny_llama_dir),
             "--output", str(out), "--results", str(results), "--report", str(report), "--bases", "wanda-50",
             "--seeds", "1", "--lrs", "1e-3", "--steps", "2", "--eval-steps", "1", "--val-set-size", "4",
-            "--train-per-task", "4", "--train-limit", "20", "--eval-limit", "2", "--batch-size", "2",
-            "--nsamples", "2", "--jobs", "2"]
+            "--train-per-task", "4", "--train-limit", "20", "--eval-limit", "2", "--tasks", "boolq,piqa",
+            "--batch-size", "2", "--nsamples", "2", "--jobs", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -39,3 +39,4 @@ def test_the_study_reports_every_question_and_continues_from_its_kept_results(ti
     assert "[nls-vs-lora] start" not in again.stdout  # nothing trained, extracted or scored again
     assert not (out / "train").exists()
     assert report.read_text().split("## Rows")[1] == text.split("## Rows")[1]
+    assert "| row | seed | BoolQ | PIQA | avg ± se |" in text  # the tasks asked for, and only those
