@@ -81,3 +81,17 @@ def test_paired_seeds_keep_each_super_adapters_two_sub_adapters_together():
     assert paired["high"] - paired["low"] < unpaired["high"] - unpaired["low"]
     with pytest.raises(ShearsError, match="paired seeds"):
         compare.seeded_difference(heuristic, maximal[:2], tasks, paired_seeds=True)
+
+
+def test_the_seeds_needed_grow_with_the_seed_spread_and_documents_set_a_floor():
+    tasks = ["piqa", "winogrande"]
+    base = [1, 0, 0, 1, 0, 1, 1, 0] * 25
+    lora = _seed_runs(base, [0, 0, 0])
+    agreeing = compare.seeded_difference(_seed_runs(base, [20, 22, 18]), lora, tasks)
+    disagreeing = compare.seeded_difference(_seed_runs(base, [60, 20, -20]), lora, tasks)
+    few, many = compare.seeds_to_detect(agreeing, effect=10.0), compare.seeds_to_detect(disagreeing, effect=10.0)
+    assert few is not None and many is not None and many > 4 * few
+    # Half a point on 200 documents a task is below what the documents themselves resolve: no number of seeds does it.
+    assert compare.seeds_to_detect(disagreeing, effect=0.5) is None
+    with pytest.raises(ShearsError, match="two seeds"):
+        compare.seeds_to_detect(compare.seeded_difference(lora[:1], lora[:1], tasks), effect=1.0)

@@ -77,7 +77,7 @@ def seeded_difference(firsts: list[dict], seconds: list[dict], tasks: list[str],
     n_a, n_b = len(firsts), len(seconds)
     seeds_a = rng.integers(0, n_a, size=(BOOTSTRAP_SAMPLES, n_a))
     seeds_b = seeds_a if paired_seeds else rng.integers(0, n_b, size=(BOOTSTRAP_SAMPLES, n_b))
-    samples = np.zeros(BOOTSTRAP_SAMPLES)
+    samples, documents = np.zeros(BOOTSTRAP_SAMPLES), np.zeros(BOOTSTRAP_SAMPLES)  # documents: the seeds kept as run
     for task in tasks:
         a = np.stack([document_scores(r, task) for r in firsts])  # seeds x documents
         b = np.stack([document_scores(r, task) for r in seconds])
@@ -86,14 +86,32 @@ def seeded_difference(firsts: list[dict], seconds: list[dict], tasks: list[str],
         b_means = b[:, docs].mean(axis=2).T
         samples += (np.take_along_axis(a_means, seeds_a, axis=1).mean(axis=1)
                     - np.take_along_axis(b_means, seeds_b, axis=1).mean(axis=1))
+        documents += a_means.mean(axis=1) - b_means.mean(axis=1)
     samples *= 100 / len(tasks)
+    documents *= 100 / len(tasks)
     low, high = np.percentile(samples, [2.5, 97.5])
     per_a, per_b = [average(r, tasks) for r in firsts], [average(r, tasks) for r in seconds]
     spread = {"first": per_a, "second": per_b}
     if paired_seeds:
         spread["differences"] = [x - y for x, y in zip(per_a, per_b)]
     return {"diff": float(np.mean(per_a) - np.mean(per_b)), "se": float(samples.std()), "low": float(low),
-            "high": float(high), "seeds": [n_a, n_b], "seed_spread": spread}
+            "high": float(high), "se_documents": float(documents.std()), "seeds": [n_a, n_b], "seed_spread": spread}
+
+
+def seeds_to_detect(comparison: dict, effect: float, detectable_factor: float = 2.8) -> int | None:
+    """Training seeds per method at which a `seeded_difference` of this design would detect `effect` points at 80%
+    power, projected from this one: the seeds' part of its variance shrinks as 1/seeds (their spread estimated from
+    the per-seed figures, unbiased), the documents' part (`se_documents`: the same documents at every size) does
+    not. None when the documents alone keep the interval too wide for `effect`: more documents are needed, not more
+    seeds."""
+    spread = comparison["seed_spread"]
+    groups = [spread["differences"]] if "differences" in spread else [spread["first"], spread["second"]]
+    if min(len(g) for g in groups) < 2:
+        raise ShearsError("projecting the seeds needed takes at least two seeds per method")
+    room = (effect / detectable_factor) ** 2 - comparison["se_documents"] ** 2
+    if room <= 0:
+        return None
+    return max(1, math.ceil(sum(np.var(g, ddof=1) for g in groups) / room))
 
 
 def verdict(comparison: dict, detectable_factor: float = 2.8) -> str:
