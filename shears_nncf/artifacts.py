@@ -178,11 +178,14 @@ def read_manifest(folder: str | os.PathLike, stage: str | None = None) -> dict:
     if not folder.is_dir():
         raise ShearsError(f"folder {folder} does not exist")
     manifest = read_json(folder / MANIFEST, what="manifest")
-    if stage is not None and manifest.get("stage") != stage:
-        raise ShearsError(
-            f"{folder} was written by stage {manifest.get('stage')!r}, expected a {stage!r} folder"
-        )
+    if stage is not None:
+        check_stage(folder, manifest, stage)
     return manifest
+
+
+def check_stage(folder: str | os.PathLike, manifest: dict, stage: str) -> None:
+    if manifest.get("stage") != stage:
+        raise ShearsError(f"{folder} was written by stage {manifest.get('stage')!r}, expected a {stage!r} folder")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from shears_nncf.cli import main
 from shears_nncf.config import bundled_config
@@ -30,6 +32,11 @@ def files(tiny_llama_dir, tmp_path_factory):
     broken_adapter.mkdir()
     (broken_adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16}))
     (broken_adapter / "adapter_model.safetensors").write_bytes(b"\x08\x00\x00")  # shorter than a header
+    other_stage = folder / "sparse_not_adapter"  # a readable LoRA folder whose manifest is another stage's
+    other_stage.mkdir()
+    (other_stage / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16}))
+    save_file({"x": torch.zeros(1)}, other_stage / "adapter_model.safetensors")
+    (other_stage / "shears_manifest.json").write_text(json.dumps({"stage": "sparsify"}))
     broken_super = folder / "broken_super"
     broken_super.mkdir()
     (broken_super / "shears_manifest.json").write_text(json.dumps(
@@ -64,6 +71,7 @@ CASES = [
     (["report", "{dir}/broken_model"], ["model.safetensors", "not a readable safetensors file"]),
     (EXPORT + ["--adapter", "{dir}/broken_adapter"] + OUT, ["adapter_model.safetensors", "header too small"]),
     (["extract", "--super-adapter", "{dir}/broken_super"] + OUT, ["adapter_model.safetensors", "not a readable"]),
+    (EXPORT + ["--adapter", "{dir}/sparse_not_adapter"] + OUT, ["written by stage 'sparsify'", "expected a 'extract'"]),
     # Data, calibration, prompts, predictions and configs that are not UTF-8, or not JSON.
     (TRAIN + ["--data", "{dir}/latin1.json"] + OUT, ["latin1.json", "not UTF-8", "b'\\xe9'"]),
     (TRAIN + ["--data", "{dir}/bad.json"] + OUT, ["bad.json", "not valid JSON"]),

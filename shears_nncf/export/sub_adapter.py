@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..artifacts import MANIFEST, atomic_output_dir, read_json, read_manifest, write_manifest
+from ..artifacts import MANIFEST, atomic_output_dir, check_stage, read_json, read_manifest, write_manifest
 from ..errors import ShearsError
 from ..models import check_safetensors
 from ..nls.folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, STAGE as TRAIN_STAGE, SuperAdapter
@@ -49,9 +49,11 @@ class SubAdapter:
         check_safetensors(folder / ADAPTER_WEIGHTS)
         if not (folder / MANIFEST).is_file():
             return cls(folder, config, None)
-        if read_manifest(folder).get("stage") == TRAIN_STAGE:
+        manifest = read_manifest(folder)
+        if manifest.get("stage") == TRAIN_STAGE:
             return cls(folder, config, _plain_lora(SuperAdapter.read(folder)))
-        return cls(folder, config, read_manifest(folder, stage=STAGE))
+        check_stage(folder, manifest, STAGE)
+        return cls(folder, config, manifest)
 
     @property
     def weights_file(self) -> Path:
