@@ -57,6 +57,7 @@ BASES = ("wanda-50", "dense")  # in the order they are studied
 METHODS = ("nls", "lora")
 SUBNETS = ("heuristic", "maximal", "minimal")
 EQUAL = 1.0  # points: "about equal" holds when the whole interval lies inside +-EQUAL
+BUDGET_HOURS = 6.0  # of the 2 cores, for the whole study: what it reaches within them is reported against the design
 WORKER = "SHEARS_NLS_VS_LORA_JOB"
 
 
@@ -180,7 +181,8 @@ class Study:
 
     def rows(self) -> list[Row]:
         """Every row of the study in the order it is worth running, seed by seed: every row of a seed's two trainings
-        (questions 1 and 3) is scored before the next seed trains, so that a study stopped early answers both."""
+        (questions 1 and 3) is scored before the next seed trains, so that a study stopped early answers both; the
+        zero-shot rows, which no question needs, come last."""
         lrs = {m: self.chosen_lr(m) for m in METHODS}
         if None in lrs.values():
             return []
@@ -191,8 +193,7 @@ class Study:
                 nls = Training(base, "nls", lrs["nls"], seed)
                 rows += [Row(base, nls, "heuristic"), Row(base, Training(base, "lora", lrs["lora"], seed)),
                          *(Row(base, nls, s) for s in subnets[1:])]
-            rows.append(Row(base))
-        return rows
+        return rows + [Row(base) for base in self.args.bases]
 
     def jobs(self) -> list[tuple[str, list[Step], set[str]]]:
         """(job, the steps it runs, the jobs it waits for), pending ones only, in priority order. A job is one
@@ -294,17 +295,17 @@ def schedule(study: Study, jobs: int, start: float) -> None:
 
 def comparisons(study: Study, results: dict[str, list[dict]]) -> list[dict]:
     """The study's differences, each with the verdict rule applied: (question, first kind, second kind, claim)."""
-    wanted = [("1. NLS vs LoRA, Wanda 50%", "wanda-50 nls heuristic", "wanda-50 lora", "beats",
+    wanted = [("1. NLS vs LoRA, Wanda 50%", "wanda-50 nls heuristic", "wanda-50 lora", "beats", 2.0,
                "Table 4 (LLaMA-7B, 50%, math): LoRA 43.3, NLS 45.3 (+2.0); Table 5 (MPT-7B): +2.7 at 40%, +1.6 at 50%"),
-              ("2. NLS vs LoRA, dense", "dense nls heuristic", "dense lora", "equals",
+              ("2. NLS vs LoRA, dense", "dense nls heuristic", "dense lora", "equals", EQUAL,
                "Table 4, no sparsity: LoRA 46.9, NLS 47.0 (about equal); NNCF's NLS example: +0.1 to +0.8 (3B-8B), "
                "-0.6 on SmolLM-1.7B"),
-              ("3a. heuristic vs maximal", "wanda-50 nls heuristic", "wanda-50 nls maximal", "beats",
+              ("3a. heuristic vs maximal", "wanda-50 nls heuristic", "wanda-50 nls maximal", "beats", 0.8,
                "Table 6 (7B, 50%, math): heuristic 45.3, maximal 44.5 (+0.8)"),
-              ("3b. heuristic vs minimal", "wanda-50 nls heuristic", "wanda-50 nls minimal", "beats",
+              ("3b. heuristic vs minimal", "wanda-50 nls heuristic", "wanda-50 nls minimal", "beats", 1.8,
                "Table 6: heuristic 45.3, minimal 43.5 (+1.8)")]
     out = []
-    for question, first, second, claim, paper in wanted:
+    for question, first, second, claim, effect, paper in wanted:
         if not results.get(first) or not results.get(second):
             continue
         paired = first.split()[:2] == second.split()[:2]  # sub-adapters of the same super-adapters: seeds pair up
@@ -315,9 +316,29 @@ def comparisons(study: Study, results: dict[str, list[dict]]) -> list[dict]:
             firsts, seconds = _same_seeds(firsts, seconds)
             c["by_seed"] = compare.seeded_difference([r["loglik"] for r in firsts], [r["loglik"] for r in seconds],
                                                      study.args.tasks, paired_seeds=True) if firsts else None
-        out.append({"question": question, "first": first, "second": second, "paper": paper, "claim": claim, **c,
-                    "verdict": judge(c, claim)})
+        out.append({"question": question, "first": first, "second": second, "paper": paper, "claim": claim,
+                    "effect": effect, **c, "verdict": judge(c, claim)})
     return out
+
+
+def seeds_to_decide(c: dict, claim: str, effect: float) -> str:
+    """The seeds per method at which this design would decide the paper's difference by the rule, projected from the
+    seeds run (`compare.seeds_to_detect`); for "about equal", those that narrow the interval to +-EQUAL."""
+    if min(c["seeds"]) < 2:
+        return "- (one seed: no spread to project)"
+    n = compare.seeds_to_detect(c, effect) if claim == "beats" else compare.seeds_to_detect(c, EQUAL, 1.96)
+    target = f"+{effect:.1f}" if claim == "beats" else f"+-{EQUAL:g}"
+    return f"{n} ({target})" if n else f"none: more documents ({target} is inside the documents' noise)"
+
+
+def against_paper(c: dict, claim: str, effect: float) -> str:
+    """Where the paper's difference (for "about equal": its +-EQUAL band) falls against this interval: a sign-rule
+    verdict of inconclusive can still exclude the paper's size."""
+    if claim != "beats":
+        return "inside +-1" if -EQUAL < c["low"] and c["high"] < EQUAL else "the interval is wider than +-1"
+    if effect > c["high"]:
+        return f"+{effect:.1f} is above the interval"
+    return f"+{effect:.1f} is inside the interval" if effect >= c["low"] else f"+{effect:.1f} is below the interval"
 
 
 def _same_seeds(firsts: list[dict], seconds: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -382,9 +403,10 @@ def flattening(s: dict) -> str:
     points = s["held_out"]
     if len(points) < 2:
         return "-"
-    last = points[-1][1]
+    first, last = points[0][1], points[-1][1]
     quarter = next(loss for step, loss in points if step >= 0.75 * points[-1][0])
-    return f"{points[0][1]:.3f} -> {last:.3f} (last quarter {last - quarter:+.3f})"
+    share = f", {(quarter - last) / (first - last):.0%} of the fall" if first > last else ""
+    return f"{first:.3f} -> {last:.3f} (last quarter {last - quarter:+.3f}{share})"
 
 
 def report(study: Study, results: dict[str, list[dict]], images: list[str]) -> str:
@@ -436,24 +458,36 @@ def report(study: Study, results: dict[str, list[dict]], images: list[str]) -> s
         per_seed = "; ".join(" ".join(f"{v:.1f}" for v in spread[k]) for k in ("first", "second"))
         differences.append([c["question"], f"{c['first']} - {c['second']}", f"{c['seeds'][0]}, {c['seeds'][1]}",
                             f"{c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]", per_seed, f"**{c['verdict']}**",
+                            against_paper(c, c["claim"], c["effect"]), seeds_to_decide(c, c["claim"], c["effect"]),
                             c["paper"]])
     lines += ["", "## The differences", "",
               *markdown_table(["question", "first - second", "seeds", "difference (95% interval)",
-                               "per seed (first; second)", "verdict", "paper"], differences)]
+                               "per seed (first; second)", "verdict", "the paper's difference",
+                               "seeds to decide the paper's difference", "paper"], differences),
+              "", "Seeds to decide: the seeds per method at which the rule would detect the paper's difference at 80% "
+              "power (for question 2: narrow the interval to +-1 if the true difference is 0), projected from the seeds "
+              "run, with the documents' part of the variance held (the same documents); an estimate from few seeds. "
+              "The paper's differences are of a 7B model on math, these of a 135M model on commonsense: a size to look "
+              "for, not a figure to reproduce."]
     by_seed = [c for c in found if c.get("by_seed")]
     if by_seed:
         lines += ["", "Post hoc, not the verdict rule (chosen after seeds 1-2 were scored): a training seed draws the "
                   "same records in the same order for both methods, and much of the seed-to-seed spread is shared by the "
                   "two (see the rows), so the methods can also be compared paired by seed:", "",
-                  *markdown_table(["question", "seeds", "paired by seed (95% interval)", "per-seed differences"],
+                  *markdown_table(["question", "seeds", "paired by seed (95% interval)", "per-seed differences",
+                                   "the paper's difference", "seeds to decide the paper's difference"],
                                   [[c["question"], str(c["by_seed"]["seeds"][0]),
                                     f"{c['by_seed']['diff']:+.2f} [{c['by_seed']['low']:+.2f}, "
                                     f"{c['by_seed']['high']:+.2f}]",
-                                    " ".join(f"{d:+.2f}" for d in c["by_seed"]["seed_spread"]["differences"])]
+                                    " ".join(f"{d:+.2f}" for d in c["by_seed"]["seed_spread"]["differences"]),
+                                    against_paper(c["by_seed"], c["claim"], c["effect"]), seeds_to_decide(c["by_seed"], c["claim"], c["effect"])]
                                    for c in by_seed])]
     missing = {"1", "2", "3a", "3b"} - {c["question"].split(".")[0] for c in found}
     if missing:
         lines += ["", f"Not yet scored: question(s) {', '.join(sorted(missing))}; rerun the command to continue."]
+    lines += ["", "Reached: " + "".join(f"question {c['question'].split('.')[0]} at {min(c['seeds'])} of "
+                                        f"{len(args.seeds)} seeds; " for c in found)
+              + f"{wall_minutes(study) / 60:.1f} hours of the {BUDGET_HOURS:g}-hour budget."]
     lines += ["", "## Learning curves", "", *images, "",
               *markdown_table(["training", "held-out loss (first -> last eval)"],
                               [[p.stem, flattening(read_json(p, what="training summary"))]

@@ -48,3 +48,12 @@ def test_the_readme_results_are_those_of_benchmarks_results_md():
         claim, verdict = (c.strip() for c in line.strip("|").split("|"))
         source = next(line for line in results.splitlines() if line.startswith(f"| {claim} |"))
         assert source.rstrip().endswith(f"| {verdict} |")
+
+
+def test_the_readme_intervals_of_nls_against_lora_are_those_of_its_report():
+    """Each difference with its interval that the README's NLS-vs-LoRA section quotes is one NLS_VS_LORA.md gives."""
+    report = (README.parent / "benchmarks" / "NLS_VS_LORA.md").read_text()
+    section = README.read_text().split("## Results: NLS against LoRA", 1)[1].split("\n## ", 1)[0]
+    quoted = re.findall(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", section)
+    assert quoted
+    assert [q for q in quoted if q not in report] == []
