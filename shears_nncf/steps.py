@@ -3,9 +3,9 @@
 `shears run` and the benchmark studies (`benchmarks/reproduce_small.py`, `deployment_choice.py`,
 `nls_vs_lora.py`) declare their work as steps and run them through one `StepRunner`. A step's *key* hashes
 its options, the content of every input file it names that no earlier step wrote (data, calibration, a
-config; digests cached by size and modification time) and, for a path inside an earlier step's product,
-that step's key: a step reads from the steps whose products it names. Each step
-leaves a record, `steps/<name>.json` (its key, its command line, whether it completed, its seconds), one
+config, the user's files behind a named data source; digests cached by size and modification time) and, for a
+path inside an earlier step's product, that step's key: a step reads from the steps whose products it names. Each
+step leaves a record, `steps/<name>.json` (its key, its command line, whether it completed, its seconds), one
 file per step so that several worker processes never write the same file. A step is skipped when its
 product exists and its record says it completed under the same key: an interrupted run resumes where it
 stopped (an interrupted training from its checkpoint), and a changed setting or input reruns exactly what
@@ -103,10 +103,14 @@ class StepRunner:
         return [step for step in steps if step.name in run]
 
     def _inputs(self, step: Step) -> list[tuple[Path, str | None]]:
-        """Each path among its options other than its own output, with the name of the step that produces it."""
+        """Each path among its options other than its own output, with the name of the step that produces it; for a
+        named data source, the user's files it reads."""
+        from .data.sources import files_read
+
         inputs = []
         for name, value in sorted(vars(step.args).items()):
-            for path in _paths(value if name != "command" else None):
+            named = files_read(value) if name == "data" and isinstance(value, str) else []
+            for path in _paths(value if name != "command" else None) + named:
                 if path == step.product or step.product in path.parents:
                     continue
                 inputs.append((path, next((n for n, p in self.products.items() if path == p or p in path.parents), None)))

@@ -91,3 +91,19 @@ def test_a_step_whose_result_is_kept_needs_nothing_it_was_made_from(tmp_path):
     assert StepRunner(tmp_path).needed([first, second], {"second"}) == []
     (tmp_path / "second.jsonl").unlink()  # the result is gone too: both run again
     assert [s.name for s in StepRunner(tmp_path).needed([first, second], {"second"})] == ["first", "second"]
+
+
+def test_a_named_data_source_is_keyed_by_the_users_files_it_reads(tmp_path, monkeypatch):
+    """`--data llm-adapters` reads HellaSwag from the user's datasets/hellaswag/test.json: editing that file reruns
+    the evaluation that read it, as editing a file named on the command line does."""
+    monkeypatch.chdir(tmp_path)
+    hellaswag = tmp_path / "datasets" / "hellaswag" / "test.json"
+    hellaswag.parent.mkdir(parents=True)
+    hellaswag.write_text('[{"instruction": "Pick an ending.", "answer": "ending1"}]')
+    args = STAGES["evaluate"].namespace(model="a-model", data="llm-adapters", tasks=["hellaswag"],
+                                        output=str(tmp_path / "eval"))
+    step = Step("evaluate", args, tmp_path / "eval")
+    key = StepRunner(tmp_path / "runs").key(step)
+    assert StepRunner(tmp_path / "runs").key(step) == key
+    hellaswag.write_text('[{"instruction": "Pick another ending.", "answer": "ending2"}]')
+    assert StepRunner(tmp_path / "runs").key(step) != key

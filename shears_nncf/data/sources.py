@@ -46,6 +46,15 @@ def load_records(data: str, tasks: list[str] | None, split: str = "test", limit:
     return {name: records[:limit] if limit is not None else records for name, records in by_task.items()}
 
 
+def files_read(data: str) -> list[Path]:
+    """The files outside the package that a named source reads, so that a result is keyed to their contents (see
+    steps.py): for "llm-adapters", the user's copies of the test files that shears does not ship (HellaSwag's)."""
+    if data != SHIPPED:
+        return []
+    return sorted(p for p in USER_LLM_ADAPTERS.glob("*/test.json")
+                  if not (shipped_folder() / p.parent.name / "test.json").is_file())
+
+
 def shipped_folder() -> Path:
     """The folder of the shipped LLM-Adapters test files, `<task folder>/test.json`."""
     return Path(__file__).resolve().parent / "llm_adapters"
