@@ -28,6 +28,7 @@ def test_the_study_reports_every_question_and_continues_from_its_kept_results(ti
     assert "Not yet scored: question(s) 2;" in text  # the dense pair, not asked for here
     assert "| the paper's difference | seeds to decide the paper's difference |" in text
     assert "- (one seed: no spread to project)" in text  # one seed cannot project the seeds a decision takes
+    assert "| without BoolQ (95% interval) |" in text and "the other 1 task(s)" in text
     assert (report.parent / "nls_vs_lora_curves.png").is_file()
     for name in ("wanda-50-nls-lr0.001-s1", "wanda-50-lora-lr0.001-s1"):
         summary = json.loads((results / "train" / f"{name}.json").read_text())
