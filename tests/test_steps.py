@@ -107,3 +107,17 @@ def test_a_named_data_source_is_keyed_by_the_users_files_it_reads(tmp_path, monk
     assert StepRunner(tmp_path / "runs").key(step) == key
     hellaswag.write_text('[{"instruction": "Pick another ending.", "answer": "ending2"}]')
     assert StepRunner(tmp_path / "runs").key(step) != key
+
+
+def test_the_users_file_is_keyed_under_every_name_the_reader_accepts(tmp_path, monkeypatch):
+    """The reader also takes `test.jsonl`; the key follows the file it reads, not one spelling of it."""
+    monkeypatch.chdir(tmp_path)
+    hellaswag = tmp_path / "datasets" / "hellaswag" / "test.jsonl"
+    hellaswag.parent.mkdir(parents=True)
+    hellaswag.write_text('{"instruction": "Pick an ending.", "answer": "ending1"}\n')
+    args = STAGES["evaluate"].namespace(model="a-model", data="llm-adapters", tasks=["hellaswag"],
+                                        output=str(tmp_path / "eval"))
+    step = Step("evaluate", args, tmp_path / "eval")
+    key = StepRunner(tmp_path / "runs").key(step)
+    hellaswag.write_text('{"instruction": "Pick another ending.", "answer": "ending2"}\n')
+    assert StepRunner(tmp_path / "runs").key(step) != key

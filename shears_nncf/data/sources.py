@@ -17,7 +17,7 @@ from ..artifacts import read_text
 from ..errors import ShearsError
 from ..protocol import REFERENCE_PROTOCOL
 from . import gsm8k
-from .tasks import COMMONSENSE, Task, get_task, resolve_tasks
+from .tasks import COMMONSENSE, TASKS, Task, get_task, resolve_tasks
 from .olmo import CONVERTERS, olmo_records
 
 DEFAULT = "default"
@@ -51,8 +51,8 @@ def files_read(data: str) -> list[Path]:
     steps.py): for "llm-adapters", the user's copies of the test files that shears does not ship (HellaSwag's)."""
     if data != SHIPPED:
         return []
-    return sorted(p for p in USER_LLM_ADAPTERS.glob("*/test.json")
-                  if not (shipped_folder() / p.parent.name / "test.json").is_file())
+    files = (_llm_adapters_file(task, "test") for task in TASKS)
+    return [f for f in files if f is not None and shipped_folder() not in f.parents]
 
 
 def shipped_folder() -> Path:
@@ -141,14 +141,20 @@ def _llm_adapters_records(tasks: list[Task] | None, split: str) -> dict[str, lis
         return _load_folder(shipped_folder(), None, split)
     by_task = {}
     for task in tasks:
-        folder = next((f for f in (shipped_folder(), USER_LLM_ADAPTERS) if _folder_file(f, task, split)), None)
-        if folder is None:
+        file = _llm_adapters_file(task, split)
+        if file is None:
             raise ShearsError(
                 f"LLM-Adapters' {split} file of {task.name} is not shipped with shears; download dataset/{task.folder}/"
                 f"{split}.json from {LLM_ADAPTERS_URL} to {USER_LLM_ADAPTERS / task.folder / f'{split}.json'} (in the "
                 "working directory, where the reference reads it), or give --data a folder of <task>/test.json")
-        by_task[task.name] = read_records(_folder_file(folder, task, split))
+        by_task[task.name] = read_records(file)
     return by_task
+
+
+def _llm_adapters_file(task: Task, split: str) -> Path | None:
+    """The LLM-Adapters file of a task: the shipped one, else the user's copy in `datasets/`."""
+    return next((f for f in (_folder_file(folder, task, split) for folder in (shipped_folder(), USER_LLM_ADAPTERS))
+                 if f is not None), None)
 
 
 def _load_source(data: str, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
