@@ -304,22 +304,23 @@ def comparisons(study: Study, results: dict[str, list[dict]]) -> list[dict]:
                "Table 6 (7B, 50%, math): heuristic 45.3, maximal 44.5 (+0.8)"),
               ("3b. heuristic vs minimal", "wanda-50 nls heuristic", "wanda-50 nls minimal", "beats", 1.8,
                "Table 6: heuristic 45.3, minimal 43.5 (+1.8)")]
+    def difference(firsts: list[dict], seconds: list[dict], tasks: list[str], paired: bool) -> dict:
+        return compare.seeded_difference([r["loglik"] for r in firsts], [r["loglik"] for r in seconds], tasks,
+                                         paired_seeds=paired)
+
     out = []
     for question, first, second, claim, effect, paper in wanted:
         if not results.get(first) or not results.get(second):
             continue
         paired = first.split()[:2] == second.split()[:2]  # sub-adapters of the same super-adapters: seeds pair up
         firsts, seconds = _same_seeds(results[first], results[second]) if paired else (results[first], results[second])
-        c = compare.seeded_difference([r["loglik"] for r in firsts], [r["loglik"] for r in seconds], study.args.tasks,
-                                      paired_seeds=paired)
+        c = difference(firsts, seconds, study.args.tasks, paired)
         others = [t for t in study.args.tasks if t != "boolq"]
         if others and others != study.args.tasks:  # post hoc: BoolQ's yes/no bias moves with the seed (see the rows)
-            c["without_boolq"] = compare.seeded_difference([r["loglik"] for r in firsts], [r["loglik"] for r in seconds],
-                                                           others, paired_seeds=paired)
+            c["without_boolq"] = difference(firsts, seconds, others, paired)
         if not paired:  # post hoc, not the rule: a seed draws the same training records for both methods
             firsts, seconds = _same_seeds(firsts, seconds)
-            c["by_seed"] = compare.seeded_difference([r["loglik"] for r in firsts], [r["loglik"] for r in seconds],
-                                                     study.args.tasks, paired_seeds=True) if firsts else None
+            c["by_seed"] = difference(firsts, seconds, study.args.tasks, True) if firsts else None
         out.append({"question": question, "first": first, "second": second, "paper": paper, "claim": claim,
                     "effect": effect, **c, "verdict": judge(c, claim)})
     return out
@@ -470,8 +471,8 @@ def report(study: Study, results: dict[str, list[dict]], images: list[str]) -> s
                                "per seed (first; second)", "verdict", "the paper's difference",
                                "seeds to decide the paper's difference", "paper"], differences),
               "", "Seeds to decide: the seeds per method at which the rule would detect the paper's difference at 80% "
-              "power (for question 2: narrow the interval to +-1 if the true difference is 0), projected from the seeds "
-              "run, with the documents' part of the variance held (the same documents); an estimate from few seeds. "
+              f"power (for question 2: narrow the interval to +-{EQUAL:g} if the true difference is 0), projected from the "
+              "seeds run, with the documents' part of the variance held (the same documents); an estimate from few seeds. "
               "The paper's differences are of a 7B model on math, these of a 135M model on commonsense: a size to look "
               "for, not a figure to reproduce."]
     by_seed = [c for c in found if c.get("by_seed")]
