@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from shears_nncf.stages import STAGES
 from shears_nncf.steps import StepRunner, Step
 
@@ -93,31 +95,19 @@ def test_a_step_whose_result_is_kept_needs_nothing_it_was_made_from(tmp_path):
     assert [s.name for s in StepRunner(tmp_path).needed([first, second], {"second"})] == ["first", "second"]
 
 
-def test_a_named_data_source_is_keyed_by_the_users_files_it_reads(tmp_path, monkeypatch):
+
+@pytest.mark.parametrize("name", ["test.json", "test.jsonl"])  # the reader takes either: the key follows the file read
+def test_a_named_data_source_is_keyed_by_the_users_files_it_reads(name, tmp_path, monkeypatch):
     """`--data llm-adapters` reads HellaSwag from the user's datasets/hellaswag/test.json: editing that file reruns
     the evaluation that read it, as editing a file named on the command line does."""
     monkeypatch.chdir(tmp_path)
-    hellaswag = tmp_path / "datasets" / "hellaswag" / "test.json"
-    hellaswag.parent.mkdir(parents=True)
-    hellaswag.write_text('[{"instruction": "Pick an ending.", "answer": "ending1"}]')
-    args = STAGES["evaluate"].namespace(model="a-model", data="llm-adapters", tasks=["hellaswag"],
-                                        output=str(tmp_path / "eval"))
-    step = Step("evaluate", args, tmp_path / "eval")
-    key = StepRunner(tmp_path / "runs").key(step)
-    assert StepRunner(tmp_path / "runs").key(step) == key
-    hellaswag.write_text('[{"instruction": "Pick another ending.", "answer": "ending2"}]')
-    assert StepRunner(tmp_path / "runs").key(step) != key
-
-
-def test_the_users_file_is_keyed_under_every_name_the_reader_accepts(tmp_path, monkeypatch):
-    """The reader also takes `test.jsonl`; the key follows the file it reads, not one spelling of it."""
-    monkeypatch.chdir(tmp_path)
-    hellaswag = tmp_path / "datasets" / "hellaswag" / "test.jsonl"
+    hellaswag = tmp_path / "datasets" / "hellaswag" / name
     hellaswag.parent.mkdir(parents=True)
     hellaswag.write_text('{"instruction": "Pick an ending.", "answer": "ending1"}\n')
     args = STAGES["evaluate"].namespace(model="a-model", data="llm-adapters", tasks=["hellaswag"],
                                         output=str(tmp_path / "eval"))
     step = Step("evaluate", args, tmp_path / "eval")
     key = StepRunner(tmp_path / "runs").key(step)
+    assert StepRunner(tmp_path / "runs").key(step) == key
     hellaswag.write_text('{"instruction": "Pick another ending.", "answer": "ending2"}\n')
     assert StepRunner(tmp_path / "runs").key(step) != key
