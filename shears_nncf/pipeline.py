@@ -272,14 +272,14 @@ def summarize(out: Path, settings: dict, records: dict[str, dict], steps: list[S
     scaled_down = [f"{stage}.{dest}" for stage, dest in (("train", "max_steps"), ("train", "limit"), ("evaluate", "limit"))
                    if settings.get(stage, {}).get(dest) is not None]
     names = {"strategy": search["strategy"], "sparse": out / STEPS["sparsify"], "method": sparse.method,
-             "sparsity": sparse.sparsity["decoder_linear_sparsity"], "weights": export.weights if export else None}
+             "sparsity": sparse.sparsity["decoder_sparsity"], "weights": export.weights if export else None}
     scored = {step.name: _scored(step, names) for step in evaluations}
     return {
         "demonstration_size": bool(scaled_down),
         "scaled_down_by": scaled_down,
         "settings": settings,
         "sparsity": {k: sparse.sparsity[k] for k in ("total_parameters", "nonzero_parameters",
-                                                     "decoder_linear_sparsity")} | {"method": sparse.method},
+                                                     "decoder_sparsity")} | {"method": sparse.method},
         "training": {k: train[k] for k in ("optimizer_steps", "examples", "first_loss", "last_loss")},
         "sub_adapter": {"strategy": search["strategy"], "ranks": search["chosen"]["ranks"],
                         "cost": search["chosen"]["cost"], "cost_name": search["cost"]},
@@ -455,7 +455,7 @@ def summary_markdown(summary: dict) -> str:
         "",
         *([f"Demonstration size ({', '.join(summary['scaled_down_by'])} set): the figures show that every stage "
            "works, not the method's accuracy at scale.", ""] if summary["demonstration_size"] else []),
-        f"- Sparsity ({sp['method']}): decoder linears {sp['decoder_linear_sparsity']:.1%} zero; "
+        f"- Sparsity ({sp['method']}): decoder weights {sp['decoder_sparsity']:.1%} zero; "
         f"{sp['nonzero_parameters']:,} non-zero of {sp['total_parameters']:,} parameters",
         f"- Training: {tr['optimizer_steps']} optimizer steps on {tr['examples']} examples, "
         f"loss {tr['first_loss']:.3f} -> {tr['last_loss']:.3f}",

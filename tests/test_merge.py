@@ -95,7 +95,7 @@ def test_masked_merge_keeps_the_zeros_and_gives_the_masked_update_logits(sparse_
     # An update unrelated to the mask loses sqrt(sparsity) of its norm: half of its squares fall on pruned positions.
     assert manifest["update_dropped_by_mask"] == pytest.approx(0.5 ** 0.5, abs=0.05)
     assert manifest["merged_modules"] == 2 * 5 and manifest["merged"] is True
-    assert manifest["sparsity"]["decoder_linear_sparsity"] >= 0.5
+    assert manifest["sparsity"]["decoder_sparsity"] >= 0.5
     assert read_manifest(tmp_path / "merged", stage="extract")["chosen_by"] == "test"
 
 

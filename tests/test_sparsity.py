@@ -99,7 +99,7 @@ def test_embeddings_and_lm_head_stay_dense(tiny_llama_factory, samples):
     assert torch.equal(model.get_input_embeddings().weight, dense.get_input_embeddings().weight)
     assert torch.equal(model.lm_head.weight, dense.lm_head.weight)
     stats = model_sparsity(model)
-    assert stats["decoder_linear_sparsity"] == pytest.approx(0.5)
+    assert stats["decoder_sparsity"] == pytest.approx(0.5)
     assert len(stats["layers"]) == 2 * len(LINEARS)
 
 
@@ -145,15 +145,16 @@ def test_cli_sparsify_writes_model_tokenizer_and_manifest_then_reports(tiny_llam
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     manifest = json.loads((out / "shears_manifest.json").read_text())
     assert manifest["stage"] == "sparsify" and manifest["method"] == "wanda"
-    assert manifest["calibration"] == {"source": str(calib), "nsamples": 4, "seqlen": 32, "tokens": 128}
-    assert manifest["sparsity"]["decoder_linear_sparsity"] == pytest.approx(0.5)
+    assert manifest["calibration"] == {"source": str(calib), "nsamples": 4, "seqlen": 32, "tokens": 128,
+                                       "uncalibrated": []}
+    assert manifest["sparsity"]["decoder_sparsity"] == pytest.approx(0.5)
     assert folder_sparsity(out) == manifest["sparsity"]
-    assert model_sparsity(load_model(out))["decoder_linear_sparsity"] == pytest.approx(0.5)
+    assert model_sparsity(load_model(out))["decoder_sparsity"] == pytest.approx(0.5)
     capsys.readouterr()
     assert main(["report", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["nonzero_parameters"] == manifest["sparsity"]["nonzero_parameters"]
     assert main(["report", str(out)]) == 0
-    assert "decoder linear sparsity" in capsys.readouterr().out
+    assert "decoder weight sparsity" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")

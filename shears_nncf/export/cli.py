@@ -13,7 +13,7 @@ def export_command(args) -> None:
     )
     exported = OpenVINOModel.read(out)
     print(f"exported {args.model}{' + ' + args.adapter if args.adapter else ''} ({args.weights}) to {out}; "
-          f"IR base-linear sparsity {exported.sparsity['base_sparsity']:.1%}")
+          f"IR base weight sparsity {exported.sparsity['base_sparsity']:.1%}")
     for entry in exported.runtime_adapters.values():
         print(f"  run-time adapter {entry['name']}: {out}/{entry['file']} (ranks {entry['ranks']}, alpha {entry['alpha']:g}); "
               f"try `shears generate --openvino {out} --adapter {entry['name']} --prompt ...`")

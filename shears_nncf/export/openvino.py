@@ -26,7 +26,7 @@ import numpy as np
 from ..artifacts import StageFolder, atomic_output_dir, write_manifest
 from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
-from ..models import dtype_name, load_model_config, resolve_dtype, resolve_model
+from ..models import dtype_name, is_router, load_model_config, num_experts, resolve_dtype, resolve_model
 from ..nls.mpt import prepare_for_adapters
 from . import IR_XML, WEIGHT_FORMATS
 from .adapted import load_adapted
@@ -94,15 +94,8 @@ def export_openvino(
         torch_model = torch_model.base_model.model  # the transformers model with PEFT's LoRA layers, unmerged
     samples = calibration_samples(calibration, tokenizer, nsamples, seqlen) if weights == "w8a8" else None
 
-    from optimum.exporters.openvino import export_from_model
-    from optimum.exporters.openvino.convert import export_tokenizer
-
     with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
-        export_from_model(torch_model, tmp, task=TASK, stateful=True, custom_export_configs=gate)
-        export_tokenizer(tokenizer, tmp, task=TASK)
-        tokenizer.save_pretrained(tmp)  # the PyTorch-side tokenizer, for OVModelForCausalLM users
-        if not (tmp / "openvino_tokenizer.xml").is_file():
-            raise ShearsError(f"openvino-tokenizers could not convert the tokenizer of {model_path}")
+        _export_ir(torch_model, tokenizer, tmp, gate, model_path)
         if weights != "as-is":
             _compress_in_place(tmp / IR_XML, weights, samples, int4)
         layers = ir_weight_sparsity(tmp / IR_XML)
@@ -119,11 +112,44 @@ def export_openvino(
             "compression": int4,
             "ir_bytes": (tmp / IR_XML).with_suffix(".bin").stat().st_size,
             "stateful": True,
-            "sparsity": summarize_sparsity(layers),
+            "sparsity": summarize_sparsity(layers, num_experts(torch_model.config)),
             "layers": layers,
             "runtime_adapters": runtime_entries,
         })
     return Path(output)
+
+
+def export_compressed(model, tokenizer, output: str | os.PathLike, compression: dict, *, source: str | None = None,
+                      overwrite: bool = False) -> Path:
+    """Export a PyTorch causal LM whose weights NNCF already compressed, as it is: e.g. the quantization-aware path's
+    model after `nls.quantization_aware.strip_to_int4` (packed integers and a decompressor per weight, the chosen
+    sub-adapter folded in). OpenVINO's conversion keeps NNCF's decompression as u4 / u8 constants with zero points
+    and scales, so nothing is compressed again. `compression` (its mode, group size, ...) goes into the manifest,
+    with the zeros counted in the IR; `source` names the model it came from."""
+    with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
+        _export_ir(model, tokenizer, tmp, export_configs(model.config, TASK), source or "the model")
+        layers = ir_weight_sparsity(tmp / IR_XML)
+        write_manifest(tmp, {
+            "stage": STAGE, "model": source, "dtype": "fp32", "adapter": None, "adapter_merged": True,
+            "model_merged": False, "weights": compression["mode"], "calibration": None, "compression": compression,
+            "ir_bytes": (tmp / IR_XML).with_suffix(".bin").stat().st_size, "stateful": True,
+            "sparsity": summarize_sparsity(layers, num_experts(model.config)), "layers": layers,
+            "runtime_adapters": [],
+        })
+    return Path(output)
+
+
+def _export_ir(torch_model, tokenizer, folder: Path, gate: dict | None, source) -> None:
+    """optimum-intel's conversion of the model and openvino-tokenizers' of its tokenizer, so that both
+    `OVModelForCausalLM` and `openvino_genai.LLMPipeline` run the folder."""
+    from optimum.exporters.openvino import export_from_model
+    from optimum.exporters.openvino.convert import export_tokenizer
+
+    export_from_model(torch_model, folder, task=TASK, stateful=True, custom_export_configs=gate)
+    export_tokenizer(tokenizer, folder, task=TASK)
+    tokenizer.save_pretrained(folder)  # the PyTorch-side tokenizer, for OVModelForCausalLM users
+    if not (folder / "openvino_tokenizer.xml").is_file():
+        raise ShearsError(f"openvino-tokenizers could not convert the tokenizer of {source}")
 
 
 class OpenVINOModel(StageFolder):
@@ -266,7 +292,8 @@ def _ir_weights(xml) -> dict[str, tuple[np.ndarray, str]]:
         weight, zero_point = _weight_constant(op.input_value(1).get_node())
         if weight is not None:
             zeros = constant_values(weight) == (zero_point if zero_point is not None else 0)
-            weights[_layer_name(op.get_friendly_name())] = (zeros, weight.get_element_type().get_type_name())
+            name = _layer_name(op.get_friendly_name(), weight.get_friendly_name())
+            weights[name] = (zeros, weight.get_element_type().get_type_name())
     return weights
 
 
@@ -304,17 +331,21 @@ def _constant_below(node):
     return node if node.get_type_name() == "Constant" else None
 
 
-def _layer_name(matmul_name: str) -> str:
-    # optimum names a linear's MatMul "__module.<torch path>/aten::linear/MatMul"
-    return matmul_name.removeprefix("__module.").split("/")[0]
+def _layer_name(matmul_name: str, constant_name: str) -> str:
+    """optimum names a linear's MatMul "__module.<torch path>/aten::linear/MatMul"; the experts' matmuls share their
+    module's path, so they are named by their constant, the parameter ("self.<torch path>.gate_up_proj")."""
+    module = matmul_name.removeprefix("__module.").split("/")[0]
+    parameter = re.match(r"[\w.]*", constant_name.removeprefix("self.")).group().removesuffix(".weight")
+    return parameter if parameter.startswith(module + ".") else module
 
 
-def summarize_sparsity(layers: list[dict]) -> dict:
-    """Overall sparsity of the base decoder linears, as the paper counts it: the linears of the numbered decoder
-    blocks (`model.layers.3.mlp.up_proj`), not the adapters nor the output layer, whatever its name (lm_head,
-    GPT-NeoX's embed_out)."""
-    base = [layer for layer in layers if not layer["adapter"] and re.search(r"\.\d+\.", layer["layer"])]
+def summarize_sparsity(layers: list[dict], num_experts: int | None = None) -> dict:
+    """Overall sparsity of the base decoder weights, as the paper counts it and `shears report` does: the linears
+    and expert tensors of the numbered decoder blocks (`model.layers.3.mlp.up_proj`), not the adapters, the routers
+    nor the output layer, whatever its name (lm_head, GPT-NeoX's embed_out)."""
+    base = [layer for layer in layers if not layer["adapter"] and re.search(r"\.\d+\.", layer["layer"])
+            and not is_router(sorted(layer["shape"]), num_experts)]
     params = sum(int(np.prod(layer["shape"])) for layer in base)
     zeros = sum(layer["zeros"] for layer in base)
-    return {"base_linears": len(base), "base_params": params, "base_zeros": zeros,
+    return {"base_weights": len(base), "base_params": params, "base_zeros": zeros,
             "base_sparsity": zeros / params if params else 0.0}

@@ -14,7 +14,7 @@ import copy
 from ..artifacts import read_json, write_json
 from ..config import bundled_config, parse_config, strictly_descending
 from ..errors import ShearsError
-from ..models import architecture, load_model_config, meta_model
+from ..models import architecture, load_model_config, meta_model, num_experts
 from .mpt import prepare_for_adapters
 
 DEMO = "demo/smollm2_commonsense"
@@ -27,6 +27,9 @@ PAPER_ROLES = (
     ("Up", (("up_proj",), ("gate_up_proj",), ("dense_h_to_4h",), ("fc1",), ("c_fc",))),
     ("Down", (("down_proj",), ("dense_4h_to_h",), ("fc2",), ("c_proj",))),
 )
+# A mixture-of-experts model's experts are 3-D tensors that get no adapter (see `init_config`); its adapters go on
+# the attention, its output projection a group of its own, and on a dense or shared-expert MLP where it has one.
+ATTENTION_OUTPUT = ("O", (("o_proj",), ("dense",), ("out_proj",)))
 _QKV = {"q_proj", "k_proj", "v_proj"}  # with --targets, these share a group, as do Up and Gate
 _UP_GATE = {"up_proj", "gate_proj"}
 
@@ -37,11 +40,14 @@ def adapter_linears(model_config) -> list[str]:
     return list(dict.fromkeys(name.rsplit(".", 1)[-1] for name in architecture(model).linears))
 
 
-def paper_groups(linears: list[str], model_type: str) -> list[list[str]]:
-    """[Q,K,V], [Up], [Down] as this family names them."""
+def paper_groups(linears: list[str], model_type: str, moe: bool = False) -> list[list[str]]:
+    """[Q,K,V], [Up], [Down] as this family names them; for a mixture-of-experts model [Q,K,V], [O], and [Up], [Down]
+    only where a dense or shared-expert MLP has them."""
     groups = []
-    for role, spellings in PAPER_ROLES:
+    for role, spellings in PAPER_ROLES + ((ATTENTION_OUTPUT,) if moe else ()):
         found = next((list(names) for names in spellings if set(names) <= set(linears)), None)
+        if found is None and moe and role in ("Up", "Down"):
+            continue
         if found is None:
             raise ShearsError(f"cannot tell which linear of this {model_type} model is the paper's {role}; its decoder "
                               f"linears are: {', '.join(linears)}; give --targets")
@@ -79,7 +85,8 @@ def init_config(model: str, ranks: list[int], targets: list[str] | None = None) 
     model_config = load_model_config(model)
     model_type = model_config.model_type
     linears = adapter_linears(model_config)
-    groups = target_groups(targets, linears, model_type) if targets else paper_groups(linears, model_type)
+    moe = num_experts(model_config) is not None
+    groups = target_groups(targets, linears, model_type) if targets else paper_groups(linears, model_type, moe)
     raw = copy.deepcopy(read_json(bundled_config(DEMO), what="config"))
     r = ranks[0]
     chosen = [name for group in groups for name in group]
@@ -89,6 +96,12 @@ def init_config(model: str, ranks: list[int], targets: list[str] | None = None) 
     nas["schedule"]["list_stage_descriptions"][0]["width_indicator"] = len(ranks)
     nas["elasticity"]["width"] = {"overwrite_groups": groups, "overwrite_groups_widths": [list(ranks)] * len(groups)}
     which = "the given --targets" if targets else "the paper's Q,K,V / Up / Down as this family names them"
+    if moe and not targets:
+        experts = ", ".join(architecture(meta_model(model_config)).experts)
+        which = ("a mixture-of-experts model: its experts (" + experts + ") get no adapter, since NNCF's elastic width "
+                 "slices an adapter's lora_A linear as it runs and PEFT adapts a 3-D expert tensor (target_parameters) "
+                 "by a weight parametrisation that calls no linear; so the attention's Q,K,V and O, and any dense or "
+                 "shared-expert MLP's Up and Down")
     raw["comment"] = (
         f"Written by `shears init-config --model {model}` for its {model_type} architecture "
         f"({model_config.get_text_config().num_hidden_layers} decoder layers; linears {', '.join(linears)}). "

@@ -38,13 +38,14 @@ class SparseModel(StageFolder):
 
     @property
     def sparsity(self) -> dict:
-        """`total_parameters`, `nonzero_parameters`, `decoder_linear_sparsity` and the per-layer figures."""
+        """`total_parameters`, `nonzero_parameters`, `decoder_sparsity` and the per-weight figures."""
         return self.manifest["sparsity"]
 
 
 def sparsify(model: nn.Module, calibration_samples: list[torch.Tensor] | None, ratio: float, method: str = "wanda",
-             pattern: str = "unstructured", block_device: torch.device | None = None) -> nn.Module:
-    """Zero `ratio` of every decoder linear's weights, row by row, in place (magnitude needs no samples).
+             pattern: str = "unstructured", block_device: torch.device | None = None) -> list[str]:
+    """Zero `ratio` of every decoder weight (linears and experts), row by row, in place (magnitude needs no samples).
+    Returns the matrices no calibration token reached (an expert the router never chose), pruned by |W| alone.
 
     `block_device`: Wanda runs each decoder block there, one at a time, while the model stays where it is."""
     calibrated = METHODS[method].calibrated  # an unknown method is a ShearsError naming the known ones
@@ -52,10 +53,9 @@ def sparsify(model: nn.Module, calibration_samples: list[torch.Tensor] | None, r
     if calibrated:
         if not calibration_samples:
             raise ShearsError("wanda needs calibration samples; give --calibration (a file, a hub id or 'default')")
-        wanda_(model, calibration_samples, ratio, pattern, block_device=block_device)
-    else:
-        magnitude_(model, ratio, pattern)
-    return model
+        return wanda_(model, calibration_samples, ratio, pattern, block_device=block_device)
+    magnitude_(model, ratio, pattern)
+    return []
 
 
 def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str = "wanda", pattern: str = "unstructured",
@@ -94,7 +94,9 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
         samples = calibration_samples(calibration, tokenizer, nsamples, seqlen, seed)
         manifest["calibration"] = {"source": calibration, "nsamples": len(samples), "seqlen": seqlen,
                                    "tokens": sum(s.numel() for s in samples)}
-    sparsify(net, samples, ratio, method, pattern, block_device=torch_device if offload else None)
+    uncalibrated = sparsify(net, samples, ratio, method, pattern, block_device=torch_device if offload else None)
+    if calibrated:
+        manifest["calibration"]["uncalibrated"] = uncalibrated  # pruned by |W|: no calibration token reached them
     manifest["seconds"] = round(time.perf_counter() - start, 2)
     manifest["sparsity"] = model_sparsity(net)
     with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
@@ -102,7 +104,7 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
         tokenizer.save_pretrained(tmp)
         write_manifest(tmp, manifest)
     print(f"sparsified {model} ({method}, {pattern}, ratio {ratio}) in {manifest['seconds']} s: "
-          f"decoder linear sparsity {manifest['sparsity']['decoder_linear_sparsity']:.2%} -> {output}")
+          f"decoder weight sparsity {manifest['sparsity']['decoder_sparsity']:.2%} -> {output}")
     return manifest
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ShearsError
-from ..models import block_linears, decoder_blocks
+from ..models import Architecture, architecture, block_experts, block_linears, decoder_blocks
 
 NM_PATTERNS = ("2:4", "4:8")
 PATTERNS = ("unstructured",) + NM_PATTERNS
@@ -49,10 +49,20 @@ def prune_lowest_(weight: torch.Tensor, score: torch.Tensor, ratio: float, nm: t
     weight.masked_fill_(mask, 0)
 
 
+def pruned_matrices(block: nn.Module, arch: Architecture) -> list[tuple[str, torch.Tensor]]:
+    """Every (out, in) matrix a sparsifier prunes in one block, by name: each linear's weight, and each expert's
+    slice of a 3-D expert tensor (`mlp.experts.gate_up_proj[3]`), a view that prunes the expert in place."""
+    matrices = [(name, linear.weight) for name, linear in block_linears(block, arch).items()]
+    for name, tensor in block_experts(block, arch).items():
+        matrices += [(f"{name}[{e}]", matrix) for e, matrix in enumerate(tensor.matrices())]
+    return matrices
+
+
 @torch.no_grad()
 def magnitude_(model: nn.Module, ratio: float, pattern: str = "unstructured") -> None:
-    """The calibration-free baseline: score = |W|, same row groups as Wanda, decoder linears only."""
+    """The calibration-free baseline: score = |W|, same row groups as Wanda, every pruned decoder weight."""
     nm = parse_pattern(pattern, ratio)
+    arch = architecture(model)
     for block in decoder_blocks(model):
-        for linear in block_linears(block).values():
-            prune_lowest_(linear.weight, linear.weight.abs(), ratio, nm)
+        for _, matrix in pruned_matrices(block, arch):
+            prune_lowest_(matrix, matrix.abs(), ratio, nm)

@@ -1,8 +1,9 @@
-"""Sparsity of a model: per decoder linear, and the paper's Table 3 figures.
+"""Sparsity of a model: per decoder weight, and the paper's Table 3 figures.
 
-Table 3 of Shears reports total parameters, non-zero parameters and the sparsity of the pruned
-(decoder linear) weights. A saved folder is read straight from its safetensors files, one
-tensor at a time; where its decoder linears are is read from a weightless (meta-device) model of its config.
+Table 3 of Shears reports total parameters, non-zero parameters and the sparsity of the pruned weights: here every
+matmul weight inside the decoder blocks (linears and mixture-of-experts expert tensors; routers stay dense). A saved folder is read straight from its safetensors files, one
+tensor at a time; which of them are pruned is read from a weightless (meta-device) model of its config. A checkpoint may store
+experts one matrix each (Mixtral's `experts.3.w1.weight`) where the model holds one 3-D tensor: the counts agree.
 """
 
 from __future__ import annotations
@@ -16,30 +17,38 @@ import torch
 from torch import nn
 
 from ..errors import ShearsError
-from ..models import Architecture, architecture, check_safetensors, load_model_config, meta_model
+from ..models import Architecture, architecture, check_safetensors, is_matmul_weight, load_model_config, meta_model
 from ..tables import text_table
 
 
 def sparsity_stats(named_tensors: Iterable[tuple[str, torch.Tensor]], arch: Architecture) -> dict:
-    """Count parameters and zeros; decoder linears (the ones a sparsifier prunes) are listed one by one."""
-    linear = re.compile(rf"^{re.escape(arch.blocks)}\.(\d+)\.({'|'.join(map(re.escape, arch.linears))})\.weight$")
-    total = nonzero = linear_total = linear_nonzero = 0
-    layers = {}  # (block index, position in the block) -> (name, sparsity): files list tensors alphabetically
+    """Count parameters and zeros; the decoder weights a sparsifier prunes (`Architecture.is_pruned`: linears and
+    experts, routers left dense) are listed one by one, and the routers kept dense by name."""
+    total = nonzero = pruned_total = pruned_nonzero = 0
+    layers, dense = {}, []
     for name, tensor in named_tensors:
         numel, nz = tensor.numel(), int(torch.count_nonzero(tensor))
         total, nonzero = total + numel, nonzero + nz
-        if match := linear.match(name):
-            linear_total, linear_nonzero = linear_total + numel, linear_nonzero + nz
-            order = (int(match.group(1)), arch.linears.index(match.group(2)))
-            layers[order] = (name.removesuffix(".weight"), round(1 - nz / numel, 6))
+        if arch.is_pruned(name, tensor.shape):
+            pruned_total, pruned_nonzero = pruned_total + numel, pruned_nonzero + nz
+            layers[name.removesuffix(".weight")] = round(1 - nz / numel, 6)
+        elif arch.in_blocks(name) and is_matmul_weight(name, tensor.shape):
+            dense.append(name)
     return {
         "total_parameters": total,
         "nonzero_parameters": nonzero,
-        "decoder_linear_parameters": linear_total,
-        "decoder_linear_nonzero": linear_nonzero,
-        "decoder_linear_sparsity": round(1 - linear_nonzero / linear_total, 6) if linear_total else 0.0,
-        "layers": dict(layers[order] for order in sorted(layers)),
+        "decoder_parameters": pruned_total,
+        "decoder_nonzero": pruned_nonzero,
+        "decoder_sparsity": round(1 - pruned_nonzero / pruned_total, 6) if pruned_total else 0.0,
+        "layers": dict(sorted(layers.items(), key=lambda item: _block_order(item[0]))),
+        "dense_in_blocks": sorted(dense, key=_block_order),  # routers: kept dense on purpose
     }
+
+
+def _block_order(name: str) -> tuple:
+    """Block by block (files list tensors alphabetically: layers.10 before layers.2); within a block, by name."""
+    match = re.search(r"\.(\d+)\.", name)
+    return (int(match.group(1)) if match else -1, name)
 
 
 def model_sparsity(model: nn.Module) -> dict:
@@ -76,24 +85,32 @@ def print_report(folder: str | Path, as_json: bool = False) -> None:
 
 
 def format_table(stats: dict) -> str:
-    """One row per decoder block, one column per linear, then the Table 3 figures."""
+    """One row per decoder block, one column per pruned weight, then the Table 3 figures and what stays dense."""
     by_block: dict[str, dict[str, float]] = {}
     for name, sparsity in stats["layers"].items():
-        prefix, linear = re.match(r"^(.*?\.\d+)\.(.+)$", name).groups()
-        by_block.setdefault(prefix, {})[linear] = sparsity
+        prefix, weight = re.match(r"^(.*?\.\d+)\.(.+)$", name).groups()
+        by_block.setdefault(prefix, {})[weight] = sparsity
     columns = list(dict.fromkeys(c for row in by_block.values() for c in row))
-    header = ["block"] + [c.split(".")[-1] for c in columns]
+    header = ["block"] + [_column(c) for c in columns]
     rows = [[block] + [f"{row[c]:.2%}" if c in row else "-" for c in columns] for block, row in by_block.items()]
     lines = text_table(header, rows)
     lines += [
         "",
         f"total parameters          {stats['total_parameters']:>14,}",
         f"non-zero parameters       {stats['nonzero_parameters']:>14,}",
-        f"decoder linear parameters {stats['decoder_linear_parameters']:>14,}",
-        f"decoder linear non-zero   {stats['decoder_linear_nonzero']:>14,}",
-        f"decoder linear sparsity   {stats['decoder_linear_sparsity']:>14.2%}",
+        f"decoder weight parameters {stats['decoder_parameters']:>14,}",
+        f"decoder weight non-zero   {stats['decoder_nonzero']:>14,}",
+        f"decoder weight sparsity   {stats['decoder_sparsity']:>14.2%}",
     ]
+    if stats["dense_in_blocks"]:
+        lines.append(f"kept dense in the blocks  {', '.join(stats['dense_in_blocks'])}")
     return "\n".join(lines)
+
+
+def _column(name: str) -> str:
+    """A column's short name: the linear's own name, an expert's number and projection (`experts.3.w1`)."""
+    parts = name.split(".")
+    return ".".join(parts[-3:]) if "experts" in parts[:-1] else parts[-1]
 
 
 def report_command(args) -> None:

@@ -4,12 +4,14 @@ Section 2.1 of Shears, step by step:
   1. run the calibration samples through the model with the decoder blocks standing in as the identity,
      and keep what each block receives (the hidden states of the first; masks, positions, rotary
      embeddings of each, as the model passes them to that block);
-  2. for each block in order: measure ||X_j||_2 of every input channel j of its linears (every
-     nn.Linear of the block, as Wanda's `find_layers` takes them),
+  2. for each block in order: measure ||X_j||_2 of every input channel j of its weights (every
+     nn.Linear of the block, as Wanda's `find_layers` takes them, and each expert's matrix of a
+     mixture-of-experts block over the tokens routed to that expert: `routing.py`),
      score each weight as |W_ij| * ||X_j||_2, zero the lowest scores of each output row;
   3. run the pruned block to produce the next block's inputs, so that every block is
      calibrated on what the already-pruned model feeds it.
-Only one block's activations are held at a time; embeddings and lm_head stay dense. A model too
+Only one block's activations are held at a time; embeddings, lm_head and routers stay dense. A weight that
+received no calibration token (an expert the router never chose) is scored by |W| alone, and named in the result. A model too
 large for the GPU stays on the CPU and each block visits the GPU in turn (`block_device`).
 """
 
@@ -22,8 +24,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..models import block_linears, decoder_blocks
-from .masks import parse_pattern, prune_lowest_
+from ..models import architecture, block_experts, block_linears, decoder_blocks
+from .masks import parse_pattern, prune_lowest_, pruned_matrices
+from .routing import RoutedInputs, eager_experts
 
 
 @dataclass
@@ -87,27 +90,33 @@ def capture_block_inputs(model: nn.Module, samples: Iterable[torch.Tensor]) -> l
 
 @torch.no_grad()
 def wanda_(model: nn.Module, samples: Iterable[torch.Tensor], ratio: float, pattern: str = "unstructured",
-           block_device: torch.device | None = None) -> None:
-    """Prune the decoder linears of `model` in place with Wanda, calibrated on `samples`.
+           block_device: torch.device | None = None) -> list[str]:
+    """Prune the decoder weights of `model` in place with Wanda, calibrated on `samples`; returns the names of the
+    matrices that received no calibration token (pruned by magnitude).
 
     With `block_device`, the calibration activations live there and each block is moved there for its
     turn and back afterwards: the model itself never has to fit on that device."""
     nm = parse_pattern(pattern, ratio)
-    inputs = capture_block_inputs(model, samples)
-    if block_device is not None:
-        inputs = [SampleInputs(*_to((s.hidden, s.calls), block_device, {})) for s in inputs]
-    for index, block in enumerate(tqdm(decoder_blocks(model), desc="wanda", unit="block")):
-        home = next(block.parameters()).device
-        block.to(block_device or home)
-        linears = block_linears(block)
-        sq_norms = _input_sq_norms(block, index, linears, inputs)
-        for name, linear in linears.items():
-            # float32 score: a channel norm over many tokens can overflow fp16.
-            score = linear.weight.abs().float() * sq_norms[name].sqrt().float()
-            prune_lowest_(linear.weight, score, ratio, nm)
-        for sample in inputs:  # overwrite in place: one block's activations at a time
-            sample.hidden = _hidden_states(sample.run(block, index))
-        block.to(home)
+    arch = architecture(model)
+    uncalibrated = []
+    with eager_experts(model):
+        inputs = capture_block_inputs(model, samples)
+        if block_device is not None:
+            inputs = [SampleInputs(*_to((s.hidden, s.calls), block_device, {})) for s in inputs]
+        for index, block in enumerate(tqdm(decoder_blocks(model), desc="wanda", unit="block")):
+            home = next(block.parameters()).device
+            block.to(block_device or home)
+            sq_norms = _input_sq_norms(block, index, arch, inputs)
+            for name, matrix in pruned_matrices(block, arch):
+                if not sq_norms[name].any():
+                    uncalibrated.append(f"{arch.blocks}.{index}.{name}")
+                # float32 score: a channel norm over many tokens can overflow fp16.
+                score = matrix.abs().float() * (sq_norms[name].sqrt().float() if sq_norms[name].any() else 1.0)
+                prune_lowest_(matrix, score, ratio, nm)
+            for sample in inputs:  # overwrite in place: one block's activations at a time
+                sample.hidden = _hidden_states(sample.run(block, index))
+            block.to(home)
+    return uncalibrated
 
 
 def _to(value, device: torch.device, moved: dict):
@@ -124,13 +133,14 @@ def _to(value, device: torch.device, moved: dict):
     return value
 
 
-def _input_sq_norms(block: nn.Module, index: int, linears: dict[str, nn.Linear],
-                    inputs: list[SampleInputs]) -> dict[str, torch.Tensor]:
-    """Per-input-channel sum of squares of each linear's input over all calibration tokens.
+def _input_sq_norms(block: nn.Module, index: int, arch, inputs: list[SampleInputs]) -> dict[str, torch.Tensor]:
+    """Per-input-channel sum of squares of each weight's input over all calibration tokens, keyed as
+    `masks.pruned_matrices` names the matrices (an expert's: `mlp.experts.down_proj[3]`, over its routed tokens).
 
     Each call's sum (one sample's tokens) is taken in float32, which costs ~3% of the linear itself
     where a float64 copy of the activations costs ~15%; the running total over samples is float64.
     """
+    linears = block_linears(block, arch)
     sq_norms = {name: torch.zeros(l.in_features, dtype=torch.float64, device=l.weight.device) for name, l in linears.items()}
 
     def accumulate(name):
@@ -141,13 +151,15 @@ def _input_sq_norms(block: nn.Module, index: int, linears: dict[str, nn.Linear],
         return hook
 
     handles = [linear.register_forward_hook(accumulate(name)) for name, linear in linears.items()]
+    routed = RoutedInputs(block_experts(block, arch))
     try:
-        for sample in inputs:
-            sample.run(block, index)
+        with routed:
+            for sample in inputs:
+                sample.run(block, index)
     finally:
         for handle in handles:
             handle.remove()
-    return sq_norms
+    return sq_norms | routed.sq_norms_by_matrix()
 
 
 def _hidden_states(output) -> torch.Tensor:
