@@ -549,49 +549,12 @@ def report(args, results: list[dict], study: Study, images: list[str], pilot: li
     return "\n".join(lines)
 
 
-def readme_section(args, results: list[dict], study: Study, images: list[str], results_path: Path) -> str:
-    """The README's results section: the command, the table, the pictures and the verdicts, cut from the report."""
-    _, verdicts = claims(results)
-    folder = results_path.parent.as_posix()
-    return "\n".join([
-        README_HEADING,
-        "",
-        f"`python {' '.join(['benchmarks/reproduce_small.py', *sys.argv[1:]])}` runs the paper's commonsense "
-        f"comparison on the embedded SmolLM2-135M ({study.total_seconds() / 60:.0f} min of worker time on "
-        f"{os.cpu_count()} cores; it resumes, and `--rows` runs a subset). Every row is scored by log-likelihood "
-        f"(lm-evaluation-harness) on the same first {args.eval_limit} validation documents of each task, and every "
-        f"claim is a paired comparison on those documents. `{results_path.as_posix()}` has every setting, the "
-        "generation-scored column, the pilot that chose the training settings, and the intervals.",
-        "",
-        *table(results),
-        "",
-        *[image.replace("](", f"]({folder}/") + "\n" for image in images],
-        *markdown_table(["claim", "verdict"], verdicts.items()),
-        "",
-        *plain_words(results, verdicts),
-        "",
-    ])
-
-
-README_HEADING = "## Results: a small-scale reproduction"
-
-
-def replace_readme_section(readme: Path, section: str) -> None:
-    """Put `section` in place of the README's results section (up to the next "## " heading)."""
-    text = readme.read_text()
-    start = text.index(README_HEADING)
-    following = text.find("\n## ", start + len(README_HEADING))
-    end = len(text) if following < 0 else following + 1
-    write_text(readme, text[:start] + section + ("\n" if following >= 0 else "") + text[end:])
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="runs/reproduce", help="folder of every step's output (resumable)")
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="the dense base model")
     parser.add_argument("--results", help="write the markdown report here (and its pictures beside it) once every "
                                           "requested row is complete")
-    parser.add_argument("--readme", help="regenerate this README's results section from the report (with --results)")
     parser.add_argument("--rows", help=f"comma-separated subset of: {', '.join(r.slug for r in ROWS)}")
     parser.add_argument("--train-format", choices=sorted(FORMATS), default="lm-eval",
                         help="training records: lm-eval's prompts and choice texts, or LLM-Adapters' answer labels")
@@ -637,8 +600,6 @@ def main(argv: list[str] | None = None):
         images = plot(results, study, folder)
         markdown = report(args, results, study, images, pilot)
         write_text(args.results, markdown)
-        if args.readme:
-            replace_readme_section(Path(args.readme), readme_section(args, results, study, images, Path(args.results)))
     else:
         markdown = report(args, results, study, [], pilot)
     print(markdown)
@@ -658,7 +619,7 @@ def run_workers(args, rows: list[Row], out: Path) -> None:
         min(shares, key=len).extend(group)
     threads = worker_threads(args.jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), WORKER: "1"}
-    argv = _without(sys.argv[1:], "--jobs", "--rows", "--results", "--readme")
+    argv = _without(sys.argv[1:], "--jobs", "--rows", "--results")
     workers = []
     for i, share in enumerate(s for s in shares if s):
         log = out / f"worker-{i}.log"

@@ -124,7 +124,7 @@ REFERENCE_PROTOCOL = Protocol(
 
 SHEARS_PROTOCOL = Protocol(
     name=SHEARS,
-    help="our choices (README: 'Reference settings')",
+    help="our choices (docs/paper-configs.md, 'Reference settings')",
     lora_dropout=0.05,
     train_on_inputs=False,  # the loss is the response's: what the model is asked to produce
     training_template=Templates(_plain_template(False), _plain_template(True)),  # LLM-Adapters' text, no stray spaces
