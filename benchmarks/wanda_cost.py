@@ -7,6 +7,12 @@ several sparsities. Wanda runs every block twice (norms, then the pruned block's
 plus one sort per row, so its floor is about 2x the blocks' share of a plain pass.
 
     python benchmarks/wanda_cost.py [--nsamples 32] [--seqlen 512] [--eval-windows 16]
+
+With `--random`, instead: the same ratio on random models of the same size built from transformers' config classes,
+a dense LLaMA beside a mixture-of-experts Mixtral (top-2 of 8 experts), side by side in one run: what Wanda costs when
+each expert's inputs are the tokens routed to it (`sparsity/routing.py`).
+
+    python benchmarks/wanda_cost.py --random --nsamples 16 --seqlen 256
 """
 
 from __future__ import annotations
@@ -57,9 +63,34 @@ def measure(fn, device):
 
 
 @torch.no_grad()
-def plain_pass(model, samples):
+def plain_pass(model, samples, logits_to_keep: int = 0):
+    """One forward per sample; `logits_to_keep=1` leaves out the output layer's cost over all but the last token (a
+    random model's 49k-token head would otherwise dominate the blocks that Wanda works on)."""
     for ids in samples:
-        model(input_ids=ids.to(model.device), use_cache=False)
+        model(input_ids=ids.to(model.device), use_cache=False, logits_to_keep=logits_to_keep)
+
+
+def random_models(args, device) -> None:
+    """Wanda's time over one plain pass, on a random dense LLaMA and a random Mixtral of the same width and depth."""
+    import transformers
+
+    tokenizer = load_tokenizer(EMBEDDED_MODEL)
+    samples = calibration_samples("default", tokenizer, args.nsamples, args.seqlen, seed=0)
+    size = dict(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048)
+    configs = {"llama": transformers.LlamaConfig(**size),
+               "mixtral (8 experts, top 2)": transformers.MixtralConfig(**size, num_local_experts=8, num_experts_per_tok=2)}
+    print(f"\nrandom models (hidden 256, 4 layers, intermediate 512), {args.nsamples} x {args.seqlen} calibration tokens, "
+          f"device {device}, {torch.get_num_threads()} threads; plain = one forward in the model's own experts "
+          "implementation, head on the last token only")
+    print(f"{'model':<28}{'plain s':>10}{'wanda s':>10}{'ratio':>8}")
+    for name, config in configs.items():
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(config).to(device).eval()
+        plain_pass(model, samples[:1], logits_to_keep=1)
+        plain_s, _ = measure(lambda: plain_pass(model, samples, logits_to_keep=1), device)
+        wanda_s, _ = measure(lambda: sparsify(model, samples, 0.5, "wanda"), device)
+        print(f"{name:<28}{plain_s:>10.2f}{wanda_s:>10.2f}{wanda_s / plain_s:>7.2f}x", flush=True)
 
 
 def main():
@@ -69,9 +100,12 @@ def main():
     parser.add_argument("--eval-windows", type=int, default=16, help="held-out windows of --seqlen tokens for perplexity")
     parser.add_argument("--ratios", default="0.4,0.5,0.6")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--random", action="store_true", help="random dense LLaMA against random Mixtral, no perplexity")
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
+    if args.random:
+        return random_models(args, device)
 
     tokenizer = load_tokenizer(EMBEDDED_MODEL)
     dense = load_model(EMBEDDED_MODEL, device=device)

@@ -8,6 +8,7 @@ asked for `--overwrite`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -115,8 +116,12 @@ def atomic_output_dir(path: str | os.PathLike, stage: str | None = None, *, over
     try:
         yield tmp
         check_output(path, stage, overwrite=overwrite)  # it may have changed while the stage ran
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(e):
+            raise ShearsError(f"the disk holding {path.parent} is full (no space left on device) while writing {path}; "
+                              "nothing was left behind: free some space or give an --output on another disk, "
+                              "and run the command again") from None
         raise
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
@@ -125,6 +130,11 @@ def atomic_output_dir(path: str | os.PathLike, stage: str | None = None, *, over
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(path)
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, as an OSError or inside a library's own error (safetensors: `IoError(Os { code: 28, ... })`)."""
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -279,8 +279,19 @@ def load_model(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float
     except (OSError, ValueError) as e:
         raise ShearsError(f"could not load model {path!r} as a causal LM: {_first_line(e)}") from None
     architecture(model)
+    check_finite(model, path)
     _recompute_non_persistent_buffers(model)
     return model.to(device).eval()
+
+
+def check_finite(model: nn.Module, path: str) -> None:
+    """Refuse weights that hold NaN or infinity before any work: pruning would score them, training would spread
+    them, and every later figure would be meaningless."""
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            bad = int((~torch.isfinite(param)).sum())
+            raise ShearsError(f"model {path!r} has {bad:,} NaN or infinite weights in {name} {tuple(param.shape)}; "
+                              "give a model whose weights are all finite (a damaged or wrongly converted checkpoint?)")
 
 
 def check_safetensors(*files: str | os.PathLike) -> None:
