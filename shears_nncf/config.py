@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import os
 import re
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -141,6 +142,7 @@ def load_config(path: str | os.PathLike, **overrides) -> ShearsConfig:
 
 def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig:
     raw = _with_overrides(raw, overrides)
+    _check_finite(raw, source)
     _validate_schema(raw, source)
     lora = raw["shears"]["lora"]
     protocol = PROTOCOLS[raw["shears"].get("protocol", SHEARS)]
@@ -188,6 +190,16 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
         source=source,
         protocol=protocol,
     )
+
+
+def _check_finite(value, source: str, where: str = "") -> None:
+    """JSON schema calls NaN and Infinity numbers (and Python's json reads them); a learning rate of NaN would only
+    fail deep inside the optimizer. Every number of the config (flags included) must be finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ShearsError(f"{source}: {where} is {value}; give a finite number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _check_finite(item, source, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
 
 
 def _with_overrides(raw: dict, overrides: dict) -> dict:

@@ -63,3 +63,16 @@ def test_a_model_with_a_nan_weight_is_refused_before_any_work(tiny_llama_factory
                                       "give a model whose weights are all finite (a damaged or wrongly converted "
                                       "checkpoint?)")
     assert not (tmp_path / "sparse").exists()
+
+
+def test_a_learning_rate_of_nan_is_one_line_naming_it(tiny_llama_dir, tmp_path, capsys):
+    from shears_nncf.config import bundled_config
+
+    raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+    raw["bootstrapNAS"]["training"]["schedule"]["list_stage_descriptions"][0]["init_lr"] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(raw))  # Python's json writes and reads NaN
+    assert main(["train", "--config", str(tmp_path / "nan.json"), "--model", str(tiny_llama_dir), "--data", "default",
+                 "--max-steps", "1", "--output", str(tmp_path / "super")]) == 2
+    assert _one_line(capsys).endswith("bootstrapNAS.training.schedule.list_stage_descriptions[0].init_lr is nan; "
+                                      "give a finite number")
+    assert not (tmp_path / "super").exists()  # (the --lr flag refuses nan itself: "expected a positive number")
