@@ -153,3 +153,44 @@ def test_the_manifest_check_would_catch_a_raw_read(tmp_path):
     offender = tmp_path / "offender.py"
     offender.write_text("from shears_nncf.artifacts import read_manifest\nread_manifest('x', stage='train')['config']\n")
     assert _manifest_uses(offender) == {"read_manifest"}
+
+
+# The quantization-aware path is NNCF's function-hook API, the one NNCF 3.x keeps: neither it nor a shears module it
+# imports may use BootstrapNAS, NNCFNetwork or the legacy tracer (that is shears_nncf.nncf_torch's, which turns it on).
+QUANTIZATION_AWARE = "nls.quantization_aware"
+LEGACY_NNCF = ("nncf.experimental.torch.nas", "nncf.torch.nncf_network", "nncf.torch.dynamic_graph",
+               "nncf.torch.model_creation", "nncf.torch.nncf_module_replacement")
+
+
+def _legacy_nncf_uses(path: Path) -> set[str]:
+    """What one file imports of BootstrapNAS, NNCFNetwork and the legacy tracer (itself or through nncf_torch)."""
+    used = {"nncf_torch"} & imports(path) if path.is_relative_to(PACKAGE) else set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            used |= {a.name for a in node.names if a.name == "NNCFNetwork"}
+        used |= {name for name in names if name.startswith(LEGACY_NNCF) or name == "shears_nncf.nncf_torch"}
+    return used
+
+
+def test_the_quantization_aware_path_uses_neither_bootstrapnas_nor_legacy_tracing():
+    edges, reached, todo = graph(), set(), [QUANTIZATION_AWARE]
+    while todo:  # every shears module it imports, directly or not
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo += edges.get(module, ())
+    wrong = [f"{m} uses {', '.join(sorted(uses))}" for m in sorted(reached)
+             if (uses := _legacy_nncf_uses(PACKAGE.joinpath(*m.split(".")).with_suffix(".py")))]
+    assert not wrong, f"{QUANTIZATION_AWARE} must run on NNCF's function hooks alone:\n" + "\n".join(wrong)
+
+
+def test_the_legacy_nncf_check_would_catch_an_import(tmp_path):
+    offender = tmp_path / "offender.py"
+    offender.write_text("from shears_nncf import nncf_torch\nfrom nncf.torch.nncf_network import NNCFNetwork\n"
+                        "import nncf.experimental.torch.nas.bootstrapNAS\n")
+    assert _legacy_nncf_uses(offender) == {"shears_nncf.nncf_torch", "NNCFNetwork", "nncf.torch.nncf_network",
+                                           "nncf.torch.nncf_network.NNCFNetwork", "nncf.experimental.torch.nas.bootstrapNAS"}

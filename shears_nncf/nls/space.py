@@ -9,6 +9,7 @@ config's rank lists), so it lives with the super-adapter; `search.subnet` reads 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -60,6 +61,11 @@ class SearchSpace:
         """Eq. 3 of the paper: the middle rank of every group, chosen without any evaluation."""
         return tuple(options[(len(options) - 1) // 2] for options in self.ranks)
 
+    def sample(self, rng: random.Random) -> Config:
+        """A uniformly random rank per group, drawn in group order (as NNCF's `get_random_config` draws it): the one
+        draw that every trainer of a super-adapter (BootstrapNAS, quantization-aware) makes per micro-batch."""
+        return tuple(rng.choice(options) for options in self.ranks)
+
     def named(self, name: str) -> Config:
         return getattr(self, NAMED[name].name)
 
@@ -87,3 +93,20 @@ class SearchSpace:
             if not isinstance(r, int) or isinstance(r, bool) or r not in options:
                 raise ShearsError(f"{source}: rank {r!r} of group {name} is not in its rank list {list(options)}")
         return tuple(config)
+
+
+def sub_adapter_rng(seed: int, micro_batch: int) -> random.Random:
+    """The generator that draws the sub-adapter of global micro-batch `micro_batch`.
+
+    Every rank builds the same generator from (seed, micro-batch index), so all ranks activate the same
+    sub-adapter without any communication. We chose this over broadcasting rank 0's draw because it needs
+    no collective per micro-batch (on NCCL that is a device tensor and a sync before every forward), it
+    holds however the global `random` is used elsewhere on one rank but not another (NNCF's own sampler
+    draws from the global `random`; the Shears reference relies on every rank seeding and consuming it
+    alike, as NNCF's `compression_ctrl.distributed()`, which it calls, is a no-op for progressive
+    shrinking in NNCF 2.19), a one-process run with a W times larger batch draws the same sequence, and
+    a resumed run needs no saved generator state: the index is the optimizer step times the accumulation
+    plus the micro-batch within the step. A string seed is hashed with SHA-512 by `random`, the same in
+    every process whatever PYTHONHASHSEED is.
+    """
+    return random.Random(f"shears-nls:{seed}:{micro_batch}")

@@ -108,7 +108,7 @@ class Supernet:
     def activate_random(self, rng: random.Random = random) -> list[int]:
         """A uniformly random rank per group, as NNCF's `get_random_config` draws it; training passes its
         own `rng` so that every process draws the same (see nls/training.py), others use the global one."""
-        return self.activate([rng.choice(options) for options in self.space.ranks])
+        return self.activate(self.space.sample(rng))
 
     def start_schedule(self, optimizer: torch.optim.Optimizer | None, steps_per_epoch: float) -> None:
         """NNCF's order: give the controller the optimizer, then `epoch_step()` enters the (only) stage and

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import json
 import os
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from ..config import ShearsConfig
 from ..errors import ShearsError
 from ..models import dtype_name, resolve_device, resolve_dtype
 from .folder import STAGE, SuperAdapter
+from .space import sub_adapter_rng
 from .supernet import Supernet, build_supernet, save_super_adapter
 
 
@@ -73,23 +73,6 @@ class NNCFStageLR:
 
 
 SUB_ADAPTER_LOG = "SHEARS_SUB_ADAPTER_LOG"
-
-
-def sub_adapter_rng(seed: int, micro_batch: int) -> random.Random:
-    """The generator that draws the sub-adapter of global micro-batch `micro_batch`.
-
-    Every rank builds the same generator from (seed, micro-batch index), so all ranks activate the same
-    sub-adapter without any communication. We chose this over broadcasting rank 0's draw because it needs
-    no collective per micro-batch (on NCCL that is a device tensor and a sync before every forward), it
-    holds however the global `random` is used elsewhere on one rank but not another (NNCF's own sampler
-    draws from the global `random`; the Shears reference relies on every rank seeding and consuming it
-    alike, as NNCF's `compression_ctrl.distributed()`, which it calls, is a no-op for progressive
-    shrinking in NNCF 2.19), a one-process run with a W times larger batch draws the same sequence, and
-    a resumed run needs no saved generator state: the index is the optimizer step times the accumulation
-    plus the micro-batch within the step. A string seed is hashed with SHA-512 by `random`, the same in
-    every process whatever PYTHONHASHSEED is.
-    """
-    return random.Random(f"shears-nls:{seed}:{micro_batch}")
 
 
 class NLSTrainer(Trainer):
