@@ -2,7 +2,7 @@
 
 The Python API mirrors the `shears` sub-commands, one verb per stage:
 
-    sparsify(model, samples, ratio)           prune in place (Wanda, magnitude; unstructured or N:M)
+    sparsify(model, samples, ratio)           prune in place (Wanda, SparseGPT, magnitude; N:M; OWL ratios)
     build_supernet(model, config)             PEFT LoRA + NNCF BootstrapNAS elastic rank
     train(model, tokenizer, config, ...)      NLS training of the super-adapter
     run_search(space, cache, strategy)        heuristic, hill-climbing, NSGA-II / RNSGA-II
@@ -20,6 +20,7 @@ import importlib
 _VERBS = {
     "sparsify": "shears_nncf.sparsity.api",
     "sparsify_to_folder": "shears_nncf.sparsity.api",
+    "SparsifyConfig": "shears_nncf.sparsity",
     "load_config": "shears_nncf.config",
     "build_supernet": "shears_nncf.nls.supernet",
     "load_super_adapter": "shears_nncf.nls.supernet",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-from dataclasses import Field, dataclass
+from dataclasses import MISSING, Field, dataclass, fields
 from typing import Any
 
 from .artifacts import check_output
@@ -27,7 +27,7 @@ from .export import WEIGHT_FORMATS
 from .nls.space import NAMED
 from .protocol import PROTOCOLS
 from .search import COSTS, METRICS, STRATEGIES
-from .sparsity import METHODS
+from .sparsity import ALLOCATIONS, METHODS, SparsifyConfig
 
 
 def _checked(convert, accept, expected: str):
@@ -57,6 +57,7 @@ def _integer(value) -> int:
 positive_int = _checked(_integer, lambda n: n >= 1, "a positive integer")
 non_negative_int = _checked(_integer, lambda n: n >= 0, "an integer >= 0")
 positive_float = _checked(float, lambda x: x > 0, "a positive number")
+non_negative_float = _checked(float, lambda x: x >= 0, "a number >= 0")
 fraction = _checked(float, lambda x: 0 <= x <= 1, "a number in [0, 1]")
 open_fraction = _checked(float, lambda x: 0 < x < 1, "a number in (0, 1)")
 positive_fraction = _checked(float, lambda x: 0 < x <= 1, "a number in (0, 1]")
@@ -197,6 +198,14 @@ def setting_option(setting: Field) -> Option:
     return option("--" + setting.name.replace("_", "-"), default=None, help=setting.metadata["flag_help"], **kind)
 
 
+def sparsify_option(name: str, **settings) -> Option:
+    """The `shears sparsify` flag of a `SparsifyConfig` field: `--<name>` with the field's default (none: required) and
+    help, which for a choice is its table's (`choices=`)."""
+    setting = next(f for f in fields(SparsifyConfig) if f.name == name)
+    default = {"required": True} if setting.default is MISSING else {"default": setting.default}
+    return option("--" + name.replace("_", "-"), help=setting.metadata["help"], **default, **settings)
+
+
 def protocol_option(default_from: str) -> Option:
     """`--protocol`: a name of `PROTOCOLS`, kept a name in the Namespace (a step's command line and key) and looked up
     once by the handler; None, the default, leaves the protocol to `default_from`."""
@@ -204,12 +213,17 @@ def protocol_option(default_from: str) -> Option:
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
-    Stage("sparsify", "prune a model (Wanda, magnitude; unstructured or N:M) and save it",
+    Stage("sparsify", "prune a model (Wanda, SparseGPT, magnitude; unstructured or N:M; uniform or OWL) and save it",
           "shears_nncf.sparsity.api:sparsify_command", (
         option("--model", required=True, help="HF folder, hub id, or 'smollm2-135m' (embedded default)"),
-        option("--ratio", required=True, type=open_fraction, help="fraction of each row's weights to zero, in (0, 1)"),
-        choice_option("--method", METHODS, default="wanda"),
-        option("--pattern", default="unstructured", help="unstructured, 2:4 or 4:8 (N:M needs ratio N/M)"),
+        sparsify_option("ratio", type=open_fraction),
+        sparsify_option("method", choices=METHODS),
+        sparsify_option("pattern"),
+        sparsify_option("allocation", choices=ALLOCATIONS),
+        sparsify_option("damping", type=non_negative_float),
+        sparsify_option("block_size", type=positive_int),
+        sparsify_option("outlier_threshold", type=positive_float),
+        sparsify_option("owl_lambda", type=open_fraction),
         option("--calibration", default="default",
                help=".txt file, .jsonl file, hub dataset id, 'c4' (Wanda's C4 shard, streamed), or 'default'"),
         option("--nsamples", type=positive_int, default=None,
@@ -223,7 +237,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
         OVERWRITE,
     )),
     Stage("report", "print the per-layer sparsity and non-zero parameters of a model folder",
-          "shears_nncf.sparsity.report:report_command", (
+          "shears_nncf.sparsity.api:report_command", (
         option("folder"),
         option("--json", action="store_true", help="print JSON instead of a table"),
     )),

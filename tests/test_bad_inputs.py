@@ -50,7 +50,8 @@ def files(tiny_llama_dir, tmp_path_factory):
     (folder / "a_folder").mkdir()
     for name, section, option, value in (("zero_batch", "evaluate", "batch_size", 0), ("ratio_two", "sparsify", "ratio", 2),
                                          ("zero_steps", "train", "max_steps", 0), ("greedy", "search", "strategy", "greedy"),
-                                         ("int2", "export", "weights", "int2"), ("exact", "evaluate", "scoring", ["exact"])):
+                                         ("int2", "export", "weights", "int2"), ("exact", "evaluate", "scoring", ["exact"]),
+                                         ("minus_damping", "sparsify", "damping", -1)):
         raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
         raw["shears"]["pipeline"].setdefault(section, {})[option] = value
         (folder / f"{name}.json").write_text(json.dumps(raw))
@@ -102,11 +103,18 @@ CASES = [
     (BENCH + ["--max-new-tokens", "0", "--json", "{dir}/out"], ["--max-new-tokens", "positive integer"]),
     (BENCH + ["--threads", "0", "--json", "{dir}/out"], ["--threads", "positive integer"]),
     (EXPORT + ["--group-size", "0"] + OUT, ["--group-size", "group size"]),
+    (SPARSIFY + ["--block-size", "0"] + OUT, ["--block-size", "positive integer"]),
+    (SPARSIFY + ["--damping", "-0.1"] + OUT, ["--damping", "number >= 0", "'-0.1'"]),
+    (SPARSIFY + ["--outlier-threshold", "0"] + OUT, ["--outlier-threshold", "positive number"]),
     # Ratios out of range.
     (SPARSIFY[:4] + ["1.5"] + SPARSIFY[5:] + OUT, ["--ratio", "(0, 1)", "'1.5'"]),
     (SPARSIFY[:4] + ["0"] + SPARSIFY[5:] + OUT, ["--ratio", "(0, 1)"]),
     (EXPORT + ["--weights", "int4", "--int4-ratio", "1.5"] + OUT, ["--int4-ratio", "(0, 1]"]),
     (BENCH + ["--sparse-rate", "2", "--json", "{dir}/out"], ["--sparse-rate", "[0, 1]"]),
+    (SPARSIFY + ["--allocation", "owl", "--owl-lambda", "0.5"] + OUT, ["--owl-lambda 0.5", "below 0.5"]),
+    # Settings that contradict each other: refused before the model is loaded.
+    (SPARSIFY + ["--allocation", "owl", "--pattern", "2:4"] + OUT, ["--allocation owl", "2:4", "N:M fixes"]),
+    (SPARSIFY[:-1] + ["sparsegpt", "--pattern", "2:4", "--block-size", "30"] + OUT, ["--block-size 30", "of 4"]),
     # A name that is none of its option's choices: argparse lists them from the option's table (choices.Choices).
     (SEARCH[:3] + ["--strategy", "greedy"] + OUT, ["--strategy", "invalid choice: 'greedy'", "'hill-climbing'"]),
     (SEARCH + ["--metric", "f1"] + OUT, ["--metric", "invalid choice: 'f1'", "'loglik'"]),
@@ -114,6 +122,7 @@ CASES = [
     (SEARCH + ["--prompt-style", "alpaca"] + OUT, ["--prompt-style", "invalid choice: 'alpaca'", "'llm-adapters'"]),
     (EXPORT + ["--weights", "int2"] + OUT, ["--weights", "invalid choice: 'int2'", "'w8a8'"]),
     (SPARSIFY[:-1] + ["random"] + OUT, ["--method", "invalid choice: 'random'", "'wanda'"]),
+    (SPARSIFY + ["--allocation", "dense"] + OUT, ["--allocation", "invalid choice: 'dense'", "'owl'"]),
     (EVALUATE + ["--scoring", "exact"] + OUT, ["--scoring", "invalid choice: 'exact'", "'loglik'"]),
     # An output under a file, or a folder where a file goes.
     (EXPORT + ["--output", "{dir}/a_file/ov"], ["a_file/ov", "under", "which is a file"]),
@@ -122,6 +131,7 @@ CASES = [
     # The same checks on values a `shears run` config gives: before the run folder is made.
     (["run", "--config", "{dir}/zero_batch.json"] + OUT, ["shears.pipeline.evaluate.batch_size", "positive integer"]),
     (["run", "--config", "{dir}/ratio_two.json"] + OUT, ["shears.pipeline.sparsify.ratio", "(0, 1)"]),
+    (["run", "--config", "{dir}/minus_damping.json"] + OUT, ["shears.pipeline.sparsify.damping", "number >= 0"]),
     (["run", "--config", "{dir}/zero_steps.json"] + OUT, ["shears.pipeline.train.max_steps", "positive integer"]),
     (["run", "--config", "{dir}/greedy.json"] + OUT, ["shears.pipeline.search.strategy", "'greedy'", "hill-climbing"]),
     (["run", "--config", "{dir}/int2.json"] + OUT, ["shears.pipeline.export.weights", "'int2'", "w8a8"]),

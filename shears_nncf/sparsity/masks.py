@@ -3,10 +3,13 @@
 Wanda and magnitude differ only in the score (`|W| * ||X_j||_2` versus `|W|`); both compare
 scores within each output row and zero the lowest ones, either `int(in_features * ratio)` of
 the whole row (unstructured) or N of every M consecutive inputs (N:M, the pattern sparse
-tensor cores accelerate).
+tensor cores accelerate). Every pruner takes one ratio for all decoder blocks, or one per block
+(OWL's allocation).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -30,6 +33,17 @@ def parse_pattern(pattern: str, ratio: float) -> tuple[int, int] | None:
     if abs(ratio - n / m) > 1e-9:
         raise ShearsError(f"pattern {pattern} zeros {n} of every {m} weights: its ratio is {n / m}, not {ratio}")
     return n, m
+
+
+def block_ratios(model: nn.Module, ratio: float | Sequence[float],
+                 pattern: str) -> tuple[list[float], tuple[int, int] | None]:
+    """One ratio per decoder block (`ratio` for every block, or one each) and the N:M pattern, checked together."""
+    count = len(decoder_blocks(model))
+    ratios = [ratio] * count if isinstance(ratio, (int, float)) else list(ratio)
+    if len(ratios) != count:
+        raise ShearsError(f"{len(ratios)} ratios for {count} decoder blocks; give one ratio, or one per block")
+    patterns = [parse_pattern(pattern, r) for r in ratios]  # each ratio checked against the pattern
+    return ratios, patterns[0]
 
 
 def prune_lowest_(weight: torch.Tensor, score: torch.Tensor, ratio: float, nm: tuple[int, int] | None) -> None:
@@ -59,10 +73,10 @@ def pruned_matrices(block: nn.Module, arch: Architecture) -> list[tuple[str, tor
 
 
 @torch.no_grad()
-def magnitude_(model: nn.Module, ratio: float, pattern: str = "unstructured") -> None:
+def magnitude_(model: nn.Module, ratio: float | Sequence[float], pattern: str = "unstructured") -> None:
     """The calibration-free baseline: score = |W|, same row groups as Wanda, every pruned decoder weight."""
-    nm = parse_pattern(pattern, ratio)
+    ratios, nm = block_ratios(model, ratio, pattern)
     arch = architecture(model)
-    for block in decoder_blocks(model):
+    for block, block_ratio in zip(decoder_blocks(model), ratios):
         for _, matrix in pruned_matrices(block, arch):
-            prune_lowest_(matrix, matrix.abs(), ratio, nm)
+            prune_lowest_(matrix, matrix.abs(), block_ratio, nm)

@@ -7,8 +7,10 @@ outliers are pruned less, poor ones more, so that the decoder as a whole keeps t
 
 In the reference (luuyin/OWL, `prune_wanda_outlier`) the shares are measured in a first pass over the
 DENSE model (each block calibrated on the dense blocks' outputs); the second pass then prunes block by
-block with Wanda at that block's ratio. Settings as config keys: `outlier_threshold` (M, the reference's
-`Hyper_m`, paper default 5) and `owl_lambda` (lambda, the reference's `Lamda`, default 0.08).
+block with Wanda at that block's ratio. Here the second pass prunes with any method (`api.sparsify`), and
+the shares count every pruned matrix of a block, experts included (`outlier_shares`). Settings as config
+keys: `outlier_threshold` (M, the reference's `Hyper_m`, paper default 5) and `owl_lambda` (lambda, the
+reference's `Lamda`, default 0.08).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import torch
+from torch import nn
 
 from ..errors import ShearsError
+from .blockwise import calibrate_blockwise
+from .wanda import SquaredNorms, wanda_score
 
 
 @torch.no_grad()
@@ -53,3 +58,18 @@ def owl_ratios(shares: Sequence[float], sizes: Sequence[int], target: float, spr
         raise ShearsError(f"OWL ratios around {target} with owl_lambda {spread} leave (0, 1): "
                           f"{min(ratios):.3f}..{max(ratios):.3f}; use a smaller owl_lambda")
     return ratios
+
+
+@torch.no_grad()
+def outlier_shares(model: nn.Module, samples: Iterable[torch.Tensor], threshold: float,
+                   block_device: torch.device | None = None) -> tuple[list[float], list[int]]:
+    """OWL's first pass, over the dense model (Wanda's calibration loop, pruning nothing): per decoder block, the
+    outlier share of the Wanda scores of all its pruned matrices together, and how many weights they hold."""
+    shares, sizes = [], []
+
+    def measure(index, matrices):
+        shares.append(outlier_share([wanda_score(matrix, norms) for _, matrix, norms in matrices], threshold))
+        sizes.append(sum(matrix.numel() for _, matrix, _ in matrices))
+
+    calibrate_blockwise(model, samples, SquaredNorms, measure, block_device, desc="owl")
+    return shares, sizes

@@ -8,7 +8,6 @@ experts one matrix each (Mixtral's `experts.3.w1.weight`) where the model holds 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Iterable
@@ -76,16 +75,9 @@ def folder_sparsity(folder: str | Path) -> dict:
     return sparsity_stats(tensors(), arch)
 
 
-def print_report(folder: str | Path, as_json: bool = False) -> None:
-    stats = folder_sparsity(folder)
-    if as_json:
-        print(json.dumps(stats, indent=2))
-        return
-    print(format_table(stats))
-
-
-def format_table(stats: dict) -> str:
-    """One row per decoder block, one column per pruned weight, then the Table 3 figures and what stays dense."""
+def format_table(stats: dict, allocation: dict | None = None) -> str:
+    """One row per decoder block, one column per pruned weight, then the Table 3 figures and what stays dense.
+    `allocation` (a `shears sparsify` folder's): each block's allocated ratio and OWL's outlier share too."""
     by_block: dict[str, dict[str, float]] = {}
     for name, sparsity in stats["layers"].items():
         prefix, weight = re.match(r"^(.*?\.\d+)\.(.+)$", name).groups()
@@ -93,6 +85,12 @@ def format_table(stats: dict) -> str:
     columns = list(dict.fromkeys(c for row in by_block.values() for c in row))
     header = ["block"] + [_column(c) for c in columns]
     rows = [[block] + [f"{row[c]:.2%}" if c in row else "-" for c in columns] for block, row in by_block.items()]
+    if allocation:
+        header.append("allocated")
+        rows = [row + [f"{ratio:.2%}"] for row, ratio in zip(rows, allocation["block_ratios"])]
+    if allocation and "outlier_shares" in allocation:
+        header.append("outlier share")
+        rows = [row + [f"{share:.3%}"] for row, share in zip(rows, allocation["outlier_shares"])]
     lines = text_table(header, rows)
     lines += [
         "",
@@ -104,6 +102,10 @@ def format_table(stats: dict) -> str:
     ]
     if stats["dense_in_blocks"]:
         lines.append(f"kept dense in the blocks  {', '.join(stats['dense_in_blocks'])}")
+    if allocation:
+        settings = "".join(f", {key} {value}" for key, value in allocation.items()
+                           if key not in ("name", "block_ratios", "outlier_shares"))
+        lines.append(f"allocation                {allocation['name']}{settings}")
     return "\n".join(lines)
 
 
@@ -111,8 +113,3 @@ def _column(name: str) -> str:
     """A column's short name: the linear's own name, an expert's number and projection (`experts.3.w1`)."""
     parts = name.split(".")
     return ".".join(parts[-3:]) if "experts" in parts[:-1] else parts[-1]
-
-
-def report_command(args) -> None:
-    """`shears report`."""
-    print_report(args.folder, as_json=args.json)

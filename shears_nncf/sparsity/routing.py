@@ -1,15 +1,16 @@
 """The tokens a mixture-of-experts block routes to each expert, as its experts' matmuls see them.
 
-Wanda scores an expert's weight with the norms of the inputs that expert actually receives. transformers 5 keeps the
-experts as 3-D tensors and multiplies each routed token group by one slice, `F.linear(x, W[e])` (Mixtral, Qwen-MoE,
-OLMoE, GraniteMoE) or `x @ W[e]` (GPT-OSS), in its eager implementation. A torch function mode watches those calls
-while a block runs and recognises a slice by its storage, so no family needs code of its own; the routing
-itself, top-k and all, is the model's.
+A pruner's statistic of an expert's matrix (Wanda's channel norms, SparseGPT's Hessian) is taken over the inputs that
+expert actually receives. transformers 5 keeps the experts as 3-D tensors and multiplies each routed token group by
+one slice, `F.linear(x, W[e])` (Mixtral, Qwen-MoE, OLMoE, GraniteMoE) or `x @ W[e]` (GPT-OSS), in its eager
+implementation. A torch function mode watches those calls while a block runs and recognises a slice by its storage,
+so no family needs code of its own; the routing itself, top-k and all, is the model's.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Callable
 
 import torch
 from torch import nn
@@ -24,15 +25,17 @@ _MATMULS = {"linear": False, "matmul": True, "__matmul__": True}
 
 
 class RoutedInputs(TorchFunctionMode):
-    """Inside `with`: per expert of each 3-D tensor, the sum of squares per input channel of the rows it multiplied
-    (a float64 running total); an expert the router never chose keeps zeros."""
+    """Inside `with`: one accumulator per expert of each 3-D tensor, made by `new(in_features, weight)`, is fed the
+    rows that expert multiplies (`.add(rows)`); one the router never chose is fed nothing. The same accumulators
+    as a block's linears get from their forward hooks (`blockwise.block_statistics`), so each pruner's statistic is
+    declared once for both."""
 
-    def __init__(self, experts: dict[str, ExpertTensor]):
+    def __init__(self, experts: dict[str, ExpertTensor], new: Callable):
         super().__init__()
         self.experts = experts
         self._by_storage = {t.weight.untyped_storage().data_ptr(): name for name, t in experts.items()}
-        self.sq_norms = {name: torch.zeros(t.weight.shape[0], t.in_features, dtype=torch.float64, device=t.weight.device)
-                         for name, t in experts.items()}
+        self.statistics = {name: [new(t.in_features, t.weight) for _ in range(t.weight.shape[0])]
+                           for name, t in experts.items()}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -53,12 +56,11 @@ class RoutedInputs(TorchFunctionMode):
                               f"{'(in, out)' if transposed else '(out, in)'}, not as its module declares; its layout "
                               "is one this pruner cannot tell apart")
         expert = (weight.storage_offset() - tensor.weight.storage_offset()) // tensor.weight.stride(0)
-        rows = x.reshape(-1, x.shape[-1])
-        self.sq_norms[name][expert] += rows.float().square().sum(dim=0)
+        self.statistics[name][expert].add(x)
 
-    def sq_norms_by_matrix(self) -> dict[str, torch.Tensor]:
+    def by_matrix(self) -> dict:
         """Keyed as `masks.pruned_matrices` names an expert's matrix: `mlp.experts.down_proj[3]`."""
-        return {f"{name}[{e}]": norms for name, all_norms in self.sq_norms.items() for e, norms in enumerate(all_norms)}
+        return {f"{name}[{e}]": stat for name, stats in self.statistics.items() for e, stat in enumerate(stats)}
 
 
 @contextmanager

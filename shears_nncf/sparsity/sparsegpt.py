@@ -8,8 +8,10 @@ Hessian of the columns still free is always a trailing block of one upper Choles
 computed once: row i of that factor, divided by its diagonal d_i, is the update that column i's error
 makes to the later columns, and d_i^2 is the OBS denominator [H_F^-1]_ii.
 
-A caller feeds a `Hessian` with each linear's inputs (a forward hook, as Wanda accumulates its channel
-norms), then calls `sparsegpt_prune_` once per linear, before the block's outputs are recomputed.
+`sparsegpt_` prunes a model in the sequential block-by-block calibration Wanda uses (`blockwise.py`): a
+`Hessian` per pruned matrix is fed that matrix's inputs (a linear's through a forward hook, an expert's over the
+tokens routed to it), then `sparsegpt_prune_` runs once per matrix, before the block's outputs are recomputed
+from the pruned and updated weights.
 
 Settings, as config keys (with the reference implementation's names, IST-DASLab/sparsegpt `fasterprune`):
   `damping`    (reference `percdamp`, default 0.01): added to H's diagonal as a fraction of its mean
@@ -22,10 +24,14 @@ Settings, as config keys (with the reference implementation's names, IST-DASLab/
 from __future__ import annotations
 
 import math
+from typing import Iterable, Sequence
 
 import torch
+from torch import nn
 
 from ..errors import ShearsError
+from .blockwise import calibrate_blockwise
+from .masks import block_ratios, prune_lowest_
 
 
 class Hessian:
@@ -111,3 +117,28 @@ def sparsegpt_prune_(weight: torch.Tensor, hessian: Hessian, ratio: float, nm: t
             block[:, i] = q  # exact zeros, not w minus its own correction
         W[:, end:] -= errors @ U[start:end, end:]  # lazy batch update of the columns after the block
     weight.copy_(W)
+
+
+def block_hessian(in_features: int, weight: torch.Tensor) -> Hessian:
+    """A matrix's Hessian in float32 (the reference's precision) for an fp16, bf16 or fp32 model; in float64 for a
+    float64 one, where the exact computation is wanted."""
+    return Hessian(in_features, weight.device, torch.promote_types(weight.dtype, torch.float32))
+
+
+@torch.no_grad()
+def sparsegpt_(model: nn.Module, samples: Iterable[torch.Tensor], ratio: float | Sequence[float],
+               pattern: str = "unstructured", block_size: int = 128, damping: float = 0.01,
+               block_device: torch.device | None = None) -> list[str]:
+    """Prune the decoder weights of `model` in place with SparseGPT, calibrated on `samples`, at `ratio` (or one
+    ratio per block). As with Wanda, a matrix that received no calibration token (an expert the router never
+    chose) has no Hessian to prune by: it is pruned by |W| and its name returned."""
+    ratios, nm = block_ratios(model, ratio, pattern)
+
+    def prune(index, matrices):
+        for _, matrix, hessian in matrices:
+            if hessian.tokens:
+                sparsegpt_prune_(matrix, hessian, ratios[index], nm, block_size=block_size, damping=damping)
+            else:
+                prune_lowest_(matrix, matrix.abs(), ratios[index], nm)
+
+    return calibrate_blockwise(model, samples, block_hessian, prune, block_device, desc="sparsegpt")

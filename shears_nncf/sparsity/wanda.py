@@ -1,167 +1,56 @@
 """Wanda (Sun, Liu, Bair & Kolter, 2023): prune by weight magnitude times input activation norm.
 
-Section 2.1 of Shears, step by step:
-  1. run the calibration samples through the model with the decoder blocks standing in as the identity,
-     and keep what each block receives (the hidden states of the first; masks, positions, rotary
-     embeddings of each, as the model passes them to that block);
-  2. for each block in order: measure ||X_j||_2 of every input channel j of its weights (every
-     nn.Linear of the block, as Wanda's `find_layers` takes them, and each expert's matrix of a
-     mixture-of-experts block over the tokens routed to that expert: `routing.py`),
-     score each weight as |W_ij| * ||X_j||_2, zero the lowest scores of each output row;
-  3. run the pruned block to produce the next block's inputs, so that every block is
-     calibrated on what the already-pruned model feeds it.
-Only one block's activations are held at a time; embeddings, lm_head and routers stay dense. A weight that
-received no calibration token (an expert the router never chose) is scored by |W| alone, and named in the result. A model too
-large for the GPU stays on the CPU and each block visits the GPU in turn (`block_device`).
+In the sequential block-by-block calibration (`blockwise.py`, Section 2.1 of Shears), Wanda's two parts:
+  - statistic: ||X_j||_2^2 of every input channel j of each pruned matrix, over the calibration tokens it
+    multiplies (an expert's: the tokens routed to it);
+  - step: score each weight as |W_ij| * ||X_j||_2 and zero the lowest scores of each output row
+    (`masks.prune_lowest_`).
+A weight that received no calibration token (an expert the router never chose) is scored by |W| alone, and named in
+the result; SparseGPT follows the same rule.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..models import architecture, block_experts, block_linears, decoder_blocks
-from .masks import parse_pattern, prune_lowest_, pruned_matrices
-from .routing import RoutedInputs, eager_experts
+from .blockwise import calibrate_blockwise
+from .masks import block_ratios, prune_lowest_
 
 
-@dataclass
-class SampleInputs:
-    """What one calibration sample feeds the decoder blocks: the hidden states entering the current block, and each
-    block's other inputs (positional args after the hidden states; keyword args: position_embeddings,
-    attention_mask, position_ids, ...) as the model passed them in this transformers version, captured rather
-    than rebuilt. Blocks of one model may get different ones: Gemma-2 gives its sliding-window layers their own
-    mask, Gemma-3 its local layers their own rotary embedding."""
-
-    hidden: torch.Tensor
-    calls: list[tuple[tuple, dict]]  # one per block
-
-    def run(self, block: nn.Module, index: int):
-        args, kwargs = self.calls[index]
-        return block(self.hidden, *args, **kwargs)
-
-
-class _StopForward(Exception):
-    """Raised by the last block's stand-in: nothing after the decoder blocks is needed."""
-
-
-@torch.no_grad()
-def capture_block_inputs(model: nn.Module, samples: Iterable[torch.Tensor]) -> list[SampleInputs]:
-    """Run each sample (a (1, L) tensor of token ids) through the model with every decoder block standing in as the
-    identity: the model prepares each block's inputs as it always does, and nothing of a block is computed."""
-    blocks = decoder_blocks(model)
-    device = model.get_input_embeddings().weight.device
-    captured: list[SampleInputs] = []
-
-    def stand_in(index: int):
-        def forward(*args, **kwargs):
-            if not args:  # a model that passes the hidden states by name
-                args = (kwargs.pop("hidden_states"),)
-            if index == 0:
-                captured.append(SampleInputs(args[0], []))
-            captured[-1].calls.append((args[1:], kwargs))
-            if index == len(blocks) - 1:
-                raise _StopForward
-            return args[0]
-
-        return forward
-
-    own_forwards = [vars(block).get("forward") for block in blocks]  # e.g. accelerate's hooks; put back afterwards
-    try:
-        for index, block in enumerate(blocks):
-            block.forward = stand_in(index)
-        for ids in samples:
-            try:
-                model(input_ids=ids.to(device), use_cache=False)  # no KV cache: each call stands alone
-            except _StopForward:
-                pass
-    finally:
-        for block, own in zip(blocks, own_forwards):
-            if own is None:
-                del block.forward
-            else:
-                block.forward = own
-    return captured
-
-
-@torch.no_grad()
-def wanda_(model: nn.Module, samples: Iterable[torch.Tensor], ratio: float, pattern: str = "unstructured",
-           block_device: torch.device | None = None) -> list[str]:
-    """Prune the decoder weights of `model` in place with Wanda, calibrated on `samples`; returns the names of the
-    matrices that received no calibration token (pruned by magnitude).
-
-    With `block_device`, the calibration activations live there and each block is moved there for its
-    turn and back afterwards: the model itself never has to fit on that device."""
-    nm = parse_pattern(pattern, ratio)
-    arch = architecture(model)
-    uncalibrated = []
-    with eager_experts(model):
-        inputs = capture_block_inputs(model, samples)
-        if block_device is not None:
-            inputs = [SampleInputs(*_to((s.hidden, s.calls), block_device, {})) for s in inputs]
-        for index, block in enumerate(tqdm(decoder_blocks(model), desc="wanda", unit="block")):
-            home = next(block.parameters()).device
-            block.to(block_device or home)
-            sq_norms = _input_sq_norms(block, index, arch, inputs)
-            for name, matrix in pruned_matrices(block, arch):
-                if not sq_norms[name].any():
-                    uncalibrated.append(f"{arch.blocks}.{index}.{name}")
-                # float32 score: a channel norm over many tokens can overflow fp16.
-                score = matrix.abs().float() * (sq_norms[name].sqrt().float() if sq_norms[name].any() else 1.0)
-                prune_lowest_(matrix, score, ratio, nm)
-            for sample in inputs:  # overwrite in place: one block's activations at a time
-                sample.hidden = _hidden_states(sample.run(block, index))
-            block.to(home)
-    return uncalibrated
-
-
-def _to(value, device: torch.device, moved: dict):
-    """Captured inputs (nested tuples, dicts, tensors, caches) with their tensors on `device`; a tensor that several
-    blocks share (one mask for every layer of a type) is moved once and stays shared (`moved`, keyed by id)."""
-    if isinstance(value, torch.Tensor):
-        if id(value) not in moved:
-            moved[id(value)] = value.to(device)
-        return moved[id(value)]
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to(v, device, moved) for v in value)
-    if isinstance(value, dict):
-        return {k: _to(v, device, moved) for k, v in value.items()}
-    return value
-
-
-def _input_sq_norms(block: nn.Module, index: int, arch, inputs: list[SampleInputs]) -> dict[str, torch.Tensor]:
-    """Per-input-channel sum of squares of each weight's input over all calibration tokens, keyed as
-    `masks.pruned_matrices` names the matrices (an expert's: `mlp.experts.down_proj[3]`, over its routed tokens).
+class SquaredNorms:
+    """Per-input-channel sum of squares of a matrix's inputs over the calibration tokens.
 
     Each call's sum (one sample's tokens) is taken in float32, which costs ~3% of the linear itself
     where a float64 copy of the activations costs ~15%; the running total over samples is float64.
     """
-    linears = block_linears(block, arch)
-    sq_norms = {name: torch.zeros(l.in_features, dtype=torch.float64, device=l.weight.device) for name, l in linears.items()}
 
-    def accumulate(name):
-        def hook(module, args, output):
-            x = args[0].reshape(-1, args[0].shape[-1])
-            sq_norms[name] += x.float().square().sum(dim=0)
+    def __init__(self, in_features: int, weight: torch.Tensor):
+        self.total = torch.zeros(in_features, dtype=torch.float64, device=weight.device)
+        self.tokens = 0
 
-        return hook
-
-    handles = [linear.register_forward_hook(accumulate(name)) for name, linear in linears.items()]
-    routed = RoutedInputs(block_experts(block, arch))
-    try:
-        with routed:
-            for sample in inputs:
-                sample.run(block, index)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return sq_norms | routed.sq_norms_by_matrix()
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1])
+        self.total += x.float().square().sum(dim=0)
+        self.tokens += x.shape[0]
 
 
-def _hidden_states(output) -> torch.Tensor:
-    """transformers 5 LLaMA-style blocks return a tensor; others (MPT) still return a tuple."""
-    return output[0] if isinstance(output, tuple) else output
+def wanda_score(matrix: torch.Tensor, norms: SquaredNorms) -> torch.Tensor:
+    """|W_ij| * ||X_j||_2, in float32 (a channel norm over many tokens can overflow fp16); |W| without a token."""
+    return matrix.abs().float() * (norms.total.sqrt().float() if norms.tokens else 1.0)
+
+
+@torch.no_grad()
+def wanda_(model: nn.Module, samples: Iterable[torch.Tensor], ratio: float | Sequence[float],
+           pattern: str = "unstructured", block_device: torch.device | None = None) -> list[str]:
+    """Prune the decoder weights of `model` in place with Wanda, calibrated on `samples`, at `ratio` (or one ratio
+    per block); returns the names of the matrices that received no calibration token (pruned by magnitude)."""
+    ratios, nm = block_ratios(model, ratio, pattern)
+
+    def prune(index, matrices):
+        for _, matrix, norms in matrices:
+            prune_lowest_(matrix, wanda_score(matrix, norms), ratios[index], nm)
+
+    return calibrate_blockwise(model, samples, SquaredNorms, prune, block_device, desc="wanda")
