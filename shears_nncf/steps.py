@@ -72,7 +72,8 @@ class StepRunner:
         return dict(self.keys)
 
     def key(self, step: Step) -> str:
-        options = {k: v for k, v in sorted(vars(step.args).items()) if k != "command"}
+        options = {k: v for k, v in sorted(vars(step.args).items())
+                   if k != "command" and not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
         digest = hashlib.sha256(json.dumps(options, default=str).encode())
         for path, producer in self._inputs(step):
             if producer:  # known before the earlier step has run: a plan's keys are known at once
@@ -168,6 +169,13 @@ class StepRunner:
 def _paths(value) -> list[Path]:
     values = value if isinstance(value, list) else [value]
     return [Path(v) for v in values if isinstance(v, (str, Path)) and str(v)]
+
+
+# Options added to a stage after results were recorded under its keys, with the value at which the stage does what it
+# did before they existed: left out of the key at that value, so that those results stay valid (a study continues
+# instead of redoing them). Any other value is keyed as usual.
+ADDED_OPTIONS = {"allocation": "uniform", "damping": 0.01, "block_size": 128, "outlier_threshold": 5.0,
+                 "owl_lambda": 0.08}
 
 
 def step_from_argv(argv: list[str], product: str | Path, name: str = "") -> Step:

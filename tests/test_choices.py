@@ -19,17 +19,18 @@ from shears_nncf.nls.space import NAMED
 from shears_nncf.pipeline import EVALUATE_ON
 from shears_nncf.protocol import PROTOCOLS
 from shears_nncf.search import COSTS, METRICS, STRATEGIES
-from shears_nncf.sparsity import METHODS
+from shears_nncf.sparsity import ALLOCATIONS, METHODS
 
 SCHEMA = Path(__file__).resolve().parents[1] / "shears_nncf" / "schema" / "nncf_config.schema.json"
 REGISTRIES = {"STRATEGIES": STRATEGIES, "METRICS": METRICS, "COSTS": COSTS, "WEIGHT_FORMATS": WEIGHT_FORMATS,
               "METHODS": METHODS, "PROMPT_STYLES": PROMPT_STYLES, "SCORINGS": SCORINGS, "NAMED": NAMED,
-              "TRUNCATIONS": TRUNCATIONS, "PROTOCOLS": PROTOCOLS}
+              "TRUNCATIONS": TRUNCATIONS, "PROTOCOLS": PROTOCOLS, "ALLOCATIONS": ALLOCATIONS}
 # (command, flag, its table). Every flag whose value is a name of a table.
 FLAGS = [
     ("search", "--strategy", STRATEGIES), ("search", "--metric", METRICS), ("search", "--cost", COSTS),
     ("search", "--prompt-style", PROMPT_STYLES), ("evaluate", "--prompt-style", PROMPT_STYLES),
     ("evaluate", "--scoring", SCORINGS), ("export", "--weights", WEIGHT_FORMATS), ("sparsify", "--method", METHODS),
+    ("sparsify", "--allocation", ALLOCATIONS),
 ]
 # Every enum of the config schema, by its path, and the names it must hold: a new enum fails until it is listed here.
 SCHEMA_ENUMS = {
