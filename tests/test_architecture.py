@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "shears_nncf"
 # so it sits below the search; the evaluate stage itself (its command, the OpenVINO back end) comes last.
 # A module belongs to the layer of its longest listed prefix.
 LAYERS = [
-    ("errors", "choices", "artifacts", "tables", "models", "config", "nncf_torch", "protocol", "distributed", "data"),
+    ("errors", "choices", "artifacts", "tables", "gguf_tokenizer", "models", "config", "nncf_torch", "protocol", "distributed", "data"),
     ("sparsity",),
     ("nls",),
     ("evaluation",),
