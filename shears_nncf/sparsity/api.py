@@ -121,7 +121,9 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
         samples = calibration_samples(calibration, tokenizer, nsamples, seqlen, seed)
         manifest["calibration"] = {"source": calibration, "nsamples": len(samples), "seqlen": seqlen,
                                    "tokens": sum(s.numel() for s in samples)}
+    pruning = time.perf_counter()
     record = sparsify(net, samples, ratio, method, pattern, block_device=torch_device if offload else None, **settings)
+    manifest["pruning_seconds"] = round(time.perf_counter() - pruning, 2)  # the pruner alone: no load, no save
     uncalibrated = record.pop("uncalibrated")
     if config.calibrated:  # pruned by |W|: no calibration token reached them
         manifest["calibration"]["uncalibrated"] = uncalibrated

@@ -1,0 +1,219 @@
+"""Pruning past Wanda, measured side by side: magnitude, Wanda, SparseGPT, OWL + Wanda and OWL + SparseGPT.
+
+For each model (default: the embedded SmolLM2-135M, and Gemma-3-270M where its wheels are installed) at 50/60/70%:
+perplexity on held-out text the calibration never saw (BoolQ *validation* passages; the calibration samples are
+BoolQ *train* passages), and each method's time relative to one plain forward pass of the same calibration tokens.
+On the first model, log-likelihood on the 8 commonsense tasks for Wanda, SparseGPT and OWL + Wanda at 50% and 70%, with
+paired bootstrap intervals against Wanda (`evaluation/compare.py`). Every cell is a `shears` command run through
+the step machinery (`steps.py`): rerun the script and it continues where it stopped, each cell once.
+
+    python benchmarks/pruners.py [--output /work/runs/pruners] [--models smollm2-135m,gemma3-270m] [--report-only]
+
+The report is written to benchmarks/PRUNERS.md with a plot of perplexity against sparsity, one line per method.
+The recovery half of the issue (the same after a Shears sub-adapter is trained on each 50% model) is not here yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+from shears_nncf.artifacts import read_json, write_json, write_text
+from shears_nncf.data.calibration import heldout_text
+from shears_nncf.data.tasks import COMMONSENSE
+from shears_nncf.evaluation import compare
+from shears_nncf.models import EMBEDDED, EMBEDDED_MODEL
+from shears_nncf.steps import StepRunner, step_from_argv
+from shears_nncf.tables import markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+# (label, --method, --allocation)
+METHODS = [("magnitude", "magnitude", "uniform"), ("Wanda", "wanda", "uniform"), ("SparseGPT", "sparsegpt", "uniform"),
+           ("OWL + Wanda", "wanda", "owl"), ("OWL + SparseGPT", "sparsegpt", "owl")]
+LOGLIK_METHODS, LOGLIK_RATIOS = ("Wanda", "SparseGPT", "OWL + Wanda"), (0.5, 0.7)
+
+
+def slug(label: str) -> str:
+    return label.lower().replace(" + ", "-")
+
+
+class Study:
+    def __init__(self, args):
+        self.args, self.out = args, Path(args.output)
+        self.runner = StepRunner(self.out, label="pruners")
+        self.heldout = self.out / "heldout.txt"
+        self.timings = self.out / "plain_forward.json"
+
+    def sparsify(self, model: str, label: str, ratio: float):
+        _, method, allocation = next(m for m in METHODS if m[0] == label)
+        folder = self.out / "sparse" / Path(model).name / f"{slug(label)}-{ratio:.2f}"
+        return step_from_argv(["sparsify", "--model", model, "--method", method, "--allocation", allocation,
+                               "--ratio", str(ratio), "--calibration", "default", "--nsamples", str(self.args.nsamples),
+                               "--seqlen", str(self.args.seqlen), "--output", str(folder)], folder, name=f"sparsify {model} {slug(label)} {ratio}")
+
+    def perplexity(self, model: str, label: str | None, ratio: float | None):
+        base = str(self.sparsify(model, label, ratio).product) if label else model
+        result = self.out / "ppl" / Path(model).name / (f"{slug(label)}-{ratio:.2f}.json" if label else "dense.json")
+        return step_from_argv(["evaluate", "--model", base, "--perplexity", str(self.heldout), "--seqlen", str(self.args.seqlen),
+                               "--nsamples", str(self.args.ppl_windows), "--device", "cpu", "--output", str(result)],
+                              result, name=f"ppl {model} {slug(label) if label else 'dense'} {ratio or ''}".strip())
+
+    def loglik(self, model: str, label: str | None, ratio: float | None):
+        base = str(self.sparsify(model, label, ratio).product) if label else model
+        result = self.out / "loglik" / Path(model).name / (f"{slug(label)}-{ratio:.2f}.json" if label else "dense.json")
+        return step_from_argv(["evaluate", "--model", base, "--data", "default", "--tasks", ",".join(self.args.tasks),
+                               "--scoring", "loglik", "--prompt-style", "lm-eval", "--limit", str(self.args.eval_limit),
+                               "--batch-size", "16", "--device", "cpu", "--output", str(result)],
+                              result, name=f"loglik {model} {slug(label) if label else 'dense'} {ratio or ''}".strip())
+
+    def plan(self) -> list:
+        steps = []
+        for model in self.args.models:
+            steps.append(self.perplexity(model, None, None))
+            for ratio in self.args.ratios:
+                for label, *_ in METHODS:
+                    steps += [self.sparsify(model, label, ratio), self.perplexity(model, label, ratio)]
+        first = self.args.models[0]
+        steps.append(self.loglik(first, None, None))
+        steps += [self.loglik(first, label, ratio) for ratio in self.loglik_ratios() for label in LOGLIK_METHODS]
+        return steps
+
+    def loglik_ratios(self) -> list[float]:
+        return [r for r in LOGLIK_RATIOS if r in self.args.ratios]
+
+    def run(self) -> None:
+        if not self.heldout.exists():
+            write_text(self.heldout, heldout_text())
+        for model in self.args.models:
+            self.plain_forward(model)
+        for step in self.plan():
+            self.runner.run(step)
+
+    def plain_forward(self, model: str) -> None:
+        """Seconds of one plain forward pass over the same calibration tokens the pruners see, measured once."""
+        timings = read_json(self.timings, what="timings") if self.timings.exists() else {}
+        if model in timings:
+            return
+        import torch
+
+        from shears_nncf.data.calibration import calibration_samples
+        from shears_nncf.models import load_model, load_tokenizer
+
+        net, tokenizer = load_model(model), load_tokenizer(model)
+        samples = calibration_samples("default", tokenizer, self.args.nsamples, self.args.seqlen, 0)
+        with torch.no_grad():
+            net(input_ids=samples[0], use_cache=False, logits_to_keep=1)  # warm-up
+            start = time.perf_counter()
+            for ids in samples:  # the head on the last token only: the pruners never run it
+                net(input_ids=ids, use_cache=False, logits_to_keep=1)
+        timings[model] = round(time.perf_counter() - start, 2)
+        write_json(self.timings, timings)
+
+
+def report(study: Study) -> str:
+    args, out = study.args, study.out
+    timings = read_json(study.timings, what="timings") if study.timings.exists() else {}
+    lines = ["# Pruners side by side (magnitude, Wanda, SparseGPT, OWL)", "",
+             f"Written by `python benchmarks/pruners.py`; results and step records under `{args.output}`.", "",
+             f"- Calibration: {args.nsamples} x {args.seqlen} tokens of BoolQ train passages (`--calibration default`), "
+             "seed 0.",
+             f"- Perplexity: {args.ppl_windows} windows of {args.seqlen} tokens of BoolQ validation passages (never "
+             "calibrated on).",
+             "- Time: the pruner's own seconds (`pruning_seconds` of the sparsify manifest: no load, no save) over one plain forward pass of the same "
+             "calibration tokens (head on the last token only).", ""]
+    for model in args.models:
+        dense = _read(study.perplexity(model, None, None).product)
+        header = ["method"] + [f"{r:.0%}" for r in study.args.ratios] + [f"time / forward ({r:.0%})" for r in study.args.ratios]
+        rows = []
+        for label, *_ in METHODS:
+            ppl = [_read(study.perplexity(model, label, r).product) for r in study.args.ratios]
+            secs = [_read(study.sparsify(model, label, r).product / "shears_manifest.json", "pruning_seconds")
+                    for r in study.args.ratios]
+            ratio = [f"{s / timings[model]:.1f}x" if s is not None and model in timings else "-" for s in secs]
+            rows.append([label] + [f"{p:.1f}" if p is not None else "-" for p in ppl] + ratio)
+        lines += [f"## {model}: held-out perplexity (dense {dense:.1f})" if dense else f"## {model}", "",
+                  *markdown_table(header, rows), ""]
+    lines += loglik_section(study)
+    return "\n".join(lines) + "\n"
+
+
+def loglik_section(study: Study) -> list[str]:
+    model = study.args.models[0]
+    results = {(label, r): _read(study.loglik(model, label, r).product, whole=True)
+               for r in study.loglik_ratios() for label in LOGLIK_METHODS}
+    if not any(results.values()):
+        return ["## Log-likelihood on the commonsense tasks: not scored yet", ""]
+    rows = []
+    for (label, ratio), result in results.items():
+        wanda = results[("Wanda", ratio)]
+        if result is None:
+            rows.append([label, f"{ratio:.0%}", "-", "-", "-"])
+            continue
+        avg = f"{compare.average(result, study.args.tasks):.1f} ± {compare.standard_error(result, study.args.tasks):.1f}"
+        if label == "Wanda" or wanda is None:
+            rows.append([label, f"{ratio:.0%}", avg, "-", "-"])
+            continue
+        c = compare.paired_difference(result, wanda, study.args.tasks)
+        rows.append([label, f"{ratio:.0%}", avg, f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]", compare.verdict(c)])
+    return [f"## {model}: log-likelihood on {', '.join(study.args.tasks)} ({study.args.eval_limit} documents each; "
+            "acc_norm where lm-eval defines it, else acc)", "",
+            *markdown_table(["method", "sparsity", "avg ± se", "minus Wanda (95% interval)", "better than Wanda?"], rows), ""]
+
+
+def _read(path: Path, key: str = "perplexity", whole: bool = False):
+    if not Path(path).is_file():
+        return None
+    data = json.loads(Path(path).read_text())
+    return data if whole else data.get(key)
+
+
+def plot(study: Study, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(study.args.models), figsize=(6 * len(study.args.models), 4), squeeze=False)
+    for ax, model in zip(axes[0], study.args.models):
+        for label, *_ in METHODS:
+            points = [(r, _read(study.perplexity(model, label, r).product)) for r in study.args.ratios]
+            points = [(r, p) for r, p in points if p is not None]
+            if points:
+                ax.plot([100 * r for r, _ in points], [p for _, p in points], marker="o", label=label)
+        ax.set(title=model, xlabel="sparsity (%)", ylabel="held-out perplexity", yscale="log")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="/work/runs/pruners")
+    parser.add_argument("--models", default=",".join(EMBEDDED), help="comma-separated model names or folders "
+                        f"(default: the embedded {', '.join(EMBEDDED)}, those whose wheels are installed)")
+    parser.add_argument("--nsamples", type=int, default=32, help="calibration samples of --seqlen tokens")
+    parser.add_argument("--ratios", default="0.5,0.6,0.7", help="sparsity ratios (log-likelihood at 0.5 and 0.7)")
+    parser.add_argument("--seqlen", type=int, default=512, help="tokens per calibration sample and perplexity window")
+    parser.add_argument("--ppl-windows", type=int, default=32, help="held-out windows of --seqlen tokens")
+    parser.add_argument("--tasks", default=",".join(COMMONSENSE), help="commonsense tasks of the log-likelihood rows")
+    parser.add_argument("--eval-limit", type=int, default=300, help="first N validation documents of each task")
+    parser.add_argument("--report", default=str(ROOT / "benchmarks" / "PRUNERS.md"))
+    parser.add_argument("--report-only", action="store_true", help="write the report from what is done; run nothing")
+    args = parser.parse_args(argv)
+    args.tasks = args.tasks.split(",")
+    args.ratios = [float(r) for r in args.ratios.split(",")]
+    args.models = [m for m in args.models.split(",")
+                   if m not in EMBEDDED or m == EMBEDDED_MODEL or importlib.util.find_spec(EMBEDDED[m].package)]
+    study = Study(args)
+    if not args.report_only:
+        study.run()
+    plot(study, Path(args.report).with_name("pruners_perplexity.png"))
+    write_text(args.report, report(study))
+    print(Path(args.report).read_text())
+
+
+if __name__ == "__main__":
+    main()
