@@ -126,12 +126,12 @@ def report(study: Study) -> str:
              "calibration tokens (head on the last token only).", ""]
     for model in args.models:
         dense = _read(study.perplexity(model, None, None).product)
-        header = ["method"] + [f"{r:.0%}" for r in study.args.ratios] + [f"time / forward ({r:.0%})" for r in study.args.ratios]
+        ratios = study.args.ratios
+        header = ["method"] + [f"{r:.0%}" for r in ratios] + [f"time / forward ({r:.0%})" for r in ratios]
         rows = []
         for label, *_ in METHODS:
             ppl = [_read(study.perplexity(model, label, r).product) for r in study.args.ratios]
-            secs = [_read(study.sparsify(model, label, r).product / "shears_manifest.json", "pruning_seconds")
-                    for r in study.args.ratios]
+            secs = [_pruning_seconds(study.sparsify(model, label, r).product) for r in study.args.ratios]
             ratio = [f"{s / timings[model]:.1f}x" if s is not None and model in timings else "-" for s in secs]
             rows.append([label] + [f"{p:.1f}" if p is not None else "-" for p in ppl] + ratio)
         lines += [f"## {model}: held-out perplexity (dense {dense:.1f})" if dense else f"## {model}", "",
@@ -161,6 +161,12 @@ def loglik_section(study: Study) -> list[str]:
     return [f"## {model}: log-likelihood on {', '.join(study.args.tasks)} ({study.args.eval_limit} documents each; "
             "acc_norm where lm-eval defines it, else acc)", "",
             *markdown_table(["method", "sparsity", "avg ± se", "minus Wanda (95% interval)", "better than Wanda?"], rows), ""]
+
+
+def _pruning_seconds(folder: Path) -> float | None:
+    from shears_nncf.sparsity.api import SparseModel
+
+    return SparseModel.read(folder).pruning_seconds if folder.is_dir() else None
 
 
 def _read(path: Path, key: str = "perplexity", whole: bool = False):

@@ -37,6 +37,11 @@ class SparseModel(StageFolder):
     STAGE = STAGE
 
     @property
+    def pruning_seconds(self) -> float | None:
+        """The pruner's own time (no load, no save); None for a folder written before it was recorded."""
+        return self.manifest.get("pruning_seconds")
+
+    @property
     def method(self) -> str:
         return self.manifest["method"]
 
