@@ -2,15 +2,15 @@
 plain or mask-aware training (`shears.lora.sparse_adapter`), and OpenVINO IR in fp32, INT8, W8A8 or INT4;
 each one's accuracy by log-likelihood on the same documents, and its CPU speed and size, in one run.
 
-Steps, each one `shears` command in its own process: sparsify SmolLM2 (Wanda, 50%); train the demo config
-(nncf_configs/demo/smollm2_commonsense.json) twice on the same data, steps, learning rate and seed, once as
+Steps, each one `shears` command in its own process: sparsify SmolLM2 (Wanda, 50%); train the studies' config
+(nncf_configs/studies/smollm2_commonsense.json, the demo's as it was) twice on the same data, steps, learning rate and seed, once as
 it is and once with `shears.lora.sparse_adapter: true` (a derived config written into --output); extract
 each heuristic sub-adapter unmerged and with --merge; export IRs; score every deployment with
 `shears evaluate --scoring loglik` on the same first --eval-limit documents of each task; last, `shears
 bench` times every IR in one run (on a quiet machine: nothing else should run then).
 
 The training records are, as in the reproduction study, the eight train splits as lm-eval poses them
-(`evaluation.loglik.write_training_records`), scored in lm-eval's wording, so that training moves what
+(`data.lm_eval_documents.write_training_records`), scored in lm-eval's wording, so that training moves what
 log-likelihood scoring measures; --train-format llm-adapters trains on LLM-Adapters' records instead.
 
 PyTorch deployments: plain unmerged (the usual Shears deployment), plain merged (the update masked at merge
@@ -45,7 +45,7 @@ from shears_nncf.models import EMBEDDED_MODEL
 from shears_nncf.steps import StepRunner, step_from_argv
 from shears_nncf.tables import markdown_table
 
-CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "demo" / "smollm2_commonsense.json"
+CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "studies" / "smollm2_commonsense.json"
 # deployment -> (training, how it is loaded, IR weights or None for PyTorch): "adapter" the extracted folder
 # on the sparse base, "merged" the merged HF folder.
 DEPLOYMENTS = {
@@ -94,13 +94,13 @@ class Study:
     def training_data(self) -> str:
         if self.args.train_format == "llm-adapters":
             return "default"
-        from shears_nncf.evaluation.loglik import write_training_records
+        from shears_nncf.data.lm_eval_documents import write_training_records
 
         return str(write_training_records(self.out / "data" / "lm_eval_train.jsonl", list(COMMONSENSE),
                                           self.args.train_per_task))
 
     def config(self, training: str) -> Path:
-        """The demo config, or a copy of it with the update masked by the base's zeros (written when it differs)."""
+        """The studies' config, or a copy of it with the update masked by the base's zeros (written when it differs)."""
         if training == "plain":
             return CONFIG
         path = self.out / "configs" / "smollm2_commonsense_sparse_adapter.json"

@@ -22,11 +22,12 @@ import time
 
 import torch
 
+from shears_nncf.data.lm_eval_documents import task_folder
 from shears_nncf.data.prompts import format_prompt
 from shears_nncf.data.sources import load_records
 from shears_nncf.evaluation.generation import TorchGenerator
 from shears_nncf.evaluation.harness import evaluate
-from shears_nncf.evaluation.loglik import LoglikScorer, source_documents, task_folder, torch_lm
+from shears_nncf.evaluation.loglik import LoglikScorer, source_documents, torch_lm
 from shears_nncf.models import EMBEDDED_MODEL, load_model, load_tokenizer, resolve_device
 
 

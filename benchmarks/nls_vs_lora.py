@@ -7,7 +7,7 @@ documents of every task:
 1. Shears (NLS, heuristic sub-adapter) minus LoRA on the Wanda-50% model;
 2. the same pair on the dense model (the paper: about equal);
 3. the heuristic minus the maximal and minus the minimal sub-adapter of the same super-adapters.
-Both methods train the same config (`nncf_configs/demo/smollm2_commonsense.json`: its targets, ranks, batch),
+Both methods train the same config (`nncf_configs/studies/smollm2_commonsense.json`: its targets, ranks, batch),
 on the same records, for the same steps; each method at its own learning rate, the one of --lrs with the lower
 held-out loss in a pilot on the Wanda-50% model with the first seed (the 120 records set aside from the
 training data, `shears.training.val_set_size`, never trained on nor tested; NLS scored at its heuristic
@@ -107,7 +107,7 @@ class Study:
     # ---- inputs, written once before any step is keyed (their content is part of the keys)
 
     def prepare(self) -> None:
-        from shears_nncf.evaluation.loglik import write_training_records
+        from shears_nncf.data.lm_eval_documents import write_training_records
 
         raw = read_json(CONFIG, what="config")
         # Neither `shears run`'s part nor the demo's comment is read by training: no key should hash them.

@@ -47,7 +47,9 @@ from shears_nncf.sparsity.report import folder_sparsity
 from shears_nncf.steps import DIGESTS, RECORDS, StepRunner, step_from_argv
 from shears_nncf.tables import markdown_table
 
-CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "demo" / "smollm2_commonsense.json"
+# The studies' training config: the demo's as these results were made with it (the demo's own has moved on since; a
+# step's key hashes its config's content, so the studies keep theirs).
+CONFIG = Path(__file__).resolve().parent.parent / "nncf_configs" / "studies" / "smollm2_commonsense.json"
 SPARSE_MODELS = {"wanda-40": ("wanda", 0.4), "wanda-50": ("wanda", 0.5), "wanda-60": ("wanda", 0.6),
                  "wanda-70": ("wanda", 0.7), "magnitude-50": ("magnitude", 0.5)}
 SHORT = {"boolq": "BoolQ", "piqa": "PIQA", "social_i_qa": "SIQA", "hellaswag": "HellaS", "winogrande": "WinoG",
@@ -140,7 +142,7 @@ class Study:
         """The training records: for the lm-eval format, written once (before any worker starts) into the output."""
         if (train_format or self.args.train_format) == "llm-adapters":
             return "default"
-        from shears_nncf.evaluation.loglik import write_training_records
+        from shears_nncf.data.lm_eval_documents import write_training_records
 
         return str(write_training_records(self.out / "data" / "lm_eval_train.jsonl", list(COMMONSENSE),
                                           self.args.train_per_task))
@@ -493,7 +495,7 @@ def report(args, results: list[dict], study: Study, images: list[str], pilot: li
                   for r in results if r["row"].training), None)
     n_docs = {t: len(next(iter(results))["loglik"]["examples"][t]) for t in COMMONSENSE}
     claim_lines, verdicts = claims(results)
-    data = ("the eight embedded train splits as lm-eval poses them (`evaluation.loglik.training_records`: lm-eval's "
+    data = ("the eight embedded train splits as lm-eval poses them (`data.lm_eval_documents.training_records`: lm-eval's "
             f"prompt, then the gold choice's text; the first {args.train_per_task} documents of each task)"
             if args.train_format == "lm-eval" else "the `commonsense` mixture of the eight training splits in "
             "LLM-Adapters' wording")

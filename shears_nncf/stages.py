@@ -293,7 +293,10 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
         option("--config", required=True, help="NNCF JSON config with a bootstrapNAS section and a shears section"),
         option("--model", required=True, help="the (sparse) base model"),
         DTYPE,
-        option("--data", default="default", help="training data: a JSON/JSONL file, a hub id, or 'default'"),
+        option("--data", default="default",
+               help="training data: a JSON/JSONL file, a hub id, 'default' (the embedded train splits in LLM-Adapters' "
+                    "wording) or 'lm-eval' (the same documents as lm-eval poses them: its prompt, then the gold "
+                    "choice's text; what --scoring loglik ranks)"),
         option("--tasks", type=csv, help="tasks or a named mixture (e.g. commonsense) when the data has several"),
         option("--output", writes="folder", help="super-adapter folder (required unless --dry-run)"),
         OVERWRITE,

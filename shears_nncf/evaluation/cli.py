@@ -44,6 +44,7 @@ def _generate(args) -> None:
 def _loglik(args) -> None:
     """Ranked-choice scoring of the commonsense tasks through lm-evaluation-harness (see loglik.py)."""
     from .. import distributed
+    from ..data.lm_eval_documents import task_folder
     from . import loglik
     from .harness import format_results_table, run_tasks
 
@@ -61,7 +62,7 @@ def _loglik(args) -> None:
         model, tokenizer, _ = _load(args)
         lm = loglik.torch_lm(model, tokenizer, args.batch_size)
     with distributed.main_first():  # one process writes the cached task folder, the others then read it
-        folder = loglik.task_folder(documents, style)
+        folder = task_folder(documents, style)
     scorer = loglik.LoglikScorer(lm, folder)
     metadata = {"model": args.model, "adapter": args.adapter, "openvino": args.openvino, "data": args.data, "limit": args.limit,
                 "super_adapter": args.super_adapter, "subnet": args.subnet if args.super_adapter else None,

@@ -1,9 +1,8 @@
 """Log-likelihood (ranked-choice) scoring of the commonsense tasks through lm-evaluation-harness.
 
-lm-eval does the scoring; this module only hands it documents. Each task's documents are written
-once as JSONL into the cache (a folder keyed by their content), beside a task YAML that includes
-our template from `lm_eval_tasks/` (lm-eval's own templates, reading local JSON), so lm-eval's
-library and its CLI (`--include_path FOLDER`) score the same thing, offline.
+lm-eval does the scoring; this module only hands it documents, in a task folder that `data.lm_eval_documents`
+writes (each task's documents as JSONL in the cache, beside a task YAML that includes lm-eval's own template), so
+lm-eval's library and its CLI (`--include_path FOLDER`) score the same thing, offline.
 
 Two wordings (`evaluation.PROMPT_STYLES`): "lm-eval" documents carry the fields of lm-eval's templates (the embedded splits hold
 them; LLM-Adapters files are parsed back into them); "llm-adapters" documents are the paper's
@@ -12,30 +11,17 @@ prompt with the answer sentences of its training data as choices.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from functools import partial
-from itertools import islice
 from pathlib import Path
 
 from .. import distributed
-from ..artifacts import atomic_output_dir, write_text
+from ..data.lm_eval_documents import lettered_choices, lm_eval_name, olmo_documents
 from ..data.tasks import COMMONSENSE, MULTIPLE_CHOICE, resolve_tasks
 from ..errors import ShearsError
 from ..protocol import SHEARS_PROTOCOL, Protocol
 
-TEMPLATES = Path(__file__).with_name("lm_eval_tasks")
-# Our task name -> its template in TEMPLATES (for the lm-eval wording).
-_TEMPLATE = {"boolq": "boolq", "piqa": "piqa", "social_i_qa": "social_i_qa", "hellaswag": "hellaswag",
-             "winogrande": "winogrande", "arc_easy": "arc", "arc_challenge": "arc", "openbookqa": "openbookqa"}
-_LLM_ADAPTERS_TEMPLATE = "llm_adapters"
 _ANSWER_SENTENCE = "the correct answer is "  # how every LLM-Adapters commonsense output begins
-
-
-def lm_eval_name(task: str) -> str:
-    """The name our task has inside lm-eval: distinct from its built-in task of the same data."""
-    return f"shears_{task}"
 
 
 def loglik_tasks(names: list[str]) -> list[str]:
@@ -65,14 +51,6 @@ def source_documents(data: str, tasks: list[str] | None, prompt_style: str,
             for task, task_records in records.items()}
 
 
-def olmo_documents(task: str, split: str = "validation", limit: int | None = None) -> list[dict]:
-    """The first `limit` documents of `task`'s embedded split in the fields of lm-eval's template."""
-    from ..data.olmo import CONVERTERS, olmo_documents as documents
-
-    folder, _ = CONVERTERS[task]
-    return [_OLMO[task](doc) for doc in islice(documents(folder, split), limit)]
-
-
 def record_documents(task: str, records: list[dict], prompt_style: str, protocol: Protocol = SHEARS_PROTOCOL,
                      source: str = "") -> list[dict]:
     """LLM-Adapters records ({"instruction", "answer", ...}) as documents of the given wording."""
@@ -85,64 +63,6 @@ def record_documents(task: str, records: list[dict], prompt_style: str, protocol
             raise ShearsError(f"{source or task} ({task}): record {index} does not have LLM-Adapters' {task} wording "
                               f"({e}); expected an instruction like its {task}/test.json") from None
     return documents
-
-
-def task_folder(documents_by_task: dict[str, list[dict]], prompt_style: str) -> Path:
-    """The lm-eval task folder for these documents, written to the cache once (keyed by its content)."""
-    from ..models import cache_dir
-
-    templates = {task: _LLM_ADAPTERS_TEMPLATE if prompt_style == "llm-adapters" else _TEMPLATE[task] for task in documents_by_task}
-    files = {}
-    for task, documents in documents_by_task.items():
-        files[f"{task}.jsonl"] = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents)
-        files[f"_{templates[task]}_template_yaml"] = (TEMPLATES / f"{templates[task]}.yaml").read_text()
-    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
-    folder = cache_dir() / "lm_eval_tasks" / digest
-    if not folder.is_dir():
-        with atomic_output_dir(folder) as tmp:
-            for name, text in files.items():
-                (tmp / name).write_text(text)
-            for task, template in templates.items():
-                # lm-eval reads a relative data path from the working directory, so it is absolute.
-                data_file = json.dumps(str(folder / f"{task}.jsonl"))
-                (tmp / f"{task}.yaml").write_text(f"include: _{template}_template_yaml\ntask: {lm_eval_name(task)}\n"
-                                                  f"dataset_kwargs:\n  data_files:\n    validation: {data_file}\n")
-    return folder
-
-
-def training_records(tasks: list[str], limit: int | None = None) -> list[dict]:
-    """The first `limit` documents of each task's embedded *train* split as lm-eval poses them, one
-    prompt-completion record each: the context lm-eval scores and the gold choice's continuation.
-
-    Fine-tuning on these teaches what log-likelihood scoring ranks (the choice's text after lm-eval's
-    prompt), as SQFT and NNCF's NLS example train; LLM-Adapters' records teach answer labels instead.
-    lm-eval builds the requests, so the text is its own, winogrande's partial scoring included."""
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    by_task = {task: olmo_documents(task, "train", limit) for task in loglik_tasks(tasks)}
-    manager = TaskManager(include_path=str(task_folder(by_task, "lm-eval")), include_defaults=False)
-    lm_eval_tasks = get_task_dict([lm_eval_name(task) for task in by_task], manager)
-    records = []
-    for task in by_task:
-        lm_task = lm_eval_tasks[lm_eval_name(task)]
-        for doc in lm_task.validation_docs():
-            requests = lm_task.construct_requests(doc=doc, ctx=lm_task.fewshot_context(doc, 0), metadata=(task, 0, 1))
-            # lm-eval's own rule for the gold choice: the target, or for several inputs (winogrande) the text index
-            gold = lm_task.doc_to_text(doc) if lm_task.multiple_input else lm_task.doc_to_target(doc)
-            if isinstance(gold, str):
-                gold = lm_task.doc_to_choice(doc).index(gold)
-            context, continuation = requests[gold].arguments
-            records.append({"prompt": context, "completion": continuation, "task": task})
-    return records
-
-
-def write_training_records(path: str | Path, tasks: list[str], limit: int | None = None) -> Path:
-    """`training_records` as a JSONL file that `shears train --data` reads, written atomically once."""
-    path = Path(path)
-    if not path.exists():
-        lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in training_records(tasks, limit))
-        write_text(path, "".join(lines))
-    return path
 
 
 class LoglikScorer:
@@ -207,38 +127,6 @@ def torch_lm(model, tokenizer, batch_size: int):
     return lm
 
 
-# ---- documents of the embedded splits (OLMES "rc" documents) in lm-eval's fields
-
-
-def _olmes_question(query: str) -> str:
-    """The question of an OLMES query "...Question: <q>\\nAnswer:"."""
-    return query.rpartition("Question: ")[2].removesuffix("Answer:").strip()
-
-
-def _lettered(choices: list[str], gold: int) -> dict:
-    labels = [chr(ord("A") + i) for i in range(len(choices))]
-    return {"choices": {"text": list(choices), "label": labels}, "answerKey": labels[gold]}
-
-
-def _olmo_boolq(doc: dict) -> dict:
-    passage, _, question = doc["query"].rpartition("\nQuestion: ")
-    # OLMES ends the question with "?"; lm-eval's template adds it to the raw question.
-    return {"passage": passage, "question": question.removesuffix("\nAnswer:").strip().removesuffix("?"),
-            "label": ["no", "yes"].index(doc["choices"][doc["gold"]])}
-
-
-_OLMO = {
-    "boolq": _olmo_boolq,
-    "piqa": lambda d: {"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": d["label"]},
-    "social_i_qa": lambda d: {k: d[k] for k in ("context", "question", "answerA", "answerB", "answerC", "label")},
-    "hellaswag": lambda d: {"query": d["query"], "choices": d["choices"], "label": d["gold"]},
-    "winogrande": lambda d: {k: d[k] for k in ("sentence", "option1", "option2", "answer")},
-    "arc_easy": lambda d: {"question": _olmes_question(d["query"]), **_lettered(d["choices"], d["gold"])},
-    "arc_challenge": lambda d: {"question": _olmes_question(d["query"]), **_lettered(d["choices"], d["gold"])},
-    "openbookqa": lambda d: {"question_stem": _olmes_question(d["query"]), **_lettered(d["choices"], d["gold"])},
-}
-
-
 # ---- documents of LLM-Adapters records
 
 
@@ -301,7 +189,7 @@ def _parse_question_answer(field: str):
     def parse(record: dict) -> dict:
         question, answers = _match(r".*the question: (.*?)\n\n(Answer1: .*)\n\nAnswer format: [a-z0-9/]+", record).groups()
         choices = _numbered("Answer", answers)
-        return {field: question, **_lettered(choices, _gold(record, "answer", len(choices)))}
+        return {field: question, **lettered_choices(choices, _gold(record, "answer", len(choices)))}
 
     return parse
 

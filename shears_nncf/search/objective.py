@@ -77,7 +77,7 @@ def validation_records(data: str, tasks: list[str] | None, limit: int | None, se
 
     `training` is the super-adapter's `SuperAdapter.training_data`: the data, tasks, limit and seed of the records it
     saw; `val_set_size` how many were set aside from them (then those are the validation records, all of them)."""
-    from ..data.sources import DEFAULT, load_records, load_training_records
+    from ..data.sources import DEFAULT, LM_EVAL, load_records, load_training_records
 
     if val_set_size:
         return _carved_validation(tasks, training, val_set_size), 0
@@ -85,7 +85,8 @@ def validation_records(data: str, tasks: list[str] | None, limit: int | None, se
     trained_on_all = False
     if data == DEFAULT:
         by_task = load_records(data, tasks, split="train")
-        if training and training.get("data") == DEFAULT:
+        # "lm-eval" trains on the documents "default" draws (worded as lm-eval poses them): the same ones are left out
+        if training and training.get("data") in (DEFAULT, LM_EVAL):
             if training.get("limit") is None:
                 trained_on_all = True  # every train record was seen: nothing disjoint is left to draw
             else:
@@ -128,6 +129,7 @@ class LoglikObjective:
 
     def __init__(self, supernet, tokenizer, records_by_task: dict[str, list[dict]], batch_size: int = 8,
                  prompt_style: str = "lm-eval", protocol: Protocol = SHEARS_PROTOCOL):
+        from ..data.lm_eval_documents import task_folder
         from ..evaluation import PROMPT_STYLES, loglik
 
         self.tasks = loglik.loglik_tasks(list(records_by_task))
@@ -136,7 +138,7 @@ class LoglikObjective:
                      for task, records in zip(self.tasks, records_by_task.values())}
         self.supernet = supernet
         self.scorer = loglik.LoglikScorer(loglik.torch_lm(supernet.peft_model, tokenizer, batch_size),
-                                          loglik.task_folder(documents, style))
+                                          task_folder(documents, style))
 
     def __call__(self, config: Config) -> float:
         from ..evaluation.harness import headline
