@@ -94,6 +94,17 @@ class TrainingSettings:
         "deployed by default. 0: never (the Trainer's default, eval_strategy no). Needs val_set_size > 0"))
 
 
+@dataclass(frozen=True)
+class QuantizationSettings:
+    """`shears.quantization`: train the super-adapter inside NNCF's fake quantizers (nls/quantization_aware.py) and
+    deploy it as one INT4 (or INT8) IR. The names and defaults are NNCF's `compress_weights` ones."""
+
+    mode: str = "int4_asym"
+    group_size: int = 128
+    ratio: float = 1.0
+    mask_update: bool = True  # Q(W + M ⊙ B A): the merged integer weights keep every zero of the sparse base
+
+
 # The settings a `shears train` flag (and load_config's keyword of the same name) overrides, by name.
 TRAINING_OVERRIDES: dict[str, Field] = {f.name: f for f in fields(TrainingSettings) if "flag_help" in f.metadata}
 
@@ -110,6 +121,7 @@ class ShearsConfig:
     frozen_layers_allowed: bool
     source: str = "config"
     protocol: Protocol = SHEARS_PROTOCOL  # shears.protocol (or --protocol): the defaults of dropout and train_on_inputs
+    quantization: QuantizationSettings | None = None  # shears.quantization; None: the float path
 
     @property
     def stage(self) -> dict:
@@ -189,6 +201,7 @@ def parse_config(raw: dict, source: str = "config", **overrides) -> ShearsConfig
         frozen_layers_allowed=nas.get("frozen_layers_allowed", True),
         source=source,
         protocol=protocol,
+        quantization=QuantizationSettings(**raw["shears"]["quantization"]) if "quantization" in raw["shears"] else None,
     )
 
 

@@ -219,6 +219,9 @@ def run_pipeline(config: str | os.PathLike, output: str | os.PathLike, model: st
     from .config import load_config
 
     loaded = load_config(config, protocol=protocol)  # a bad config fails before any step runs
+    if loaded.quantization:
+        raise ShearsError(f"{config}: shears.quantization (quantization-aware NLS) is not a `shears run` pipeline yet; "
+                          "run shears train, shears extract and shears export --adapter by hand")
     raw = read_json(config, what="config")
     if protocol:
         raw["shears"]["protocol"] = protocol

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import ShearsError
 from ..nls.folder import SuperAdapter
-from .sub_adapter import write_sub_adapter
+from .sub_adapter import write_qa_sub_adapter, write_sub_adapter
 
 
 def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.PathLike, model: str | None = None,
@@ -24,7 +24,7 @@ def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.Path
     update masked, which the merge does and plain PEFT does not."""
     from ..search.subnet import resolve_subnet
 
-    trained = SuperAdapter.read(super_adapter)
+    trained = SuperAdapter.read(super_adapter, quantization_aware=True)
     ranks, how = resolve_subnet(trained.space, subnet)
     base = model or trained.base_model
     record = {
@@ -36,6 +36,13 @@ def extract(super_adapter: str | os.PathLike, subnet: str, output: str | os.Path
         "sparse_adapter": trained.mask_aware,
     }
     result = {"ranks": list(ranks), "chosen_by": how, "sparse_adapter": record["sparse_adapter"]}
+    if trained.quantization:  # its ranks reach the weights only when the quantizers are stripped: in an IR
+        if merge:
+            raise ShearsError(f"{super_adapter} is quantization-aware: its sub-adapter merges into the integer "
+                              f"weights of an IR; extract without --merge and run `shears export --model {base} "
+                              f"--adapter {output}`")
+        write_qa_sub_adapter(trained, ranks, output, {**record, "sparse_adapter": False}, overwrite=overwrite)
+        return {**result, "quantization": trained.quantization["mode"]}
     if not merge:
         write_sub_adapter(super_adapter, trained.group_modules, ranks, output, record, overwrite=overwrite)
         return result
@@ -63,6 +70,9 @@ def extract_command(args) -> None:
               f"to {args.output}; the mask dropped {dropped:.1%} of the update (L2)")
     else:
         print(f"extracted the {result['chosen_by']} sub-adapter (ranks {ranks}) to {args.output}")
+    if "quantization" in result:
+        print(f"quantization-aware ({result['quantization']}): deploy it as one IR with the sub-adapter folded into the "
+              f"integer weights: shears export --model SPARSE_BASE --adapter {args.output} --output OPENVINO_DIR")
     if not args.merge and result["sparse_adapter"]:
         print("note: this super-adapter was trained mask-aware (shears.lora.sparse_adapter): the trained model adds the "
               "update on the base's non-zeros only, which plain PEFT does not do; `shears evaluate --adapter` applies "

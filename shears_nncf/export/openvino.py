@@ -120,17 +120,17 @@ def export_openvino(
 
 
 def export_compressed(model, tokenizer, output: str | os.PathLike, compression: dict, *, source: str | None = None,
-                      overwrite: bool = False) -> Path:
+                      adapter: str | None = None, overwrite: bool = False) -> Path:
     """Export a PyTorch causal LM whose weights NNCF already compressed, as it is: e.g. the quantization-aware path's
     model after `nls.quantization_aware.strip_to_int4` (packed integers and a decompressor per weight, the chosen
     sub-adapter folded in). OpenVINO's conversion keeps NNCF's decompression as u4 / u8 constants with zero points
     and scales, so nothing is compressed again. `compression` (its mode, group size, ...) goes into the manifest,
-    with the zeros counted in the IR; `source` names the model it came from."""
+    with the zeros counted in the IR; `source` names the model it came from, `adapter` the adapter folded in."""
     with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
         _export_ir(model, tokenizer, tmp, export_configs(model.config, TASK), source or "the model")
         layers = ir_weight_sparsity(tmp / IR_XML)
         write_manifest(tmp, {
-            "stage": STAGE, "model": source, "dtype": "fp32", "adapter": None, "adapter_merged": True,
+            "stage": STAGE, "model": source, "dtype": "fp32", "adapter": adapter, "adapter_merged": True,
             "model_merged": False, "weights": compression["mode"], "calibration": None, "compression": compression,
             "ir_bytes": (tmp / IR_XML).with_suffix(".bin").stat().st_size, "stateful": True,
             "sparsity": summarize_sparsity(layers, num_experts(model.config)), "layers": layers,

@@ -20,7 +20,8 @@ from typing import Sequence
 from ..artifacts import MANIFEST, atomic_output_dir, check_stage, read_json, read_manifest, write_manifest
 from ..errors import ShearsError
 from ..models import check_safetensors
-from ..nls.folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, STAGE as TRAIN_STAGE, SuperAdapter
+from ..config import ShearsConfig, parse_config
+from ..nls.folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, QA_STATE, STAGE as TRAIN_STAGE, SuperAdapter
 from ..nls.space import NAMED
 
 STAGE = "extract"
@@ -175,3 +176,72 @@ def write_sub_adapter(
             "super_adapter_parameters": sum(t.numel() for t in weights.values()),
         })
     return rank_of
+
+
+@dataclass(frozen=True)
+class QASubAdapter:
+    """A quantization-aware adapter to deploy: the sub-adapter folder `shears extract` writes of a quantization-aware
+    super-adapter (a copy of its QA_STATE, the chosen ranks, the config and settings to rebuild it), or such a
+    super-adapter itself, read as its heuristic sub-adapter. Its ranks only take effect when the fake quantizers
+    are stripped into integer weights, so it deploys as one IR (`shears export --adapter`), never as PEFT."""
+
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> "QASubAdapter | None":
+        """The folder as a quantization-aware adapter, or None when it is not one (a PEFT folder, anything else)."""
+        folder = Path(folder)
+        if not (folder / MANIFEST).is_file():
+            return None
+        manifest = read_manifest(folder)
+        if not manifest.get("quantization"):
+            return None
+        if manifest.get("stage") == TRAIN_STAGE:
+            trained = SuperAdapter.read(folder, quantization_aware=True)
+            return cls(folder, {**trained.manifest, "ranks": list(trained.space.heuristic), "chosen_by": "heuristic",
+                                "super_adapter": str(folder.resolve())})
+        check_stage(folder, manifest, STAGE)
+        check_safetensors(folder / QA_STATE)
+        return cls(folder, manifest)
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / QA_STATE
+
+    @property
+    def config(self) -> ShearsConfig:
+        return parse_config(self.manifest["config"], source=f"{self.path} (its manifest's config)")
+
+    @property
+    def quantization(self) -> dict:
+        return self.manifest["quantization"]
+
+    @property
+    def group_names(self) -> list[str]:
+        return list(self.manifest["groups"])
+
+    @property
+    def ranks(self) -> list[int]:
+        return list(self.manifest["ranks"])
+
+    @property
+    def chosen_by(self) -> str:
+        return self.manifest["chosen_by"]
+
+    @property
+    def base_model(self) -> str | None:
+        return self.manifest.get("base_model")
+
+
+def write_qa_sub_adapter(trained: SuperAdapter, ranks: Sequence[int], output: str | os.PathLike, record: dict,
+                         overwrite: bool = False) -> None:
+    """A quantization-aware super-adapter's sub-adapter: its QA_STATE copied whole (NNCF's quantizers hold the
+    adapters at r_max; the ranks choose the prefix each one runs), the ranks and what rebuilding it needs."""
+    import shutil
+
+    with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
+        shutil.copyfile(trained.weights_file, tmp / QA_STATE)
+        write_manifest(tmp, {"stage": STAGE, **record, "quantization": trained.quantization,
+                             "config": trained.config.raw, "groups": trained.group_names,
+                             "search_space": [list(r) for r in trained.space.ranks]})

@@ -21,6 +21,9 @@ def train_command(args) -> None:
         return _dry_run(args, config, dtype)
     if not args.output:
         raise ShearsError("give --output (the super-adapter folder), or --dry-run to only estimate memory")
+    if config.quantization and args.lora_only:
+        raise ShearsError(f"{args.config}: shears.quantization trains a quantization-aware super-adapter; --lora-only "
+                          "trains a float LoRA: drop one of them")
     from .training import check_checkpoints, checkpoint_dir, train
 
     check_checkpoints(checkpoint_dir(args.output))  # before any model or data is read
@@ -48,16 +51,20 @@ def train_command(args) -> None:
         print(f"{n_truncated} of {len(examples)} training examples are longer than {t.max_length} tokens: {cut}")
     model = prepare_for_adapters(load_model(args.model, dtype=dtype))
     base_model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
-    result = train(
-        model, tokenizer, config, examples, args.output, eval_examples=held_out,
-        lora_only=args.lora_only, max_steps=args.max_steps, resume=args.resume, seed=args.seed,
-        overwrite=args.overwrite, manifest={
-            "base_model": base_model, "config_file": str(args.config), "data": args.data, "tasks": args.tasks,
-            "limit": args.limit, "truncated_examples": n_truncated, "protocol": config.protocol.name,
-            "dtype": dtype_name(dtype),
-        },
-    )
-    kind = "plain LoRA" if args.lora_only else f"super-adapter ({len(result.supernet.group_names)} groups)"
+    run = dict(eval_examples=held_out, max_steps=args.max_steps, resume=args.resume, seed=args.seed,
+               overwrite=args.overwrite, manifest={
+                   "base_model": base_model, "config_file": str(args.config), "data": args.data, "tasks": args.tasks,
+                   "limit": args.limit, "truncated_examples": n_truncated, "protocol": config.protocol.name,
+                   "dtype": dtype_name(dtype),
+               })
+    if config.quantization:
+        from .qa_training import train_qa
+
+        result = train_qa(model, tokenizer, config, examples, args.output, **run)
+        kind = f"quantization-aware super-adapter ({config.quantization.mode})"
+    else:
+        result = train(model, tokenizer, config, examples, args.output, lora_only=args.lora_only, **run)
+        kind = "plain LoRA" if args.lora_only else f"super-adapter ({len(result.supernet.group_names)} groups)"
     first, last = (f"{result.losses[0]:.4f}", f"{result.losses[-1]:.4f}") if result.losses else ("-", "-")
     if _main_process():
             print(f"trained {kind} for {result.steps} steps on {len(examples)} examples: loss {first} -> {last}; saved {result.output}")

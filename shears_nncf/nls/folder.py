@@ -24,6 +24,10 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 NNCF_CONFIG_FILE = "nncf_config.json"
 TRAINING_LOG = "training_log.json"
+# A quantization-aware super-adapter (shears.quantization) holds, instead of PEFT's files, the state of NNCF's LoRA
+# fake quantizers (adapters and quantization ranges, by module path) and the calibration token ids they were built
+# on: nls/qa_training.py writes and reloads it.
+QA_STATE = "qa_state.safetensors"
 _NODE_SCOPE = re.compile(r"\[([^\]]+)\]")
 
 
@@ -46,12 +50,18 @@ class SuperAdapter(StageFolder):
     STAGE = STAGE
 
     @classmethod
-    def read(cls, folder: str | os.PathLike) -> "SuperAdapter":
+    def read(cls, folder: str | os.PathLike, quantization_aware: bool = False) -> "SuperAdapter":
+        """`quantization_aware`: the caller also takes a quantization-aware super-adapter (extract, export); the
+        others (search, PyTorch evaluation, the pipeline) run PEFT and BootstrapNAS on a float one and refuse it."""
         trained = super().read(folder)
         for key in ("base_model", "config", "groups"):
             if key not in trained.manifest:
                 raise ShearsError(f"{folder}: its manifest has no {key!r}; it was written by an older shears, "
                                   "train it again")
+        if trained.quantization and not quantization_aware:
+            raise ShearsError(f"{folder} is a quantization-aware super-adapter ({trained.quantization['mode']}): take "
+                              "a sub-adapter with `shears extract` and deploy it as one IR with `shears export "
+                              "--adapter`; searching it and evaluating it in PyTorch are not supported yet")
         from ..models import check_safetensors
 
         check_safetensors(trained.weights_file)
@@ -73,6 +83,11 @@ class SuperAdapter(StageFolder):
     @cached_property
     def config(self) -> ShearsConfig:
         return parse_config(self.manifest["config"], source=f"{self.path} (its manifest's config)")
+
+    @property
+    def quantization(self) -> dict | None:
+        """Quantization-aware (shears.quantization): its mode, group_size, ratio, mask_update and calibration."""
+        return self.manifest.get("quantization")
 
     @property
     def lora_only(self) -> bool:
@@ -114,7 +129,7 @@ class SuperAdapter(StageFolder):
     # Its files.
     @property
     def weights_file(self) -> Path:
-        return self.path / ADAPTER_WEIGHTS
+        return self.path / (QA_STATE if self.quantization else ADAPTER_WEIGHTS)
 
     @cached_property
     def nncf_config(self) -> dict:

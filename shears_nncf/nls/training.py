@@ -86,14 +86,26 @@ class NLSTrainer(Trainer):
         self.learning_rates: list[float] = []  # the rate each optimizer step of this run used
         self._step, self._in_step = -1, 0  # the optimizer step being accumulated, its micro-batches so far
 
+    # What a subclass training another kind of super-adapter (nls/qa_training.py) replaces: whether ranks are drawn,
+    # how the random sub-adapter of a global micro-batch and the heuristic one are activated.
+    @property
+    def elastic(self) -> bool:
+        return self.supernet.elastic
+
+    def activate_random(self, micro_batch: int) -> list[int]:
+        return self.supernet.activate_random(sub_adapter_rng(self.args.seed, micro_batch))
+
+    def activate_heuristic(self) -> None:
+        self.supernet.activate_heuristic()
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.state.global_step != self._step:
             self._step, self._in_step = self.state.global_step, 0
             self.learning_rates.append(self.optimizer.param_groups[0]["lr"])
         micro_batch = self._step * self.args.gradient_accumulation_steps + self._in_step
         self._in_step += 1
-        if self.supernet.elastic:
-            ranks = self.supernet.activate_random(sub_adapter_rng(self.args.seed, micro_batch))
+        if self.elastic:
+            ranks = self.activate_random(micro_batch)
             self.sampled_configs.append(ranks)
             if self.sub_adapter_log is not None:
                 self.sub_adapter_log.write(json.dumps({"micro_batch": micro_batch, "ranks": ranks}) + "\n")
@@ -102,8 +114,8 @@ class NLSTrainer(Trainer):
     def evaluate(self, *args, **kwargs):
         """The held-out loss of the sub-adapter deployed by default (the heuristic's middle ranks), not of whichever
         one the last micro-batch drew; the next training step draws its own again."""
-        if self.supernet.elastic:
-            self.supernet.activate_heuristic()
+        if self.elastic:
+            self.activate_heuristic()
         return super().evaluate(*args, **kwargs)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -119,12 +131,12 @@ class TrainResult:
     output: Path
     steps: int
     losses: list[float]  # the logged training loss, one per optimizer step
-    supernet: Supernet
+    supernet: Supernet | None  # None: quantization-aware (nls/qa_training.py)
     sampled_configs: list[list[int]]  # the last (up to 256) sub-adapters drawn, one per micro-batch
     learning_rates: list[float]  # one per optimizer step of this run
 
 
-def _sub_adapter_log(rank: int):
+def sub_adapter_log_file(rank: int):
     """This rank's sub-adapter log when SHEARS_SUB_ADAPTER_LOG names a folder (appended to, line-buffered)."""
     folder = os.environ.get(SUB_ADAPTER_LOG)
     if not folder:
@@ -170,6 +182,64 @@ def train(
     `shears.training.eval_steps` optimizer steps, their loss logged as `eval_loss`.
 
     Under torchrun or accelerate every process calls this with the same arguments; the main one writes."""
+    session = start_session(config, examples, output, eval_examples=eval_examples, max_steps=max_steps, resume=resume,
+                            seed=seed, device=device, save_steps=save_steps)
+    supernet = build_supernet(model.to(session.device), config, elastic=not lora_only)
+    with sub_adapter_log_file(session.args.process_index) as log:
+        trainer = NLSTrainer(model=supernet.peft_model, supernet=supernet, sub_adapter_log=log,
+                             **session.trainer_kwargs(tokenizer, examples, eval_examples))
+        with supernet.untraced():
+            run = trainer.train(resume_from_checkpoint=session.resume_from)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if supernet.elastic:
+        supernet.activate_maximal()
+
+    def write(tmp: Path) -> None:
+        save_super_adapter(supernet, tmp)
+        # The log: the loss (mean over ranks) at every step, as the reference keeps it in trainer_state.json.
+        SuperAdapter.write(tmp, nncf_config=supernet.nncf_config or supernet.config.raw,
+                           training_log=trainer.state.log_history, manifest={
+                               **(manifest or {}), "lora_only": lora_only, "examples": len(examples),
+                               **run_record(config, trainer, run, losses, session, max_steps, seed,
+                                             groups=supernet.group_names,
+                                             search_space=supernet.search_space if supernet.elastic else None,
+                                             build_seconds=supernet.build_seconds),
+                           })
+
+    session.finish(trainer, output, write, overwrite)
+    return TrainResult(Path(output), trainer.state.global_step, losses, supernet, list(trainer.sampled_configs), trainer.learning_rates)
+
+
+@dataclass
+class TrainingSession:
+    """What every `shears train` (float or quantization-aware, nls/qa_training.py) sets up around its Trainer: the
+    device, HF's arguments, the checkpoints folder and the checkpoint to resume from."""
+
+    device: torch.device
+    args: TrainingArguments
+    precision: str
+    checkpoints: Path
+    resume_from: str | None
+
+    def trainer_kwargs(self, tokenizer, examples: list[dict], eval_examples: list[dict] | None) -> dict:
+        """The Trainer's arguments besides the model: data, padding collator, settings."""
+        return dict(args=self.args, train_dataset=examples, eval_dataset=eval_examples or None,
+                    data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100,
+                                                         return_tensors="pt"))
+
+    def finish(self, trainer: Trainer, output, write, overwrite: bool) -> None:
+        """The main process writes the output folder atomically (`write(tmp)` fills it) and removes the checkpoints."""
+        trainer.accelerator.wait_for_everyone()  # no rank still writes a checkpoint when the main one removes them
+        if trainer.is_world_process_zero():
+            with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
+                write(tmp)
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone()  # every process returns once the output is there
+
+
+def start_session(config: ShearsConfig, examples: list[dict], output, *, eval_examples, max_steps: int | None,
+                  resume: bool, seed: int, device: str, save_steps: int) -> TrainingSession:
+    """Check the examples and the checkpoints folder, make HF's arguments, seed the process."""
     if not examples:
         raise ShearsError("no training examples: check --data, --tasks and --limit")
     device = resolve_device(device)
@@ -187,35 +257,7 @@ def train(
     if args.world_size > 1 and device.type == "cpu":
         _load_indexed_cpu_locations()
     set_seed(seed)  # the LoRA initialisation, the same in every process and every run with this seed
-    supernet = build_supernet(model.to(device), config, elastic=not lora_only)
-    with _sub_adapter_log(args.process_index) as log:
-        trainer = NLSTrainer(
-            model=supernet.peft_model,
-            args=args,
-            train_dataset=examples,
-            eval_dataset=eval_examples or None,
-            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt"),
-            supernet=supernet,
-            sub_adapter_log=log,
-        )
-        with supernet.untraced():
-            run = trainer.train(resume_from_checkpoint=str(last) if resume else None)
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    if supernet.elastic:
-        supernet.activate_maximal()
-    trainer.accelerator.wait_for_everyone()  # no rank still writes a checkpoint when the main one removes them
-    if trainer.is_world_process_zero():
-        with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
-            save_super_adapter(supernet, tmp)
-            # The log: the loss (mean over ranks) at every step, as the reference keeps it in trainer_state.json.
-            SuperAdapter.write(tmp, nncf_config=supernet.nncf_config or supernet.config.raw,
-                               training_log=trainer.state.log_history, manifest={
-                                   **(manifest or {}), "lora_only": lora_only, "examples": len(examples),
-                                   **_run_record(config, supernet, trainer, run, losses, args, precision, max_steps, seed),
-                               })
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()  # every process returns once the output is there
-    return TrainResult(Path(output), trainer.state.global_step, losses, supernet, list(trainer.sampled_configs), trainer.learning_rates)
+    return TrainingSession(device, args, precision, checkpoints, str(last) if resume else None)
 
 
 def training_arguments(config: ShearsConfig, checkpoints: Path, precision: str, device: torch.device, *,
@@ -266,21 +308,22 @@ def training_arguments(config: ShearsConfig, checkpoints: Path, precision: str, 
     return args
 
 
-def _run_record(config: ShearsConfig, supernet: Supernet, trainer: Trainer, run, losses: list[float],
-                args: TrainingArguments, precision: str, max_steps: int | None, seed: int) -> dict:
+def run_record(config: ShearsConfig, trainer: Trainer, run, losses: list[float], session: TrainingSession,
+                max_steps: int | None, seed: int, *, groups: list[str], search_space, build_seconds: float) -> dict:
     """What the manifest says of the training itself: its settings as they ran, its groups, steps and losses."""
-    t = config.training
+    t, args = config.training, session.args
     return {
         "config": config.raw,
-        "groups": supernet.group_names,
-        "search_space": supernet.search_space if supernet.elastic else None,
-        "settings": {**vars(t), "max_steps": max_steps, "seed": seed, "device": str(args.device), "precision": precision,
+        "groups": groups,
+        "search_space": search_space,
+        "settings": {**vars(t), "max_steps": max_steps, "seed": seed, "device": str(args.device),
+                     "precision": session.precision,
                      "world_size": args.world_size, "global_batch": t.batch_size * t.grad_accum * args.world_size,
                      "distributed_backend": torch.distributed.get_backend() if args.world_size > 1 else None},
         "optimizer_steps": trainer.state.global_step,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
-        "supernet_build_seconds": round(supernet.build_seconds, 2),
+        "supernet_build_seconds": round(build_seconds, 2),
         "train_seconds": round(run.metrics["train_runtime"], 1),  # this run's; a resumed one's last leg
     }
 
