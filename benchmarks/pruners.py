@@ -109,7 +109,7 @@ class Study:
             start = time.perf_counter()
             for ids in samples:  # the head on the last token only: the pruners never run it
                 net(input_ids=ids, use_cache=False, logits_to_keep=1)
-        timings[model] = round(time.perf_counter() - start, 2)
+        timings[model] = round(time.perf_counter() - start, 4)
         write_json(self.timings, timings)
 
 
@@ -132,7 +132,7 @@ def report(study: Study) -> str:
         for label, *_ in METHODS:
             ppl = [_read(study.perplexity(model, label, r).product) for r in study.args.ratios]
             secs = [_pruning_seconds(study.sparsify(model, label, r).product) for r in study.args.ratios]
-            ratio = [f"{s / timings[model]:.1f}x" if s is not None and model in timings else "-" for s in secs]
+            ratio = [f"{s / timings[model]:.1f}x" if s is not None and timings.get(model) else "-" for s in secs]
             rows.append([label] + [f"{p:.1f}" if p is not None else "-" for p in ppl] + ratio)
         lines += [f"## {model}: held-out perplexity (dense {dense:.1f})" if dense else f"## {model}", "",
                   *markdown_table(header, rows), ""]
