@@ -80,3 +80,21 @@ def train_tiny_super_adapter(base, tokenizer, folder, sparse_adapter: bool = Fal
     return training.train(base, tokenizer, config, examples, folder / "super", max_steps=3, save_steps=100,
                           lora_only=lora_only, manifest={"base_model": str(folder / "sparse")})
 
+
+
+def interrupt_training_at(monkeypatch, micro_batch: int = 7):
+    """Make NLS training (float or quantization-aware: both step through NLSTrainer) stop with a KeyboardInterrupt
+    at its `micro_batch`-th micro-batch, as a user's Ctrl-C would; the default 7 falls in optimizer step 4 of
+    2 micro-batches each, after a checkpoint at step 2. Returns the original step, to put back for the resume."""
+    from shears_nncf.nls import training
+
+    original, calls = training.NLSTrainer.training_step, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == micro_batch:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.NLSTrainer, "training_step", interrupted)
+    return original

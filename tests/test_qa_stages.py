@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import interrupt_training_at
 import torch
 
 from shears_nncf.cli import main
@@ -197,15 +198,7 @@ def test_qa_training_resumes_from_its_checkpoint_as_if_uninterrupted(tiny_llama_
                                     max_steps=4, save_steps=2, seed=SEED, **kwargs)
 
     uninterrupted = run("a")
-    original, calls = training.NLSTrainer.training_step, []
-
-    def interrupted(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 7:  # during optimizer step 4, after the checkpoint at step 2
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(training.NLSTrainer, "training_step", interrupted)
+    original = interrupt_training_at(monkeypatch)  # during optimizer step 4, after the checkpoint at step 2
     with pytest.raises(KeyboardInterrupt):
         run("b")
     assert not (tmp_path / "b").exists() and (training.checkpoint_dir(tmp_path / "b") / "checkpoint-2").is_dir()

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from conftest import interrupt_training_at
 import torch
 from peft import PeftModel
 from transformers import DataCollatorForSeq2Seq
@@ -102,15 +103,7 @@ def test_output_is_a_peft_folder_that_reloads_into_the_same_supernet(tiny_llama_
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(tiny_llama_factory, tokenizer, tmp_path, monkeypatch):
     uninterrupted = training.train(tiny_llama_factory(), tokenizer, config(), examples(), tmp_path / "a", max_steps=4, save_steps=2)
 
-    original, calls = training.NLSTrainer.training_step, []
-
-    def interrupted(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 7:  # during optimizer step 4, after the checkpoint at step 2
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(training.NLSTrainer, "training_step", interrupted)
+    original = interrupt_training_at(monkeypatch)  # during optimizer step 4, after the checkpoint at step 2
     with pytest.raises(KeyboardInterrupt):
         training.train(tiny_llama_factory(), tokenizer, config(), examples(), tmp_path / "b", max_steps=4, save_steps=2)
     assert not (tmp_path / "b").exists() and (training.checkpoint_dir(tmp_path / "b") / "checkpoint-2").is_dir()
