@@ -98,3 +98,15 @@ def interrupt_training_at(monkeypatch, micro_batch: int = 7):
 
     monkeypatch.setattr(training.NLSTrainer, "training_step", interrupted)
     return original
+
+
+def save_sparse_tiny_llama(tiny_llama_factory, tokenizer, folder):
+    """A fresh tiny LLaMA, 50% magnitude-pruned, saved with its tokenizer to `folder` as `shears sparsify` writes
+    it (weights and tokenizer); returns the pruned model."""
+    from shears_nncf.sparsity.masks import magnitude_
+
+    model = tiny_llama_factory()
+    magnitude_(model, 0.5)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model

@@ -4,7 +4,8 @@ import pytest
 
 from shears_nncf.artifacts import read_manifest
 from shears_nncf.cli import main
-from shears_nncf.sparsity.masks import magnitude_
+
+from conftest import save_sparse_tiny_llama
 
 
 def _decoder(manifest):
@@ -15,10 +16,7 @@ def _decoder(manifest):
 def int4_ir(tiny_llama_factory, tokenizer, tmp_path_factory):
     """The tiny LLaMA, 50% magnitude-pruned, exported with --weights int4 (NNCF's defaults)."""
     root = tmp_path_factory.mktemp("int4")
-    model = tiny_llama_factory()
-    magnitude_(model, 0.5)
-    model.save_pretrained(root / "sparse")
-    tokenizer.save_pretrained(root / "sparse")
+    save_sparse_tiny_llama(tiny_llama_factory, tokenizer, root / "sparse")
     assert main(["export", "--model", str(root / "sparse"), "--output", str(root / "ir"), "--weights", "int4"]) == 0
     return root / "ir"
 

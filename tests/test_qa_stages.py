@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import interrupt_training_at
 import torch
 
 from shears_nncf.cli import main
@@ -17,7 +16,8 @@ from shears_nncf.nls.folder import QA_STATE, SuperAdapter
 from shears_nncf.nls.qa_training import load_qa_model
 from shears_nncf.nls.quantization_aware import set_group_ranks
 from shears_nncf.nls.training import SUB_ADAPTER_LOG
-from shears_nncf.sparsity.masks import magnitude_
+
+from conftest import interrupt_training_at, save_sparse_tiny_llama
 
 SEED, GROUP_SIZE = 7, 32
 TRAIN = ["--batch-size", "2", "--grad-accum", "2", "--max-length", "32", "--max-steps", "2", "--lr", "1e-2",
@@ -47,10 +47,7 @@ def _decoder_paths(model):
 def qa(tiny_llama_factory, tokenizer, tmp_path_factory):
     """The sparse base, its data, and the QA stages run through the CLI (train logging its ranks, extract, export)."""
     f = tmp_path_factory.mktemp("qa_stages")
-    base = tiny_llama_factory()
-    magnitude_(base, 0.5)
-    base.save_pretrained(f / "sparse")
-    tokenizer.save_pretrained(f / "sparse")
+    base = save_sparse_tiny_llama(tiny_llama_factory, tokenizer, f / "sparse")
     records = [{"instruction": f"Is {n} even? Answer format: true/false", "input": "",
                 "output": f"the correct answer is {str(n % 2 == 0).lower()}", "answer": str(n % 2 == 0).lower()}
                for n in range(12)]

@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-from conftest import interrupt_training_at
 import torch
 from peft import PeftModel
 from transformers import DataCollatorForSeq2Seq
@@ -16,6 +15,8 @@ from shears_nncf.models import load_model
 from shears_nncf.nls import training
 from shears_nncf.nls.folder import SuperAdapter
 from shears_nncf.nls.supernet import load_super_adapter
+
+from conftest import interrupt_training_at
 
 DEMO = bundled_config("demo/smollm2_commonsense")
 
