@@ -4,13 +4,17 @@ For each model (default: the embedded SmolLM2-135M, and Gemma-3-270M where its w
 perplexity on held-out text the calibration never saw (BoolQ *validation* passages; the calibration samples are
 BoolQ *train* passages), and each method's time relative to one plain forward pass of the same calibration tokens.
 On the first model, log-likelihood on the 8 commonsense tasks for Wanda, SparseGPT and OWL + Wanda at 50% and 70%, with
-paired bootstrap intervals against Wanda (`evaluation/compare.py`). Every cell is a `shears` command run through
-the step machinery (`steps.py`): rerun the script and it continues where it stopped, each cell once.
+paired bootstrap intervals against Wanda (`evaluation/compare.py`). And the recovery: on the first model at 50%, a
+Shears super-adapter trained on each of those three sparse models with the NLS-vs-LoRA study's settings
+(`nncf_configs/studies/smollm2_commonsense.json`, lm-eval-worded commonsense train records, --recovery-steps steps at
+lr 0.003, seed 1), its heuristic sub-adapter scored the same way, to say whether a better pruner still matters once an
+adapter is trained on top. Every cell is a `shears` command run through the step machinery (`steps.py`): rerun the
+script and it continues where it stopped, each cell once. The order is what answers most first: the first model's
+perplexity, its log-likelihood, the other models' perplexity, then the recovery.
 
     python benchmarks/pruners.py [--output /work/runs/pruners] [--models smollm2-135m,gemma3-270m] [--report-only]
 
 The report is written to benchmarks/PRUNERS.md with a plot of perplexity against sparsity, one line per method.
-The recovery half of the issue (the same after a Shears sub-adapter is trained on each 50% model) is not here yet.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = [("magnitude", "magnitude", "uniform"), ("Wanda", "wanda", "uniform"), ("SparseGPT", "sparsegpt", "uniform"),
            ("OWL + Wanda", "wanda", "owl"), ("OWL + SparseGPT", "sparsegpt", "owl")]
 LOGLIK_METHODS, LOGLIK_RATIOS = ("Wanda", "SparseGPT", "OWL + Wanda"), (0.5, 0.7)
+RECOVERY_RATIO, RECOVERY_SEED, RECOVERY_LR = 0.5, 1, 0.003  # the NLS-vs-LoRA study's chosen NLS rate, its first seed
+CONFIG = ROOT / "nncf_configs" / "studies" / "smollm2_commonsense.json"
 
 
 def slug(label: str) -> str:
@@ -46,6 +52,20 @@ class Study:
         self.runner = StepRunner(self.out, label="pruners")
         self.heldout = self.out / "heldout.txt"
         self.timings = self.out / "plain_forward.json"
+        self.config, self.records = self.out / "config.json", self.out / "data" / "lm_eval_train.jsonl"
+
+    def prepare_recovery(self) -> None:
+        """The NLS-vs-LoRA study's inputs, written once before any step is keyed: its config without `shears run`'s
+        part and the lm-eval-worded train records (500 documents of each commonsense task)."""
+        from shears_nncf.data.lm_eval_documents import write_training_records
+
+        raw = read_json(CONFIG, what="config")
+        raw["shears"].pop("pipeline", None)
+        raw["shears"].setdefault("training", {})["val_set_size"] = 120  # the study's held-out records, not trained on
+        if not self.config.exists():
+            write_json(self.config, raw)
+        if not self.records.exists():
+            write_training_records(self.records, list(COMMONSENSE), 500)
 
     def sparsify(self, model: str, label: str, ratio: float):
         _, method, allocation = next(m for m in METHODS if m[0] == label)
@@ -61,25 +81,49 @@ class Study:
                                "--nsamples", str(self.args.ppl_windows), "--device", "cpu", "--output", str(result)],
                               result, name=f"ppl {model} {slug(label) if label else 'dense'} {ratio or ''}".strip())
 
-    def loglik(self, model: str, label: str | None, ratio: float | None):
+    def loglik(self, model: str, label: str | None, ratio: float | None, recovered: bool = False):
         base = str(self.sparsify(model, label, ratio).product) if label else model
-        result = self.out / "loglik" / Path(model).name / (f"{slug(label)}-{ratio:.2f}.json" if label else "dense.json")
-        return step_from_argv(["evaluate", "--model", base, "--data", "default", "--tasks", ",".join(self.args.tasks),
+        cell = f"{slug(label)}-{ratio:.2f}" if label else "dense"
+        adapter = ["--adapter", str(self.extract(model, label, ratio).product)] if recovered else []
+        result = self.out / ("recovered" if recovered else "loglik") / Path(model).name / f"{cell}.json"
+        return step_from_argv(["evaluate", "--model", base, *adapter, "--data", "default", "--tasks", ",".join(self.args.tasks),
                                "--scoring", "loglik", "--prompt-style", "lm-eval", "--limit", str(self.args.eval_limit),
                                "--batch-size", "16", "--device", "cpu", "--output", str(result)],
-                              result, name=f"loglik {model} {slug(label) if label else 'dense'} {ratio or ''}".strip())
+                              result, name=f"{'recovered' if recovered else 'loglik'} {model} {cell}")
+
+    def train(self, model: str, label: str, ratio: float):
+        """The Shears recovery of one sparse model: NLS with the NLS-vs-LoRA study's config, records, steps and rate."""
+        folder = self.out / "train" / Path(model).name / f"{slug(label)}-{ratio:.2f}"
+        return step_from_argv(["train", "--config", str(self.config), "--model", str(self.sparsify(model, label, ratio).product),
+                               "--data", str(self.records), "--tasks", "commonsense", "--limit", "2000",
+                               "--lr", str(RECOVERY_LR), "--max-steps", str(self.args.recovery_steps),
+                               "--seed", str(RECOVERY_SEED), "--output", str(folder)],
+                              folder, name=f"train {model} {slug(label)} {ratio}")
+
+    def extract(self, model: str, label: str, ratio: float):
+        folder = self.out / "adapter" / Path(model).name / f"{slug(label)}-{ratio:.2f}"
+        return step_from_argv(["extract", "--super-adapter", str(self.train(model, label, ratio).product),
+                               "--subnet", "heuristic", "--output", str(folder)],
+                              folder, name=f"extract {model} {slug(label)} {ratio}")
 
     def plan(self) -> list:
-        steps = []
+        """The first model's perplexity and log-likelihood, the other models' perplexity, then the recovery."""
+        steps, first = [], self.args.models[0]
         for model in self.args.models:
             steps.append(self.perplexity(model, None, None))
             for ratio in self.args.ratios:
                 for label, *_ in METHODS:
                     steps += [self.sparsify(model, label, ratio), self.perplexity(model, label, ratio)]
-        first = self.args.models[0]
-        steps.append(self.loglik(first, None, None))
-        steps += [self.loglik(first, label, ratio) for ratio in self.loglik_ratios() for label in LOGLIK_METHODS]
+            if model == first:
+                steps.append(self.loglik(first, None, None))
+                steps += [self.loglik(first, label, ratio) for ratio in self.loglik_ratios() for label in LOGLIK_METHODS]
+        for label in self.recovered():
+            steps += [self.train(first, label, RECOVERY_RATIO), self.extract(first, label, RECOVERY_RATIO),
+                      self.loglik(first, label, RECOVERY_RATIO, recovered=True)]
         return steps
+
+    def recovered(self) -> tuple[str, ...]:
+        return LOGLIK_METHODS if RECOVERY_RATIO in self.args.ratios and self.args.recovery_steps else ()
 
     def loglik_ratios(self) -> list[float]:
         return [r for r in LOGLIK_RATIOS if r in self.args.ratios]
@@ -87,6 +131,8 @@ class Study:
     def run(self) -> None:
         if not self.heldout.exists():
             write_text(self.heldout, heldout_text())
+        if self.recovered():
+            self.prepare_recovery()
         for model in self.args.models:
             self.plain_forward(model)
         for step in self.plan():
@@ -136,7 +182,7 @@ def report(study: Study) -> str:
             rows.append([label] + [f"{p:.1f}" if p is not None else "-" for p in ppl] + ratio)
         lines += [f"## {model}: held-out perplexity (dense {dense:.1f})" if dense else f"## {model}", "",
                   *markdown_table(header, rows), ""]
-    lines += loglik_section(study)
+    lines += loglik_section(study) + recovery_section(study)
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +207,36 @@ def loglik_section(study: Study) -> list[str]:
     return [f"## {model}: log-likelihood on {', '.join(study.args.tasks)} ({study.args.eval_limit} documents each; "
             "acc_norm where lm-eval defines it, else acc)", "",
             *markdown_table(["method", "sparsity", "avg ± se", "minus Wanda (95% interval)", "better than Wanda?"], rows), ""]
+
+
+def recovery_section(study: Study) -> list[str]:
+    model, ratio, tasks = study.args.models[0], RECOVERY_RATIO, study.args.tasks
+    recovered = {label: _read(study.loglik(model, label, ratio, recovered=True).product, whole=True)
+                 for label in study.recovered()}
+    if not any(recovered.values()):
+        return ["## Recovery (a Shears sub-adapter on each 50% model): not scored yet", ""]
+    rows = []
+    for label, result in recovered.items():
+        sparse, wanda = _read(study.loglik(model, label, ratio).product, whole=True), recovered["Wanda"]
+        if result is None:
+            rows.append([label, "-", "-", "-", "-"])
+            continue
+        cells = [label, f"{compare.average(result, tasks):.1f} ± {compare.standard_error(result, tasks):.1f}"]
+        cells.append(_interval(compare.paired_difference(result, sparse, tasks)) if sparse else "-")
+        if label == "Wanda" or wanda is None:
+            rows.append(cells + ["-", "-"])
+            continue
+        c = compare.paired_difference(result, wanda, tasks)
+        rows.append(cells + [_interval(c), compare.verdict(c)])
+    return [f"## {model} at {ratio:.0%}: recovered by a Shears sub-adapter (heuristic; {study.args.recovery_steps} "
+            f"steps, lr {RECOVERY_LR}, seed {RECOVERY_SEED}: the NLS-vs-LoRA study's settings; one training seed, so "
+            "the intervals hold the documents' noise, not the seeds')", "",
+            *markdown_table(["method", "avg ± se", "minus the same sparse model", "minus Wanda + sub-adapter",
+                             "better than Wanda + sub-adapter?"], rows), ""]
+
+
+def _interval(c: dict) -> str:
+    return f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"
 
 
 def _pruning_seconds(folder: Path) -> float | None:
@@ -206,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ppl-windows", type=int, default=32, help="held-out windows of --seqlen tokens")
     parser.add_argument("--tasks", default=",".join(COMMONSENSE), help="commonsense tasks of the log-likelihood rows")
     parser.add_argument("--eval-limit", type=int, default=300, help="first N validation documents of each task")
+    parser.add_argument("--recovery-steps", type=int, default=100,
+                        help="optimizer steps of each recovery training (the NLS-vs-LoRA study's; 0: no recovery)")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "PRUNERS.md"))
     parser.add_argument("--report-only", action="store_true", help="write the report from what is done; run nothing")
     args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
-"""benchmarks/pruners.py at toy size on the tiny LLaMA: every cell runs once, the report has every row and the plot,
-and a second run skips every cell (the study resumes row by row)."""
+"""benchmarks/pruners.py at toy size on the tiny LLaMA: every cell runs once (the recovery trainings included), the
+report has every row and the plot, and a second run skips every cell (the study resumes row by row)."""
 
 import sys
 from pathlib import Path
@@ -11,13 +11,18 @@ import pruners  # noqa: E402
 
 def test_the_pruners_study_runs_every_cell_once_and_reports_them(tiny_llama_dir, tmp_path, capsys):
     argv = ["--models", str(tiny_llama_dir), "--output", str(tmp_path / "study"), "--nsamples", "2", "--seqlen", "64",
-            "--ppl-windows", "2", "--eval-limit", "2", "--tasks", "piqa", "--ratios", "0.5", "--report", str(tmp_path / "P.md")]
+            "--ppl-windows", "2", "--eval-limit", "2", "--tasks", "piqa", "--ratios", "0.5", "--recovery-steps", "2",
+            "--report", str(tmp_path / "P.md")]
     pruners.main(argv)
     report = (tmp_path / "P.md").read_text()
     for label, *_ in pruners.METHODS:
         row = next(line for line in report.splitlines() if line.startswith(f"| {label} |"))
         assert "| - |" not in row, row  # every ratio has its perplexity and its time
     assert report.count("| OWL + Wanda | 50% |") == 1 and "minus Wanda" in report
+    recovery = report.split("recovered by a Shears sub-adapter")[1]
+    for label in pruners.LOGLIK_METHODS:  # each recovered row scored, and set against its own sparse model
+        row = next(line for line in recovery.splitlines() if line.startswith(f"| {label} |"))
+        assert row.split("|")[3].strip() != "-", row
     assert (tmp_path / "pruners_perplexity.png").stat().st_size > 0
     capsys.readouterr()
     pruners.main(argv)
@@ -31,4 +36,5 @@ def pruners_args(argv):
     args = argparse.Namespace(**{k.lstrip("-").replace("-", "_"): v for k, v in zip(argv[::2], argv[1::2])})
     args.models, args.tasks = args.models.split(","), args.tasks.split(",")
     args.ratios = [float(r) for r in args.ratios.split(",")]
+    args.recovery_steps = int(args.recovery_steps)
     return args
