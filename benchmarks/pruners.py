@@ -51,7 +51,7 @@ class Study:
         self.args, self.out = args, Path(args.output)
         self.runner = StepRunner(self.out, label="pruners")
         self.heldout = self.out / "heldout.txt"
-        self.timings = self.out / "plain_forward.json"
+        self.timings = self.out / "timing.json"
         self.config, self.records = self.out / "config.json", self.out / "data" / "lm_eval_train.jsonl"
 
     def prepare_recovery(self) -> None:
@@ -133,29 +133,43 @@ class Study:
             write_text(self.heldout, heldout_text())
         if self.recovered():
             self.prepare_recovery()
-        for model in self.args.models:
-            self.plain_forward(model)
         for step in self.plan():
             self.runner.run(step)
+        for model in self.args.models:  # last: the cells above may share the machine, this must not
+            self.timing(model)
 
-    def plain_forward(self, model: str) -> None:
-        """Seconds of one plain forward pass over the same calibration tokens the pruners see, measured once."""
+    def timing(self, model: str) -> None:
+        """Each method's seconds and one plain forward pass over the same calibration tokens, measured side by side in
+        one process, in --timing-rounds interleaved rounds (a fresh copy of the dense model for each pruning, loaded
+        outside the clock), at the first ratio; kept in timing.json, measured once per model. The cells' own
+        `pruning_seconds` are not used: they ran as the machine was shared with whatever else ran."""
         timings = read_json(self.timings, what="timings") if self.timings.exists() else {}
         if model in timings:
             return
+        import statistics
+
         import torch
 
         from shears_nncf.data.calibration import calibration_samples
         from shears_nncf.models import load_model, load_tokenizer
+        from shears_nncf.sparsity.api import sparsify
 
-        net, tokenizer = load_model(model), load_tokenizer(model)
-        samples = calibration_samples("default", tokenizer, self.args.nsamples, self.args.seqlen, 0)
-        with torch.no_grad():
-            net(input_ids=samples[0], use_cache=False, logits_to_keep=1)  # warm-up
-            start = time.perf_counter()
-            for ids in samples:  # the head on the last token only: the pruners never run it
-                net(input_ids=ids, use_cache=False, logits_to_keep=1)
-        timings[model] = round(time.perf_counter() - start, 4)
+        samples = calibration_samples("default", load_tokenizer(model), self.args.nsamples, self.args.seqlen, 0)
+        ratio, seconds = self.args.ratios[0], {"plain forward": []} | {label: [] for label, *_ in METHODS}
+        for _ in range(self.args.timing_rounds):
+            for label in seconds:
+                net = load_model(model)
+                start = time.perf_counter()
+                if label == "plain forward":
+                    with torch.no_grad():
+                        for ids in samples:  # the head on the last token only: the pruners never run it
+                            net(input_ids=ids, use_cache=False, logits_to_keep=1)
+                else:
+                    _, method, allocation = next(m for m in METHODS if m[0] == label)
+                    sparsify(net, samples, ratio, method, allocation=allocation)
+                seconds[label].append(time.perf_counter() - start)
+        timings[model] = {"ratio": ratio, "rounds": self.args.timing_rounds,
+                          "median_seconds": {label: round(statistics.median(s), 3) for label, s in seconds.items()}}
         write_json(self.timings, timings)
 
 
@@ -168,18 +182,21 @@ def report(study: Study) -> str:
              "seed 0.",
              f"- Perplexity: {args.ppl_windows} windows of {args.seqlen} tokens of BoolQ validation passages (never "
              "calibrated on).",
-             "- Time: the pruner's own seconds (`pruning_seconds` of the sparsify manifest: no load, no save) over one plain forward pass of the same "
-             "calibration tokens (head on the last token only).", ""]
+             f"- Time: each method's seconds over one plain forward pass of the same calibration tokens (head on the last "
+             f"token only), measured side by side in one process at the first ratio, the median of "
+             f"{args.timing_rounds} interleaved rounds (`timing.json`); a fresh dense model for each, loaded outside "
+             "the clock.", ""]
     for model in args.models:
         dense = _read(study.perplexity(model, None, None).product)
-        ratios = study.args.ratios
-        header = ["method"] + [f"{r:.0%}" for r in ratios] + [f"time / forward ({r:.0%})" for r in ratios]
+        timing = timings.get(model)
+        header = ["method"] + [f"{r:.0%}" for r in args.ratios] + [
+            f"time / forward ({timing['ratio']:.0%})" if timing else "time / forward"]
         rows = []
         for label, *_ in METHODS:
-            ppl = [_read(study.perplexity(model, label, r).product) for r in study.args.ratios]
-            secs = [_pruning_seconds(study.sparsify(model, label, r).product) for r in study.args.ratios]
-            ratio = [f"{s / timings[model]:.1f}x" if s is not None and timings.get(model) else "-" for s in secs]
-            rows.append([label] + [f"{p:.1f}" if p is not None else "-" for p in ppl] + ratio)
+            ppl = [_read(study.perplexity(model, label, r).product) for r in args.ratios]
+            cost = (f"{timing['median_seconds'][label] / timing['median_seconds']['plain forward']:.1f}x" if timing
+                    else "-")
+            rows.append([label] + [f"{p:.1f}" if p is not None else "-" for p in ppl] + [cost])
         lines += [f"## {model}: held-out perplexity (dense {dense:.1f})" if dense else f"## {model}", "",
                   *markdown_table(header, rows), ""]
     lines += loglik_section(study) + recovery_section(study)
@@ -239,12 +256,6 @@ def _interval(c: dict) -> str:
     return f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"
 
 
-def _pruning_seconds(folder: Path) -> float | None:
-    from shears_nncf.sparsity.api import SparseModel
-
-    return SparseModel.read(folder).pruning_seconds if folder.is_dir() else None
-
-
 def _read(path: Path, key: str = "perplexity", whole: bool = False):
     if not Path(path).is_file():
         return None
@@ -282,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ppl-windows", type=int, default=32, help="held-out windows of --seqlen tokens")
     parser.add_argument("--tasks", default=",".join(COMMONSENSE), help="commonsense tasks of the log-likelihood rows")
     parser.add_argument("--eval-limit", type=int, default=300, help="first N validation documents of each task")
+    parser.add_argument("--timing-rounds", type=int, default=3, help="interleaved rounds of the side-by-side timing")
     parser.add_argument("--recovery-steps", type=int, default=100,
                         help="optimizer steps of each recovery training (the NLS-vs-LoRA study's; 0: no recovery)")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "PRUNERS.md"))

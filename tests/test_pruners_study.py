@@ -12,7 +12,7 @@ import pruners  # noqa: E402
 def test_the_pruners_study_runs_every_cell_once_and_reports_them(tiny_llama_dir, tmp_path, capsys):
     argv = ["--models", str(tiny_llama_dir), "--output", str(tmp_path / "study"), "--nsamples", "2", "--seqlen", "64",
             "--ppl-windows", "2", "--eval-limit", "2", "--tasks", "piqa", "--ratios", "0.5", "--recovery-steps", "2",
-            "--report", str(tmp_path / "P.md")]
+            "--timing-rounds", "1", "--report", str(tmp_path / "P.md")]
     pruners.main(argv)
     report = (tmp_path / "P.md").read_text()
     for label, *_ in pruners.METHODS:
@@ -36,5 +36,5 @@ def pruners_args(argv):
     args = argparse.Namespace(**{k.lstrip("-").replace("-", "_"): v for k, v in zip(argv[::2], argv[1::2])})
     args.models, args.tasks = args.models.split(","), args.tasks.split(",")
     args.ratios = [float(r) for r in args.ratios.split(",")]
-    args.recovery_steps = int(args.recovery_steps)
+    args.recovery_steps, args.timing_rounds = int(args.recovery_steps), int(args.timing_rounds)
     return args
