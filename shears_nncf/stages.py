@@ -22,7 +22,7 @@ from .choices import Choices
 from .config import PRECISIONS, TRAINING_OVERRIDES
 from .errors import ShearsError
 from .evaluation import PROMPT_STYLES
-from .evaluation.cli import SCORINGS
+from .evaluation.stage import SCORINGS
 from .export import WEIGHT_FORMATS
 from .nls.space import NAMED
 from .protocol import PROTOCOLS

@@ -13,7 +13,7 @@ from shears_nncf.config import PRECISIONS
 from shears_nncf.data.prompts import TRUNCATIONS
 from shears_nncf.errors import ShearsError
 from shears_nncf.evaluation import PROMPT_STYLES
-from shears_nncf.evaluation.cli import SCORINGS
+from shears_nncf.evaluation.stage import SCORINGS
 from shears_nncf.export import WEIGHT_FORMATS
 from shears_nncf.nls.space import NAMED
 from shears_nncf.nls.quantization_aware import MODES as QUANTIZATION_MODES

@@ -156,7 +156,7 @@ def test_nncf_macs_cost_and_adapter_parameters_agree_on_what_a_rank_costs(traine
 
 def test_evaluate_with_a_super_adapter_subnet_runs_the_same_model_as_the_extracted_adapter(trained_super_adapter, tokenizer, tmp_path):
     from shears_nncf.cli import build_parser
-    from shears_nncf.evaluation.cli import _load
+    from shears_nncf.evaluation.stage import _load
 
     folder, _ = trained_super_adapter
     assert main(["extract", "--super-adapter", str(folder / "super"), "--subnet", "minimal", "--output", str(tmp_path / "sub")]) == 0

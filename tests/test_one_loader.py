@@ -13,7 +13,7 @@ from conftest import train_tiny_super_adapter
 from shears_nncf.bench import eager_model
 from shears_nncf.cli import main
 from shears_nncf.config import bundled_config, parse_config
-from shears_nncf.evaluation.cli import _load
+from shears_nncf.evaluation.stage import _load
 from shears_nncf.export.adapted import load_adapted
 from shears_nncf.models import load_model
 from shears_nncf.sparsity.masks import magnitude_

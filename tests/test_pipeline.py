@@ -61,6 +61,14 @@ def test_run_writes_every_stage_and_the_summary(tiny_run, capsys):
     assert summary["comparison"] is None  # generation only: no log-likelihood rows
     text = (out / "summary.md").read_text()
     assert "Demonstration size" in text and "boolq" in text and "## Log-likelihood" not in text
+    from shears_nncf.pipeline import RunSummary
+    from shears_nncf.pipeline.render import summary_markdown
+
+    again = out / "read_back"  # the summary read back is the one written: its JSON and its Markdown
+    again.mkdir()
+    RunSummary.read(out).write(again)
+    assert (again / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
+    assert summary_markdown(RunSummary.read(out)) == text
     # The deployed forms: bench's own figures, each beside its non-zero parameters (the base's and the adapter's).
     bench = {(row["folder"], row["sparse_rate"]): row for row in read_json(out / "bench" / "bench.json")["rows"]}
     nonzero = read_json(out / "sparse" / "shears_manifest.json")["sparsity"]["nonzero_parameters"]

@@ -356,12 +356,12 @@ def test_train_command_uses_the_flag_over_the_config(monkeypatch, tmp_path, tiny
 
 
 def test_train_without_a_supervised_token_fails_before_loading_the_model(monkeypatch, tmp_path, capsys, tiny_llama_dir):
-    import shears_nncf.nls.cli
+    import shears_nncf.nls.stage
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(shears_nncf.nls.cli, "load_model", no_model)
+    monkeypatch.setattr(shears_nncf.nls.stage, "load_model", no_model)
     config, data = tmp_path / "config.json", tmp_path / "empty.json"
     config.write_text(json.dumps(_config()))
     data.write_text("[]")
@@ -562,7 +562,7 @@ def test_evaluate_takes_the_super_adapters_protocol_unless_the_flag_says_otherwi
     from transformers import LlamaConfig, MptConfig
 
     from shears_nncf.artifacts import write_manifest
-    from shears_nncf.evaluation.cli import _protocol
+    from shears_nncf.evaluation.stage import _protocol
 
     raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
     MptConfig(d_model=64, n_heads=4, n_layers=2).save_pretrained(tmp_path / "mpt")  # config.json alone

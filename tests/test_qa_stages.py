@@ -73,7 +73,7 @@ def _ranks_log(folder):
 def test_train_writes_a_quantization_aware_super_adapter_folder(qa):
     f = qa["dir"]
     with pytest.raises(Exception, match="quantization-aware super-adapter"):
-        SuperAdapter.read(f / "super")  # search and PyTorch evaluation, which run PEFT, refuse it
+        SuperAdapter.read(f / "super")  # PyTorch evaluation, which runs PEFT, refuses it
     trained = SuperAdapter.read(f / "super", quantization_aware=True)
     assert trained.weights_file == f / "super" / QA_STATE and trained.weights_file.is_file()
     q = trained.quantization
@@ -145,7 +145,7 @@ def _one_line_exit_2(argv, capsys):
     return status == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("case", ["mode", "merge", "weights", "run"])
+@pytest.mark.parametrize("case", ["mode", "merge", "weights", "run-pytorch", "run-weights"])
 def test_bad_qa_inputs_are_one_line_exit_2(case, qa, capsys):
     f = qa["dir"]
     argv, words = {
@@ -155,8 +155,10 @@ def test_bad_qa_inputs_are_one_line_exit_2(case, qa, capsys):
                   ["quantization-aware", "shears export"]),
         "weights": (["export", "--model", str(f / "sparse"), "--adapter", str(f / "sub"), "--weights", "int8",
                      "--output", str(f / "bad")], ["quantization-aware", "--weights"]),
-        "run": (["run", "--config", str(f / "qa.json"), "--model", str(f / "sparse"), "--output", str(f / "bad")],
-                ["shears.quantization", "not a `shears run` pipeline yet"]),
+        "run-pytorch": (["run", "--config", _run_config(f, evaluate_on=["pytorch", "openvino"]), "--output",
+                         str(f / "bad")], ["shears.quantization", "evaluate_on"]),
+        "run-weights": (["run", "--config", _run_config(f, export={"weights": "int8"}), "--output", str(f / "bad")],
+                        ["shears.pipeline.export.weights", "quantization-aware"]),
     }[case]
     ok, err = _one_line_exit_2(argv, capsys)
     assert ok, err
@@ -164,13 +166,68 @@ def test_bad_qa_inputs_are_one_line_exit_2(case, qa, capsys):
     assert not (f / "bad").exists()
 
 
-def test_search_and_pytorch_evaluation_refuse_a_qa_super_adapter_in_one_line(qa, capsys):
+def test_pytorch_evaluation_refuses_a_qa_super_adapter_in_one_line(qa, capsys):
     f = qa["dir"]
-    for argv in (["search", "--super-adapter", str(f / "super"), "--strategy", "heuristic", "--output", str(f / "bad")],
-                 ["evaluate", "--super-adapter", str(f / "super"), "--tasks", "boolq", "--data", str(f / "test.json")]):
-        ok, err = _one_line_exit_2(argv, capsys)
-        assert ok and "quantization-aware super-adapter" in err and "shears extract" in err, err
-    assert not (f / "bad").exists()
+    ok, err = _one_line_exit_2(["evaluate", "--super-adapter", str(f / "super"), "--tasks", "boolq", "--data",
+                                str(f / "test.json")], capsys)
+    assert ok and "quantization-aware super-adapter" in err and "shears extract" in err, err
+
+
+def test_search_drives_the_qa_quantizers_and_extract_takes_its_choice(qa):
+    """A search on a QA super-adapter activates each sub-adapter on NNCF's quantizers (the anchors' losses differ:
+    a search that set no rank would score one model thrice), and `extract --subnet search.json` takes its choice."""
+    f = qa["dir"]
+    assert main(["search", "--super-adapter", str(f / "super"), "--strategy", "hill-climbing", "--budget", "2",
+                 "--metric", "loss", "--data", str(f / "test.json"), "--tasks", "boolq", "--output", str(f / "search")]) == 0
+    summary = json.loads((f / "search" / "search.json").read_text())
+    losses = {name: anchor["loss"] for name, anchor in summary["anchors"].items()}
+    assert len(set(losses.values())) == 3, losses
+    assert summary["anchors"]["maximal"]["cost"] > summary["anchors"]["minimal"]["cost"] > 0
+    assert main(["extract", "--super-adapter", str(f / "super"), "--subnet", str(f / "search" / "search.json"),
+                 "--output", str(f / "searched")]) == 0
+    assert QASubAdapter.read(f / "searched").ranks == summary["chosen"]["ranks"]
+
+
+SHIPPED_QA = "quantization_aware/smollm2_commonsense_int4"
+
+
+def _run_config(folder, **pipeline):
+    """The shipped quantization-aware config at tiny size on the tiny LLaMA (every other setting as shipped: its
+    shears.quantization, the heuristic, log-likelihood on ARC-Easy, evaluate_on openvino); `pipeline` overrides."""
+    raw = json.loads(bundled_config(SHIPPED_QA).read_text())
+    section = raw["shears"]["pipeline"]
+    section.update(model=str(folder / "dense"))
+    section["sparsify"].update(nsamples=2, seqlen=32)
+    section["train"].update(limit=8, max_steps=2)
+    section["search"].update(limit=2)
+    section["evaluate"].update(limit=4, batch_size=4)
+    section["bench"].update(max_new_tokens=2, sparse_rate=None)
+    section.update(pipeline)
+    raw["shears"]["training"].update(batch_size=2, grad_accum=1, max_length=64)
+    path = folder / f"run_{len(list(folder.glob('run_*.json')))}.json"
+    path.write_text(json.dumps(raw))
+    return str(path)
+
+
+def test_shears_run_takes_the_shipped_qa_config_to_one_int4_ir_and_its_summary(qa, tiny_llama_factory, tokenizer):
+    """`shears run` on the shipped quantization-aware config: QA training, the heuristic, the INT4 IR with the
+    sub-adapter folded in and every zero of the sparse base kept, scored beside the dense and the sparse model."""
+    f = qa["dir"]
+    tiny_llama_factory(seed=SEED).save_pretrained(f / "dense")
+    tokenizer.save_pretrained(f / "dense")
+    out = f / "run"
+    assert main(["run", "--config", _run_config(f), "--output", str(out)]) == 0
+    assert SuperAdapter.read(out / "super_adapter", quantization_aware=True).quantization["group_size"] == 64
+    ir = OpenVINOModel.read(out / "openvino")
+    sparse_zeros = json.loads((out / "sparse" / "shears_manifest.json").read_text())["sparsity"]
+    assert ir.manifest["compression"]["quantization_aware"] and ir.manifest["compression"]["mode"] == "int4_asym"
+    assert ir.sparsity["base_zeros"] >= sparse_zeros["decoder_parameters"] - sparse_zeros["decoder_nonzero"] > 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {row["model"] for row in summary["comparison"]["rows"]}
+    assert rows == {"dense", "sparse", "openvino"}  # no PyTorch row of the sub-adapter: it is scored as its IR
+    differences = {(d["first"], d["second"]) for d in summary["comparison"]["differences"]}
+    assert differences == {("sparse", "dense"), ("openvino", "sparse")}
+    assert "adapter merged" in (out / "summary.md").read_text()  # folded into the INT4 weights, not beside them
 
 
 def _qa_config(**overrides):

@@ -173,11 +173,20 @@ def _signature(function: ast.FunctionDef) -> inspect.Signature:
     return inspect.Signature(params)
 
 
+def _dataclass_signature(cls: ast.ClassDef) -> inspect.Signature:
+    """A dataclass's constructor: its annotated fields in order (ClassVars are not fields)."""
+    P = inspect.Parameter
+    return inspect.Signature([P(n.target.id, P.POSITIONAL_OR_KEYWORD, default=P.empty if n.value is None else ...)
+                              for n in cls.body if isinstance(n, ast.AnnAssign) and "ClassVar" not in ast.unparse(n.annotation)])
+
+
 def _public_signature(name: str) -> inspect.Signature:
-    """The signature of a public verb, read from its module's source (no torch import)."""
-    source = Path(shears_nncf.__file__).parent.joinpath(*shears_nncf._VERBS[name].split(".")[1:]).with_suffix(".py")
-    [function] = [n for n in ast.parse(source.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == name]
-    return _signature(function)
+    """The signature of a public verb or config class, read from its module's source (no torch import)."""
+    path = Path(shears_nncf.__file__).parent.joinpath(*shears_nncf._VERBS[name].split(".")[1:])
+    source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    [node] = [n for n in ast.parse(source.read_text()).body
+              if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name]
+    return _signature(node) if isinstance(node, ast.FunctionDef) else _dataclass_signature(node)
 
 
 def test_the_readme_python_example_uses_the_public_api_as_its_signatures_allow():

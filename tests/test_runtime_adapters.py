@@ -20,7 +20,7 @@ from shears_nncf.data.tasks import get_task
 from shears_nncf.evaluation.openvino_backend import runtime_model
 from shears_nncf.export.openvino import IR_XML, OpenVINOModel, export_openvino
 from shears_nncf.export.runtime_adapters import adapter_name, runtime_adapter
-from shears_nncf.export.extract import extract
+from shears_nncf.export.extract import ExtractConfig, extract
 from shears_nncf.export.sub_adapter import SubAdapter
 from shears_nncf.sparsity.masks import magnitude_
 from conftest import train_tiny_super_adapter
@@ -39,7 +39,7 @@ def deployment(tiny_llama_factory, tokenizer, tmp_path_factory):
     train_tiny_super_adapter(base, tokenizer, root)
     subs = {name: root / name for name in ("maximal", "minimal")}
     for name, folder in subs.items():
-        extract(root / "super", name, folder)
+        extract(root / "super", ExtractConfig(name), folder)
     runtime = export_openvino(root / "sparse", root / "ov_runtime", runtime_adapters=list(subs.values()))
     baked = {name: export_openvino(root / "sparse", root / f"ov_{name}", adapter=folder) for name, folder in subs.items()}
     return {"root": root, "sparse": root / "sparse", "subs": subs, "runtime": runtime, "baked": baked}
@@ -170,7 +170,7 @@ def test_runtime_adapter_names_are_unique_and_say_how_they_were_chosen(deploymen
 
 def test_bench_measures_baked_runtime_merged_and_base_alone_in_one_run(deployment):
     merged = deployment["root"] / "merged"
-    extract(deployment["root"] / "super", "maximal", merged, model=str(deployment["sparse"]), merge=True)
+    extract(deployment["root"] / "super", ExtractConfig("maximal", merge=True), merged, model=str(deployment["sparse"]))
     merged_ir = export_openvino(merged, deployment["root"] / "ov_merged")
     report = benchmark([deployment["baked"]["maximal"], deployment["runtime"], merged_ir], prompts=PROMPTS[:1],
                        max_new_tokens=3, rounds=1)
@@ -187,7 +187,7 @@ def test_bench_measures_baked_runtime_merged_and_base_alone_in_one_run(deploymen
 
 
 def test_bench_rounds_are_interleaved_and_each_row_is_its_median(deployment, monkeypatch):
-    import shears_nncf.bench as bench
+    import shears_nncf.bench.run as bench
 
     calls = []
 

@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 
 from ..errors import ShearsError
-from ..export import IR_XML
+from ..export import DETOKENIZER_XML, IR_XML, TOKENIZER_XML
 from ..export.runtime_adapters import BASE_ALONE
 from ..protocol import SHEARS_PROTOCOL, Protocol
 
-GENAI_FILES = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")  # what LLMPipeline reads besides the IR
+GENAI_FILES = (TOKENIZER_XML, DETOKENIZER_XML)  # what LLMPipeline reads besides the IR
 
 
 def check_ir_folder(folder: str | os.PathLike) -> Path:

@@ -2,7 +2,12 @@
 
 from ..choices import Choice, Choices
 
-IR_XML = "openvino_model.xml"  # what optimum-intel writes; here so that readers of an IR import no OpenVINO
+# The files of an IR folder, as optimum-intel (the IR) and openvino-tokenizers (its tokenizer) write them; here so
+# that readers of an IR import no OpenVINO.
+IR_XML = "openvino_model.xml"
+IR_BIN = "openvino_model.bin"
+TOKENIZER_XML = "openvino_tokenizer.xml"
+DETOKENIZER_XML = "openvino_detokenizer.xml"
 # The IR's weights (`shears export --weights`); here so that the CLI reads them without importing OpenVINO.
 WEIGHT_FORMATS = Choices(
     "weight format",

@@ -28,7 +28,7 @@ from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
 from ..models import dtype_name, is_router, load_model_config, num_experts, resolve_dtype, resolve_model
 from ..nls.mpt import prepare_for_adapters
-from . import IR_XML, WEIGHT_FORMATS
+from . import IR_XML, TOKENIZER_XML, WEIGHT_FORMATS
 from .adapted import load_adapted
 from .optimum_gate import export_configs
 from .runtime_adapters import BASE_ALONE, check_runtime_adapters, write_runtime_adapters
@@ -148,7 +148,7 @@ def _export_ir(torch_model, tokenizer, folder: Path, gate: dict | None, source) 
     export_from_model(torch_model, folder, task=TASK, stateful=True, custom_export_configs=gate)
     export_tokenizer(tokenizer, folder, task=TASK)
     tokenizer.save_pretrained(folder)  # the PyTorch-side tokenizer, for OVModelForCausalLM users
-    if not (folder / "openvino_tokenizer.xml").is_file():
+    if not (folder / TOKENIZER_XML).is_file():
         raise ShearsError(f"openvino-tokenizers could not convert the tokenizer of {source}")
 
 

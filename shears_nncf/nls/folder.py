@@ -51,8 +51,8 @@ class SuperAdapter(StageFolder):
 
     @classmethod
     def read(cls, folder: str | os.PathLike, quantization_aware: bool = False) -> "SuperAdapter":
-        """`quantization_aware`: the caller also takes a quantization-aware super-adapter (extract, export); the
-        others (search, PyTorch evaluation, the pipeline) run PEFT and BootstrapNAS on a float one and refuse it."""
+        """`quantization_aware`: the caller also takes a quantization-aware super-adapter (search, extract, export);
+        the others (PyTorch evaluation, merging) run PEFT on a float one and refuse it."""
         trained = super().read(folder)
         for key in ("base_model", "config", "groups"):
             if key not in trained.manifest:
@@ -60,8 +60,9 @@ class SuperAdapter(StageFolder):
                                   "train it again")
         if trained.quantization and not quantization_aware:
             raise ShearsError(f"{folder} is a quantization-aware super-adapter ({trained.quantization['mode']}): take "
-                              "a sub-adapter with `shears extract` and deploy it as one IR with `shears export "
-                              "--adapter`; searching it and evaluating it in PyTorch are not supported yet")
+                              "a sub-adapter with `shears extract` (or `shears search`) and deploy it as one IR with "
+                              "`shears export --adapter`, then evaluate that IR (--openvino); evaluating it in PyTorch "
+                              "is not supported yet")
         from ..models import check_safetensors
 
         check_safetensors(trained.weights_file)
@@ -172,5 +173,9 @@ class SuperAdapter(StageFolder):
 
         with safe_open(str(self.weights_file), framework="pt") as f:
             shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
-        return [sum(shapes[f"{m}.lora_A.weight"][1] + shapes[f"{m}.lora_B.weight"][0] for m in modules)
+        # PEFT's lora_A.weight (r, in) and lora_B.weight (out, r) by module prefix; a quantization-aware QA_STATE holds
+        # each quantizer's lora_A and lora_B, the same shapes, by the path of its linear (below PEFT's two wrappers).
+        key = ((lambda m, name: f"{m.removeprefix('base_model.model.')}.{name}") if self.quantization
+               else (lambda m, name: f"{m}.{name}.weight"))
+        return [sum(shapes[key(m, "lora_A")][1] + shapes[key(m, "lora_B")][0] for m in modules)
                 for modules in self.group_modules]

@@ -16,9 +16,10 @@ again on those ids (the same linears quantized, the same adapters), the state lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -130,6 +131,30 @@ def load_qa_model(base: str | os.PathLike, trained) -> tuple[torch.nn.Module, Ad
         raise ShearsError(f"the groups of {trained.path} do not match this model's; is it the same base model?")
     set_group_ranks(model, groups, [w[0] for w in groups.widths])
     return model.eval(), groups
+
+
+@dataclass
+class QASupernet:
+    """A trained quantization-aware model as the search's objectives drive a supernet: `activate` a sub-adapter (its
+    ranks on the quantizers), run `peft_model` (here the model itself) under `untraced` (nothing to switch off:
+    NNCF's function hooks trace nothing at run time)."""
+
+    peft_model: torch.nn.Module
+    groups: AdapterGroups
+
+    def activate(self, ranks) -> None:
+        set_group_ranks(self.peft_model, self.groups, ranks)
+
+    @contextlib.contextmanager
+    def untraced(self):
+        yield self.peft_model
+
+
+def open_qa_super_adapter(trained: SuperAdapter, base: str | os.PathLike) -> tuple[QASupernet, object]:
+    """The quantization-aware super-adapter rebuilt on `base` for the search, and the base's tokenizer."""
+    from ..models import load_tokenizer
+
+    return QASupernet(*load_qa_model(base, trained)), load_tokenizer(base)
 
 
 def _compress(model: torch.nn.Module, config: ShearsConfig, calibration: list[torch.Tensor]) -> torch.nn.Module:

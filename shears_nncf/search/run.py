@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import MANIFEST, read_json, read_manifest, write_json, write_manifest
+from ..artifacts import MANIFEST, StageFolder, read_json, write_json, write_manifest
 from .cache import Budget, EvaluationCache, Record
 from .outputs import pareto_front, plot_pareto, record_json
 from ..nls.space import NAMED, SearchSpace
@@ -117,7 +117,21 @@ def heuristic_choice(space: SearchSpace, cost_name: str, cost: float) -> dict:
     }
 
 
+class SearchFolder(StageFolder):
+    """A `shears search` folder: `search.json` (strategy, chosen, anchors, front), `pareto.png`, the evaluations."""
+
+    STAGE = STAGE
+
+    @property
+    def summary(self) -> dict:
+        return read_json(self.path / SEARCH_FILE, what="search results")
+
+    @property
+    def chosen_ranks(self) -> list[int]:
+        """The sub-adapter it chose: one rank per adapter group."""
+        return self.manifest["chosen"]
+
+
 def read_search(folder: str | os.PathLike) -> dict:
-    """The `search.json` of a complete search folder (its manifest written): strategy, chosen, anchors, front."""
-    read_manifest(folder, stage=STAGE)
-    return read_json(Path(folder) / SEARCH_FILE, what="search results")
+    """The `search.json` of a complete search folder (its manifest written)."""
+    return SearchFolder.read(folder).summary

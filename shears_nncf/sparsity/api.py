@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -90,17 +90,17 @@ def sparsify(model: nn.Module, calibration_samples: list[torch.Tensor] | None, r
     return {"allocation": allocation, "method_settings": config.settings(METHODS, method), "uncalibrated": uncalibrated}
 
 
-def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str = "wanda", pattern: str = "unstructured",
-                       calibration: str = "default", nsamples: int | None = None, seqlen: int | None = None,
-                       seed: int = 0, device: str = "auto", dtype: str = "auto", overwrite: bool = False,
-                       **settings) -> dict:
-    """Load `model` in `dtype`, sparsify it and write an HF folder plus its manifest to `output`, atomically
-    (`overwrite`: even over a folder shears did not write). `settings`: as for `sparsify`.
+def sparsify_to_folder(model: str, config: SparsifyConfig, output: str | Path, *, calibration: str = "default",
+                       nsamples: int | None = None, seqlen: int | None = None, seed: int = 0, device: str = "auto",
+                       dtype: str = "auto", overwrite: bool = False) -> SparseModel:
+    """Load `model` in `dtype`, prune it as `config` says and write an HF folder plus its manifest to `output`,
+    atomically (`overwrite`: even over a folder shears did not write); the folder read back. `calibration` (a file,
+    a hub dataset id, 'c4' or 'default'): `nsamples` x `seqlen` tokens drawn with `seed`, for the methods and
+    allocations that need them.
 
     On CUDA, a model whose weights do not fit in the free GPU memory stays on the CPU and each calibrated pass moves
     one decoder block at a time to the GPU."""
     # Every check that can fail on the user's input runs before anything is loaded or written.
-    config = SparsifyConfig(ratio, method, pattern, **settings)
     if config.calibrated:
         check_calibration_source(calibration)
     for flag, value in (("--nsamples", nsamples), ("--seqlen", seqlen)):
@@ -116,8 +116,8 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
     tokenizer = load_tokenizer(path)
     offload = torch_device.type == "cuda" and not _fits_on_gpu(path, torch_dtype, torch_device)
     net = load_model(path, dtype=torch_dtype, device="cpu" if offload else torch_device)
-    manifest = {"stage": STAGE, "base_model": str(model), "base_model_path": path, "method": method,
-                "pattern": pattern, "ratio": ratio, "seed": seed, "device": str(torch_device),
+    manifest = {"stage": STAGE, "base_model": str(model), "base_model_path": path, "method": config.method,
+                "pattern": config.pattern, "ratio": config.ratio, "seed": seed, "device": str(torch_device),
                 "dtype": dtype_name(torch_dtype), "blockwise_offload": offload}
     samples = None
     if config.calibrated:
@@ -127,7 +127,7 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
         manifest["calibration"] = {"source": calibration, "nsamples": len(samples), "seqlen": seqlen,
                                    "tokens": sum(s.numel() for s in samples)}
     pruning = time.perf_counter()
-    record = sparsify(net, samples, ratio, method, pattern, block_device=torch_device if offload else None, **settings)
+    record = sparsify(net, samples, block_device=torch_device if offload else None, **asdict(config))
     manifest["pruning_seconds"] = round(time.perf_counter() - pruning, 2)  # the pruner alone: no load, no save
     uncalibrated = record.pop("uncalibrated")
     if config.calibrated:  # pruned by |W|: no calibration token reached them
@@ -139,10 +139,10 @@ def sparsify_to_folder(model: str, output: str | Path, ratio: float, method: str
         net.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_manifest(tmp, manifest)
-    print(f"sparsified {model} ({method}, {pattern}, ratio {ratio}, {config.allocation} allocation) in "
-          f"{manifest['seconds']} s: decoder weight sparsity {manifest['sparsity']['decoder_sparsity']:.2%} "
-          f"-> {output}")
-    return manifest
+    print(f"sparsified {model} ({config.method}, {config.pattern}, ratio {config.ratio}, {config.allocation} "
+          f"allocation) in {manifest['seconds']} s: decoder weight sparsity "
+          f"{manifest['sparsity']['decoder_sparsity']:.2%} -> {output}")
+    return SparseModel.read(output)
 
 
 def _fits_on_gpu(path: str, dtype: torch.dtype, device: torch.device) -> bool:
@@ -153,11 +153,9 @@ def _fits_on_gpu(path: str, dtype: torch.dtype, device: torch.device) -> bool:
 
 def sparsify_command(args) -> None:
     """`shears sparsify`."""
-    sparsify_to_folder(
-        model=args.model, output=args.output, calibration=args.calibration, nsamples=args.nsamples, seqlen=args.seqlen,
-        seed=args.seed, device=args.device, dtype=args.dtype, overwrite=args.overwrite,
-        **{setting.name: getattr(args, setting.name) for setting in fields(SparsifyConfig)},
-    )
+    config = SparsifyConfig(**{setting.name: getattr(args, setting.name) for setting in fields(SparsifyConfig)})
+    sparsify_to_folder(args.model, config, args.output, calibration=args.calibration, nsamples=args.nsamples,
+                       seqlen=args.seqlen, seed=args.seed, device=args.device, dtype=args.dtype, overwrite=args.overwrite)
 
 
 def report_command(args) -> None:
