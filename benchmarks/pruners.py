@@ -12,7 +12,7 @@ adapter is trained on top. Every cell is a `shears` command run through the step
 script and it continues where it stopped, each cell once. The order is what answers most first: the first model's
 perplexity, its log-likelihood, the other models' perplexity, then the recovery.
 
-    python benchmarks/pruners.py [--output /work/runs/pruners] [--models smollm2-135m,gemma3-270m] [--report-only]
+    python benchmarks/pruners.py [--output /work/runs/pruners] [--models smollm2-135m,gemma3-270m] [--report-only] [--timing-only]
 
 The report is written to benchmarks/PRUNERS.md with a plot of perplexity against sparsity, one line per method.
 """
@@ -298,13 +298,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="optimizer steps of each recovery training (the NLS-vs-LoRA study's; 0: no recovery)")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "PRUNERS.md"))
     parser.add_argument("--report-only", action="store_true", help="write the report from what is done; run nothing")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="run only the side-by-side timing (in a quiet moment, while the cells' study is paused)")
     args = parser.parse_args(argv)
     args.tasks = args.tasks.split(",")
     args.ratios = [float(r) for r in args.ratios.split(",")]
     args.models = [m for m in args.models.split(",")
                    if m not in EMBEDDED or m == EMBEDDED_MODEL or importlib.util.find_spec(EMBEDDED[m].package)]
     study = Study(args)
-    if not args.report_only:
+    if args.timing_only:
+        for model in args.models:
+            study.timing(model)
+    elif not args.report_only:
         study.run()
     plot(study, Path(args.report).with_name("pruners_perplexity.png"))
     write_text(args.report, report(study))
