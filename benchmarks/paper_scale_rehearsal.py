@@ -156,6 +156,7 @@ def main():
         sparsify(model, samples, 0.5, "wanda")
     rows.append((f"wanda 50%, {args.nsamples} x {args.seqlen} tokens", wanda, None, ""))
 
+    from shears_nncf.nls.folder import TrainingInputs
     from shears_nncf.nls.training import train
 
     g = torch.Generator().manual_seed(0)
@@ -167,7 +168,7 @@ def main():
         work = Path(work)
         with Peak(device) as training:
             result = train(model, tokenizer, config, examples, work / "super_adapter", max_steps=args.steps,
-                           device=str(device), save_steps=10**9, manifest={"base_model": f"random {llama.model_type}"})
+                           device=str(device), save_steps=10**9, inputs=TrainingInputs(base_model=f"random {llama.model_type}"))
         step_seconds = training.seconds / result.steps
         rows.append((f"NLS train, {result.steps} x {t.batch_size}x{t.grad_accum}x{t.max_length} tokens", training,
                      estimate.peak_bytes, "dry-run peak"))

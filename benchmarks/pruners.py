@@ -135,8 +135,6 @@ class Study:
             self.prepare_recovery()
         for step in self.plan():
             self.runner.run(step)
-        for model in self.args.models:  # last: the cells above may share the machine, this must not
-            self.timing(model)
 
     def timing(self, model: str) -> None:
         """Each method's seconds and one plain forward pass over the same calibration tokens, measured side by side in
@@ -299,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "PRUNERS.md"))
     parser.add_argument("--report-only", action="store_true", help="write the report from what is done; run nothing")
     parser.add_argument("--timing-only", action="store_true",
-                        help="run only the side-by-side timing (in a quiet moment, while the cells' study is paused)")
+                        help="run only the side-by-side timing, which the cells' run leaves out: run it alone on the "
+                             "machine, after the cells or while they are paused")
     args = parser.parse_args(argv)
     args.tasks = args.tasks.split(",")
     args.ratios = [float(r) for r in args.ratios.split(",")]

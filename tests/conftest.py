@@ -64,6 +64,7 @@ def train_tiny_super_adapter(base, tokenizer, folder, sparse_adapter: bool = Fal
     from shears_nncf.artifacts import read_json
     from shears_nncf.config import bundled_config, parse_config
     from shears_nncf.nls import training
+    from shears_nncf.nls.folder import TrainingInputs
 
     base.save_pretrained(folder / "sparse")
     tokenizer.save_pretrained(folder / "sparse")
@@ -78,7 +79,7 @@ def train_tiny_super_adapter(base, tokenizer, folder, sparse_adapter: bool = Fal
         raw["shears"]["lora"]["sparse_adapter"] = True
     config = parse_config(raw, source=str(path), batch_size=2, grad_accum=1, lr=5e-2)
     return training.train(base, tokenizer, config, examples, folder / "super", max_steps=3, save_steps=100,
-                          lora_only=lora_only, manifest={"base_model": str(folder / "sparse")})
+                          lora_only=lora_only, inputs=TrainingInputs(base_model=str(folder / "sparse")))
 
 
 

@@ -16,6 +16,7 @@ from shears_nncf.config import bundled_config, parse_config
 from shears_nncf.evaluation.stage import _load
 from shears_nncf.export.adapted import load_adapted
 from shears_nncf.models import load_model
+from shears_nncf.nls.folder import TrainingInputs
 from shears_nncf.sparsity.masks import magnitude_
 from shears_nncf.stages import STAGES
 
@@ -54,7 +55,7 @@ def _tiny_mpt_super_adapter(tokenizer, folder, sparse_adapter: bool):
     examples = [{"input_ids": (ids := torch.randint(5, 300, (12,), generator=g).tolist()), "attention_mask": [1] * 12,
                  "labels": ids} for _ in range(8)]
     training.train(load_model(folder / "sparse"), tokenizer, config, examples, folder / "super", max_steps=2,
-                   save_steps=100, manifest={"base_model": str(folder / "sparse")})
+                   save_steps=100, inputs=TrainingInputs(base_model=str(folder / "sparse")))
 
 
 @pytest.fixture(scope="module", params=["llama", "llama-mask-aware", "mpt-mask-aware"])

@@ -336,7 +336,7 @@ def test_train_command_uses_the_flag_over_the_config(monkeypatch, tmp_path, tiny
     seen = {}
 
     def fake_train(model, tokenizer, config, examples, output, **kwargs):
-        seen.update(config=config, examples=examples, manifest=kwargs["manifest"])
+        seen.update(config=config, examples=examples, inputs=kwargs["inputs"])
         raise SystemExit(0)
 
     monkeypatch.setattr(shears_nncf.nls.training, "train", fake_train)
@@ -346,7 +346,7 @@ def test_train_command_uses_the_flag_over_the_config(monkeypatch, tmp_path, tiny
     argv = ["train", "--config", str(config), "--model", str(tiny_llama_dir), "--data", str(data), "--output", str(tmp_path / "o")]
     with pytest.raises(SystemExit):
         main(argv)
-    assert seen["config"].protocol is REFERENCE_PROTOCOL and seen["manifest"]["protocol"] == "reference"
+    assert seen["config"].protocol is REFERENCE_PROTOCOL and seen["inputs"].protocol == "reference"
     assert len(seen["examples"]) == 10  # 120 of the 130 records are set aside for the search
     assert all(IGNORE_INDEX not in e["labels"] for e in seen["examples"])  # train_on_inputs
     with pytest.raises(SystemExit):

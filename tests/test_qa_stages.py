@@ -12,7 +12,7 @@ from shears_nncf.cli import main
 from shears_nncf.config import bundled_config
 from shears_nncf.export.openvino import IR_XML, OpenVINOModel, ir_zero_masks  # nncf_torch first
 from shears_nncf.export.sub_adapter import QASubAdapter
-from shears_nncf.nls.folder import QA_STATE, SuperAdapter
+from shears_nncf.nls.folder import QA_STATE, SuperAdapter, TrainingInputs
 from shears_nncf.nls.qa_training import load_qa_model
 from shears_nncf.nls.quantization_aware import set_group_ranks
 from shears_nncf.nls.training import SUB_ADAPTER_LOG
@@ -249,7 +249,7 @@ def test_qa_training_resumes_from_its_checkpoint_as_if_uninterrupted(tiny_llama_
 
     def run(out, **kwargs):
         return qa_training.train_qa(tiny_llama_factory(), tokenizer, _qa_config(), _examples(), tmp_path / out,
-                                    max_steps=4, save_steps=2, seed=SEED, **kwargs)
+                                    max_steps=4, save_steps=2, seed=SEED, inputs=TrainingInputs("tiny"), **kwargs)
 
     uninterrupted = run("a")
     original = interrupt_training_at(monkeypatch)  # during optimizer step 4, after the checkpoint at step 2

@@ -13,7 +13,7 @@ from shears_nncf.config import bundled_config, load_config, parse_config
 from shears_nncf.errors import ShearsError
 from shears_nncf.models import load_model
 from shears_nncf.nls import training
-from shears_nncf.nls.folder import SuperAdapter
+from shears_nncf.nls.folder import SuperAdapter, TrainingInputs
 from shears_nncf.nls.supernet import load_super_adapter
 
 from conftest import interrupt_training_at
@@ -77,7 +77,7 @@ def test_learning_rate_follows_nncf_cosine_from_init_lr_without_warmup(tiny_llam
 
 def test_output_is_a_peft_folder_that_reloads_into_the_same_supernet(tiny_llama_dir, tokenizer, tmp_path):
     result = training.train(load_model(tiny_llama_dir), tokenizer, config(), examples(), tmp_path / "out", max_steps=2,
-                            manifest={"base_model": str(tiny_llama_dir)})
+                            inputs=TrainingInputs(base_model=str(tiny_llama_dir)))
     out = tmp_path / "out"
     assert {"adapter_config.json", "adapter_model.safetensors", "nncf_config.json", "shears_manifest.json"} <= {p.name for p in out.iterdir()}
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 16
@@ -153,7 +153,7 @@ def _with_held_out(val_set_size, eval_steps):
 def test_held_out_loss_is_logged_every_eval_steps_at_the_heuristic_sub_adapter(tiny_llama_factory, tokenizer, tmp_path):
     held_out = examples(4, seed=1)
     result = training.train(tiny_llama_factory(), tokenizer, _with_held_out(4, 2), examples(), tmp_path / "out",
-                            eval_examples=held_out, max_steps=4, manifest={"base_model": "tiny"})
+                            eval_examples=held_out, max_steps=4, inputs=TrainingInputs(base_model="tiny"))
     log = SuperAdapter.read(tmp_path / "out").training_log
     evaluated = {e["step"]: e["eval_loss"] for e in log if "eval_loss" in e}
     assert sorted(evaluated) == [2, 4]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -44,6 +45,22 @@ def module_path(node_name: str) -> str:
     return ".".join(parts)
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What a training read, as its folder's manifest records it beside what the training did (`training.run_record`):
+    the base, the config file, the records (`data`, `tasks`, `limit`: what the search leaves out of its validation),
+    how many examples were cut, the protocol and the precision the model was loaded in."""
+
+    base_model: str | None = None  # None: a library call that named none (the folder then needs --model to load)
+    config_file: str | None = None
+    data: str | None = None
+    tasks: list[str] | None = None
+    limit: int | None = None
+    truncated_examples: int = 0
+    protocol: str | None = None
+    dtype: str | None = None
+
+
 class SuperAdapter(StageFolder):
     """A `shears train` folder, read without a model or NNCF."""
 
@@ -69,12 +86,12 @@ class SuperAdapter(StageFolder):
         return trained
 
     @staticmethod
-    def write(folder: Path, manifest: dict, nncf_config: dict, training_log: list) -> None:
+    def write(folder: Path, inputs: TrainingInputs, run: dict, nncf_config: dict, training_log: list) -> None:
         """The files besides PEFT's own (which `save_super_adapter` writes): the expanded NNCF config, the
-        training log, and the manifest last."""
+        training log, and the manifest last: what the training read (`inputs`) and what it did (`run`)."""
         write_json(folder / NNCF_CONFIG_FILE, nncf_config)
         write_json(folder / TRAINING_LOG, training_log)
-        write_manifest(folder, {"stage": STAGE, **manifest, "nncf_config": NNCF_CONFIG_FILE})
+        write_manifest(folder, {"stage": STAGE, **asdict(inputs), **run, "nncf_config": NNCF_CONFIG_FILE})
 
     # What it was trained from and how.
     @property

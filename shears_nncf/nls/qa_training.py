@@ -27,7 +27,7 @@ from transformers import Trainer
 
 from ..config import AdapterGroups, ShearsConfig, nncf_config_dict
 from ..errors import ShearsError
-from .folder import QA_STATE, SuperAdapter
+from .folder import QA_STATE, SuperAdapter, TrainingInputs
 from .space import SearchSpace
 from .training import NLSTrainer, TrainResult, run_record, sub_adapter_log_file, start_session
 from .quantization_aware import (
@@ -60,7 +60,7 @@ class QATrainer(NLSTrainer):
 
 def train_qa(model: torch.nn.Module, tokenizer, config: ShearsConfig, examples: list[dict], output, *,
              eval_examples: list[dict] | None = None, max_steps: int | None = None, resume: bool = False,
-             seed: int = 42, device: str = "auto", save_steps: int = 200, manifest: dict | None = None,
+             seed: int = 42, device: str = "auto", save_steps: int = 200, inputs: TrainingInputs = TrainingInputs(),
              overwrite: bool = False) -> TrainResult:
     """`training.train` for a config with `shears.quantization`: compress the sparse base for QA at r_max, train,
     write the folder. Returns the result with `supernet` None."""
@@ -85,9 +85,9 @@ def train_qa(model: torch.nn.Module, tokenizer, config: ShearsConfig, examples: 
 
     def write(tmp: Path) -> None:
         _save_state(model, calibration, tmp / QA_STATE)
-        SuperAdapter.write(tmp, nncf_config=nncf_config_dict(config, groups, config.training.max_length),
-                           training_log=trainer.state.log_history, manifest={
-                               **(manifest or {}), "lora_only": False, "examples": len(examples),
+        SuperAdapter.write(tmp, inputs, nncf_config=nncf_config_dict(config, groups, config.training.max_length),
+                           training_log=trainer.state.log_history, run={
+                               "lora_only": False, "examples": len(examples),
                                "quantization": {**asdict(q), "calibration": {**CALIBRATION,
                                                                              "seqlen": config.training.max_length}},
                                **run_record(config, trainer, run, losses, session, max_steps, seed,

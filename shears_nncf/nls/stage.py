@@ -14,7 +14,7 @@ from ..config import TRAINING_OVERRIDES, ShearsConfig, check_target_modules, loa
 from ..data.prompts import protocol_for_model
 from ..errors import ShearsError
 from ..models import dtype_name, load_model, load_model_config, load_tokenizer, meta_model, resolve_device, resolve_dtype
-from .folder import SuperAdapter
+from .folder import SuperAdapter, TrainingInputs
 from .mpt import prepare_for_adapters
 
 
@@ -76,13 +76,11 @@ def train_super_adapter(model: str, config: TrainConfig, output: str | os.PathLi
     examples, held_out, truncated = _tokenized(config, shears, tokenizer, model)
     dtype = resolve_dtype(config.dtype, resolve_device("auto"))
     net = prepare_for_adapters(load_model(model, dtype=dtype))
+    inputs = TrainingInputs(base_model=str(Path(model).resolve()) if Path(model).exists() else model,
+                            config_file=str(config.config), data=config.data, tasks=config.tasks, limit=config.limit,
+                            truncated_examples=truncated, protocol=shears.protocol.name, dtype=dtype_name(dtype))
     run = dict(eval_examples=held_out, max_steps=config.max_steps, resume=config.resume, seed=config.seed,
-               overwrite=overwrite, manifest={
-                   "base_model": str(Path(model).resolve()) if Path(model).exists() else model,
-                   "config_file": str(config.config), "data": config.data, "tasks": config.tasks,
-                   "limit": config.limit, "truncated_examples": truncated, "protocol": shears.protocol.name,
-                   "dtype": dtype_name(dtype),
-               })
+               overwrite=overwrite, inputs=inputs)
     if shears.quantization:
         from .qa_training import train_qa
 

@@ -36,7 +36,7 @@ from ..artifacts import atomic_output_dir
 from ..config import ShearsConfig
 from ..errors import ShearsError
 from ..models import dtype_name, resolve_device, resolve_dtype
-from .folder import STAGE, SuperAdapter
+from .folder import STAGE, SuperAdapter, TrainingInputs
 from .space import sub_adapter_rng
 from .supernet import Supernet, build_supernet, save_super_adapter
 
@@ -174,7 +174,7 @@ def train(
     seed: int = 42,
     device: str = "auto",
     save_steps: int = 200,
-    manifest: dict | None = None,
+    inputs: TrainingInputs = TrainingInputs(),
     overwrite: bool = False,
 ) -> TrainResult:
     """Train a super-adapter (or a plain LoRA) on tokenized examples and write the output folder (`overwrite`:
@@ -197,13 +197,13 @@ def train(
     def write(tmp: Path) -> None:
         save_super_adapter(supernet, tmp)
         # The log: the loss (mean over ranks) at every step, as the reference keeps it in trainer_state.json.
-        SuperAdapter.write(tmp, nncf_config=supernet.nncf_config or supernet.config.raw,
-                           training_log=trainer.state.log_history, manifest={
-                               **(manifest or {}), "lora_only": lora_only, "examples": len(examples),
+        SuperAdapter.write(tmp, inputs, nncf_config=supernet.nncf_config or supernet.config.raw,
+                           training_log=trainer.state.log_history, run={
+                               "lora_only": lora_only, "examples": len(examples),
                                **run_record(config, trainer, run, losses, session, max_steps, seed,
-                                             groups=supernet.group_names,
-                                             search_space=supernet.search_space if supernet.elastic else None,
-                                             build_seconds=supernet.build_seconds),
+                                            groups=supernet.group_names,
+                                            search_space=supernet.search_space if supernet.elastic else None,
+                                            build_seconds=supernet.build_seconds),
                            })
 
     session.finish(trainer, output, write, overwrite)
