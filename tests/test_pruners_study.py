@@ -1,5 +1,6 @@
 """benchmarks/pruners.py at toy size on the tiny LLaMA: every cell runs once (the recovery trainings included), the
-report has every row and the plot, and a second run skips every cell (the study resumes row by row)."""
+side-by-side timing runs alone, the report has every row and the plot, and a second run skips every cell (the study
+resumes row by row)."""
 
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ def test_the_pruners_study_runs_every_cell_once_and_reports_them(tiny_llama_dir,
             "--ppl-windows", "2", "--eval-limit", "2", "--tasks", "piqa", "--ratios", "0.5", "--recovery-steps", "2",
             "--timing-rounds", "1", "--report", str(tmp_path / "P.md")]
     pruners.main(argv)
+    assert "| - |" in (tmp_path / "P.md").read_text()  # the cells' run times nothing: the timing runs alone
+    pruners.main(argv + ["--timing-only"])
     report = (tmp_path / "P.md").read_text()
     for label, *_ in pruners.METHODS:
         row = next(line for line in report.splitlines() if line.startswith(f"| {label} |"))
