@@ -51,7 +51,8 @@ def files(tiny_llama_dir, tmp_path_factory):
     for name, section, option, value in (("zero_batch", "evaluate", "batch_size", 0), ("ratio_two", "sparsify", "ratio", 2),
                                          ("zero_steps", "train", "max_steps", 0), ("greedy", "search", "strategy", "greedy"),
                                          ("int2", "export", "weights", "int2"), ("exact", "evaluate", "scoring", ["exact"]),
-                                         ("minus_damping", "sparsify", "damping", -1)):
+                                         ("minus_damping", "sparsify", "damping", -1),
+                                         ("lm_eval_gsm8k", "train", "tasks", ["gsm8k"])):
         raw = json.loads(bundled_config("demo/smollm2_commonsense").read_text())
         raw["shears"]["pipeline"].setdefault(section, {})[option] = value
         (folder / f"{name}.json").write_text(json.dumps(raw))
@@ -136,6 +137,8 @@ CASES = [
     (["run", "--config", "{dir}/greedy.json"] + OUT, ["shears.pipeline.search.strategy", "'greedy'", "hill-climbing"]),
     (["run", "--config", "{dir}/int2.json"] + OUT, ["shears.pipeline.export.weights", "'int2'", "w8a8"]),
     (["run", "--config", "{dir}/exact.json"] + OUT, ["shears.pipeline.evaluate.scoring", "'exact'", "loglik"]),
+    # The demo's lm-eval training source words only the tasks with choices: said before anything is pruned.
+    (["run", "--config", "{dir}/lm_eval_gsm8k.json"] + OUT, ["lm-eval documents", "not of gsm8k"]),
 ]
 
 

@@ -102,7 +102,7 @@ def _check_option(stage: str, dest: str, value, source: str) -> None:
 def check_inputs(settings: dict, protocol: Protocol, val_set_size: int) -> None:
     """What must hold before a run writes anything: the base model exists (its config, a few KB), and so do the
     training file and the test files; the search can choose its validation data (`validation_plan`)."""
-    from ..data.sources import load_records
+    from ..data.sources import LM_EVAL, MIXTURE, load_records
     from ..models import load_model_config
     from ..search.objective import validation_plan
 
@@ -111,6 +111,11 @@ def check_inputs(settings: dict, protocol: Protocol, val_set_size: int) -> None:
     if Path(train["data"]).suffix in (".json", ".jsonl") and not Path(train["data"]).expanduser().is_file():
         raise ShearsError(f"training data file {train['data']} does not exist here; download it (the config's comment "
                           "says from where) or give --data")
+    if train["data"] == LM_EVAL:  # lm-eval words only the tasks with choices to rank: say so before pruning
+        from ..data.lm_eval_documents import worded_tasks
+
+        tasks = train["tasks"]
+        worded_tasks(None if tasks in (None, [MIXTURE]) else tasks)
     search = {o.dest: settings.get("search", {}).get(o.dest, o.default) for o in STAGES["search"].options}
     if search["strategy"]:
         validation_plan(search["strategy"], search["data"], search["tasks"], search["metric"], protocol, val_set_size,
