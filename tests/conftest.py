@@ -1,10 +1,104 @@
-"""Shared fixtures: one tiny random LLaMA (and the embedded tokenizer) built once per session."""
+"""Shared fixtures: the embedded tokenizer, the tiny models' cut of it and one tiny random LLaMA, built once per session.
+
+Also the session's housekeeping (no test's behaviour depends on it): the objects alive once the tests are collected,
+and those alive between modules, are moved out of the garbage collector's reach (`gc.freeze`), so that the full
+collections which training (accelerate) and export (optimum) ask for do not walk every imported module each time;
+and under pytest-xdist (`-n 2`) each worker runs torch on one thread, with its own cache of converted documents."""
+
+import gc
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from shears_nncf.models import EMBEDDED_MODEL, load_model, load_tokenizer
+from shears_nncf.models import EMBEDDED, EMBEDDED_MODEL, cache_dir, load_model, load_tokenizer
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... in an xdist worker; None otherwise
+
+
+def pytest_configure(config):
+    if WORKER:
+        _worker_setup()
+    elif getattr(config.option, "numprocesses", None):
+        # The xdist controller, before it starts the workers: the embedded models each worker's tests load are
+        # converted once here, rather than by every worker at once into the same cache folder.
+        _convert_embedded_models()
+
+
+def _convert_embedded_models() -> None:
+    import importlib.util
+
+    from shears_nncf.models import resolve_model
+
+    for name, embedded in EMBEDDED.items():
+        if importlib.util.find_spec(embedded.package) is not None:
+            resolve_model(name)
+
+
+def _worker_setup() -> None:
+    """One torch thread per worker (two workers on two cores; launched subprocesses inherit OMP_NUM_THREADS), and a
+    cache of its own: lm-eval task folders are written there by content digest, which two workers could write at the
+    same moment; the converted embedded models are the user cache's own folders, linked. The datasets library's cache
+    of those task files (keyed by their paths, new in every run) goes there too, and goes away with it."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    shared = cache_dir()
+    own = Path(tempfile.mkdtemp(prefix=f"shears-cache-{WORKER}-"))
+    for name in EMBEDDED:
+        if (shared / name / "config.json").is_file():
+            (own / name).symlink_to(shared / name, target_is_directory=True)
+    os.environ["SHEARS_CACHE"] = str(own)
+    os.environ["HF_DATASETS_CACHE"] = str(own / "hf_datasets")  # read when `datasets` is first imported, after this
+    _worker_caches.append(own)
+
+
+_worker_caches: list[Path] = []
+
+
+def pytest_unconfigure(config):
+    for own in _worker_caches:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+# The modules that take longest (about a minute or more each on two cores), longest first: they run first, so that
+# the two xdist workers (pytest.ini: --dist loadfile, --no-loadscope-reorder) end together. Any other module runs after
+# them in the usual order; a module missing from this list only runs later.
+LONGEST_FIRST = (
+    "test_architectures.py", "test_qa_stages.py", "test_nls_vs_lora.py", "test_loglik.py", "test_distributed.py",
+    "test_steps.py", "test_pipeline.py", "test_training.py", "test_gguf_tokenizer.py", "test_openvino_export.py",
+    "test_paper_configs_run.py", "test_distributed_evaluate.py", "test_pruners_study.py", "test_pruners.py",
+    "test_evaluation_slow.py", "test_sparsity_slow.py", "test_runtime_adapters.py",
+)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering within a module, which the stable sort keeps
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's own order is kept
+
+
+def pytest_collection_finish(session):
+    gc.collect()
+    gc.freeze()
+
+
+_last_module = [None]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Between modules (the last one's module fixtures are gone): collect what they left, freeze what remains."""
+    module = getattr(item, "module", None)
+    if module is not _last_module[0]:
+        _last_module[0] = module
+        gc.collect()
+        gc.freeze()
+
 
 TINY_LLAMA = dict(
     hidden_size=64,
@@ -18,6 +112,9 @@ TINY_LLAMA = dict(
 )
 
 
+TINY_VOCAB = 1024  # ids of `tiny_tokenizer`
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The embedded SmolLM2 tokenizer (converted into the user cache on first use)."""
@@ -25,10 +122,39 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def tiny_llama_factory(tokenizer):
-    """Build fresh copies of the same tiny random LLaMA: tests that modify a model get their own."""
+def tiny_tokenizer(tokenizer, tmp_path_factory):
+    """The tokenizer of the tiny random models: the embedded one with its first TINY_VOCAB ids alone (the special
+    tokens, the 256 byte-level symbols, so it still encodes any text, and the BPE merges among them), saved and loaded
+    back as a user's folder is. With all 49152 ids, the embedding and output layers were 99% of a tiny model's
+    weights, which every save, load, export and tokenizer conversion paid for; no test of a tiny model depends on the
+    vocabulary's size. Tests of the embedded tokenizer itself use `tokenizer`."""
+    from transformers import AutoTokenizer
 
-    def build(seed: int = 0) -> LlamaForCausalLM:
+    folder = tmp_path_factory.mktemp("tiny_tokenizer")
+    tokenizer.save_pretrained(folder)
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    vocab = {token: i for token, i in spec["model"]["vocab"].items() if i < TINY_VOCAB}
+    pairs = [m.split(" ") if isinstance(m, str) else m for m in spec["model"]["merges"]]
+    spec["model"]["vocab"] = vocab
+    spec["model"]["merges"] = [m for m in pairs if m[0] in vocab and m[1] in vocab and m[0] + m[1] in vocab]
+    assert all(t["id"] < TINY_VOCAB for t in spec["added_tokens"])
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    tiny = AutoTokenizer.from_pretrained(folder)
+    assert len(tiny) == TINY_VOCAB and (tiny.pad_token_id, tiny.eos_token_id, tiny.bos_token_id) == \
+        (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id)
+    text = "The quick brown fox: 12 apples, \u00e9t\u00e9 \U0001F642.\n"
+    assert tiny.decode(tiny(text)["input_ids"]) == text and max(tiny(text)["input_ids"]) < TINY_VOCAB
+    return tiny
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_factory(tiny_tokenizer):
+    """Build fresh copies of the same tiny random LLaMA: tests that modify a model get their own. Its vocabulary is
+    `tiny_tokenizer`'s, or that of the `tokenizer` given (the embedded one's, for a test of the real tokenizer's
+    path through a tiny model)."""
+
+    def build(seed: int = 0, tokenizer=None) -> LlamaForCausalLM:
+        tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer
         torch.manual_seed(seed)
         config = LlamaConfig(
             vocab_size=len(tokenizer),
@@ -43,11 +169,11 @@ def tiny_llama_factory(tokenizer):
 
 
 @pytest.fixture(scope="session")
-def tiny_llama_dir(tiny_llama_factory, tokenizer, tmp_path_factory):
-    """The tiny LLaMA saved as an HF folder (model + tokenizer), for CLI and loading tests."""
+def tiny_llama_dir(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
+    """The tiny LLaMA saved as an HF folder (model + its tokenizer), for CLI and loading tests."""
     folder = tmp_path_factory.mktemp("tiny_llama")
     tiny_llama_factory().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
     return folder
 
 

@@ -1,8 +1,6 @@
 """Any decoder-only model a user brings: tiny random models of the families users bring most, built from
 transformers' own config classes (2 layers, hidden 64; the mixture-of-experts ones with 4 experts, 2 per token) and
-saved as HF folders, through every stage. Their tokenizer is the embedded SmolLM2's cut to its first 1024 ids
-(`small_tokenizer`): a working byte-level BPE, so that the embedding and output layers, nearly all of a tiny model's
-weights, are 64 x 1024 instead of 64 x 49152; nothing checked here depends on the vocabulary's size.
+saved as HF folders with the tiny models' tokenizer (conftest's `tiny_tokenizer`), through every stage.
 
 Each family runs once (a module-scoped `Run`, each stage run on first use): `init-config`, `sparsify` (Wanda, checked
 against an independent per-row computation), `train` (2 steps), `extract` (loaded in vanilla PEFT), `extract --merge`,
@@ -76,7 +74,6 @@ ARCHITECTURES = {
 MOE = ("mixtral", "qwen3_moe", "olmoe", "gpt_oss")
 NO_OPENVINO_EXPORT = ("olmoe",)  # optimum-intel 2.1 has no export config for it: refused in one line, before any work
 RATIO, RANKS = 0.5, [8, 6, 4]
-VOCAB = 1024  # of the families' tokenizer (`small_tokenizer`)
 PROMPTS = ["The quick brown fox jumps over the lazy dog and runs", "Question: is water wet? Answer:"]
 
 
@@ -154,28 +151,6 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def small_tokenizer(tokenizer, tmp_path_factory):
-    """The embedded SmolLM2 tokenizer with its first VOCAB ids alone: the special tokens, the 256 byte-level symbols
-    (so it still encodes any text) and the BPE merges among them, saved and loaded back as a user's folder is."""
-    from transformers import AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("small_tokenizer")
-    tokenizer.save_pretrained(folder)
-    spec = json.loads((folder / "tokenizer.json").read_text())
-    vocab = {token: i for token, i in spec["model"]["vocab"].items() if i < VOCAB}
-    pairs = [m.split(" ") if isinstance(m, str) else m for m in spec["model"]["merges"]]
-    spec["model"]["vocab"] = vocab
-    spec["model"]["merges"] = [m for m in pairs if m[0] in vocab and m[1] in vocab and m[0] + m[1] in vocab]
-    assert all(t["id"] < VOCAB for t in spec["added_tokens"])
-    (folder / "tokenizer.json").write_text(json.dumps(spec))
-    small = AutoTokenizer.from_pretrained(folder)
-    assert len(small) == VOCAB and small.pad_token_id == tokenizer.pad_token_id
-    text = "The quick brown fox: 12 apples, \u00e9t\u00e9 \U0001F642."
-    assert small.decode(small(text)["input_ids"]) == text and max(small(text)["input_ids"]) < VOCAB
-    return small
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """Calibration text and training records every family uses."""
     folder = tmp_path_factory.mktemp("inputs")
@@ -188,13 +163,13 @@ def inputs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(small_tokenizer, inputs, tmp_path_factory):
+def runs(tiny_tokenizer, inputs, tmp_path_factory):
     """The run of a family by name, made once for the whole module."""
     made: dict[str, Run] = {}
 
     def get(name: str) -> Run:
         if name not in made:
-            made[name] = Run(name, tmp_path_factory.mktemp(name), small_tokenizer, inputs)
+            made[name] = Run(name, tmp_path_factory.mktemp(name), tiny_tokenizer, inputs)
         return made[name]
 
     return get
@@ -401,8 +376,8 @@ def test_the_demo_config_trains_unchanged_on_qwen2_and_mistral(runs, tmp_path):
                                                                                        "down_proj")]
 
 
-def test_a_target_the_model_lacks_is_one_line_naming_its_linears(small_tokenizer, tmp_path, capsys):
-    tiny_config("phi3", small_tokenizer).save_pretrained(tmp_path / "phi3")  # init-config reads the config alone
+def test_a_target_the_model_lacks_is_one_line_naming_its_linears(tiny_tokenizer, tmp_path, capsys):
+    tiny_config("phi3", tiny_tokenizer).save_pretrained(tmp_path / "phi3")  # init-config reads the config alone
     assert main(["init-config", "--model", str(tmp_path / "phi3"), "--targets", "qkv_proj,q_proj",
                  "--output", str(tmp_path / "config.json")]) == 2
     err = capsys.readouterr().err.strip()
@@ -422,9 +397,9 @@ def test_init_config_of_mpt_adapts_the_split_qkv_and_groups_explicit_targets(tmp
     assert (config.lora.r, config.lora.alpha, config.group_widths[0]) == (16, 32, [16, 8])
 
 
-def test_optimum_gate_is_lifted_for_checked_families_only_and_refuses_others_before_any_work(small_tokenizer, inputs,
+def test_optimum_gate_is_lifted_for_checked_families_only_and_refuses_others_before_any_work(tiny_tokenizer, inputs,
                                                                                              tmp_path, monkeypatch, capsys):
-    gemma2 = Run("gemma2", tmp_path, small_tokenizer, inputs)  # its export, gate lifted, is test_the_exported_ir_... above
+    gemma2 = Run("gemma2", tmp_path, tiny_tokenizer, inputs)  # its export, gate lifted, is test_the_exported_ir_... above
     capsys.readouterr()
     configs = optimum_gate.export_configs(gemma2.original.config, "text-generation-with-past")
     assert configs["model"].MAX_TRANSFORMERS_VERSION is None and type(configs["model"]).MAX_TRANSFORMERS_VERSION == "5.0"

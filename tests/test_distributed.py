@@ -175,7 +175,7 @@ def test_bf16_with_gradient_checkpointing_trains_under_ddp(inputs, tmp_path):
     assert trained[-1] < trained[0]
 
 
-def test_gradient_checkpointing_recomputes_the_forward_and_bf16_autocasts(tiny_llama_factory, tokenizer, tmp_path):
+def test_gradient_checkpointing_recomputes_the_forward_and_bf16_autocasts(tiny_llama_factory, tiny_tokenizer, tmp_path):
     """What the DDP test above cannot see from outside: every linear runs twice per micro-batch (once more
     in the backward pass) and computes in bf16, while the adapter's weights stay fp32."""
     config = load_config(bundled_config("demo/smollm2_commonsense"), batch_size=2, grad_accum=1,
@@ -190,14 +190,15 @@ def test_gradient_checkpointing_recomputes_the_forward_and_bf16_autocasts(tiny_l
     model.model.layers[0].self_attn.q_proj.register_forward_hook(record)
     ids = list(range(5, 21))
     examples = [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids}] * 4
-    result = training.train(model, tokenizer, config, examples, tmp_path / "out", max_steps=2, device="cpu")
+    result = training.train(model, tiny_tokenizer, config, examples, tmp_path / "out", max_steps=2, device="cpu")
 
     assert dtypes == [torch.bfloat16] * (2 * 2)  # 2 micro-batches, each computed in the forward and again in the backward
     assert {p.dtype for p in result.supernet.peft_model.parameters() if p.requires_grad} == {torch.float32}
     assert json.loads((tmp_path / "out" / "shears_manifest.json").read_text())["settings"]["precision"] == "bf16"
 
 
-def test_an_accelerate_mixed_precision_that_contradicts_the_config_is_an_error(tiny_llama_factory, tokenizer, tmp_path, monkeypatch):
+def test_an_accelerate_mixed_precision_that_contradicts_the_config_is_an_error(tiny_llama_factory, tiny_tokenizer,
+                                                                               tmp_path, monkeypatch):
     """accelerate launch exports its config's mixed_precision; HF's Trainer would let it override fp32 silently."""
     from shears_nncf.errors import ShearsError
 
@@ -205,5 +206,6 @@ def test_an_accelerate_mixed_precision_that_contradicts_the_config_is_an_error(t
     config = load_config(bundled_config("demo/smollm2_commonsense"), precision="fp32")
     examples = [{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [5, 6, 7]}]
     with pytest.raises(ShearsError, match="mixed_precision: \"no\""):
-        training.train(tiny_llama_factory(), tokenizer, config, examples, tmp_path / "out", max_steps=1, device="cpu")
+        training.train(tiny_llama_factory(), tiny_tokenizer, config, examples, tmp_path / "out", max_steps=1,
+                       device="cpu")
     assert not (tmp_path / "out").exists()

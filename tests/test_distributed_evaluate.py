@@ -70,11 +70,12 @@ def test_two_processes_generate_every_example_of_one_process_and_skip_the_tasks_
     assert [p.name for p in (tmp_path / "two").iterdir()] == ["results.json"]
 
 
-def test_each_process_generates_only_its_whole_batches_of_the_one_process_batching(tiny_llama_factory, tokenizer, monkeypatch):
+def test_each_process_generates_only_its_whole_batches_of_the_one_process_batching(tiny_llama_factory, tiny_tokenizer,
+                                                                                   monkeypatch):
     """What the launch above cannot see: the work is split. Prompts sorted longest first make batches [1, 3],
     [2, 0], [4]; process 0 of 2 generates the first and the last, process 1 the middle one, each text as one
     process generates it. (The gather is faked here: it hands back this process's texts and no others.)"""
-    generator = TorchGenerator(tiny_llama_factory(), tokenizer, batch_size=2, device="cpu", progress=False)
+    generator = TorchGenerator(tiny_llama_factory(), tiny_tokenizer, batch_size=2, device="cpu", progress=False)
     prompts = [" ".join(["word"] * n) for n in (3, 9, 5, 7, 1)]
     one = generator.generate(prompts, 4)
     monkeypatch.setattr(distributed, "world_size", lambda: 2)

@@ -84,8 +84,8 @@ def test_unknown_task_lists_the_known_ones():
         get_task("gsm9k")
 
 
-def test_left_padded_batch_generates_what_each_prompt_generates_alone(tiny_llama_factory, tokenizer):
-    generator = TorchGenerator(tiny_llama_factory(seed=3), tokenizer, batch_size=3, device="cpu", progress=False)
+def test_left_padded_batch_generates_what_each_prompt_generates_alone(tiny_llama_factory, tiny_tokenizer):
+    generator = TorchGenerator(tiny_llama_factory(seed=3), tiny_tokenizer, batch_size=3, device="cpu", progress=False)
     prompts = ["Hello", "A much longer prompt that needs padding in a batch", "Is the sky blue?"]
     batched = generator.generate(prompts, max_new_tokens=6)
     alone = [generator.generate([p], max_new_tokens=6)[0] for p in prompts]
@@ -93,11 +93,11 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone(tiny_llama
     assert all(text for text in batched)  # only the new text, and some of it
 
 
-def test_generator_runs_a_peft_model(tiny_llama_factory, tokenizer):
+def test_generator_runs_a_peft_model(tiny_llama_factory, tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(tiny_llama_factory(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    (text,) = TorchGenerator(model, tokenizer, batch_size=2, device="cpu", progress=False).generate(["Hello"], 4)
+    (text,) = TorchGenerator(model, tiny_tokenizer, batch_size=2, device="cpu", progress=False).generate(["Hello"], 4)
     assert isinstance(text, str)
 
 

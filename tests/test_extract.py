@@ -43,7 +43,8 @@ def test_node_names_map_to_peft_module_paths():
     assert module_path(node) == "base_model.model.model.layers.3.self_attn.q_proj"
 
 
-def test_extracted_lora_loads_in_vanilla_peft_and_equals_the_sliced_super_adapter(tiny_llama_factory, tokenizer, tmp_path):
+def test_extracted_lora_loads_in_vanilla_peft_and_equals_the_sliced_super_adapter(tiny_llama_factory, tiny_tokenizer,
+                                                                                  tmp_path):
     super_model = _random_lora(tiny_llama_factory())
     super_model.save_pretrained(tmp_path / "super")
     ranks = [24, 16, 32, 8, 24, 16]
@@ -60,7 +61,7 @@ def test_extracted_lora_loads_in_vanilla_peft_and_equals_the_sliced_super_adapte
         for name, module in super_model.named_modules():
             if name in rank_of:
                 module.lora_A["default"].weight[rank_of[name]:] = 0
-        batch = _ids(tokenizer)
+        batch = _ids(tiny_tokenizer)
         expected = super_model(**batch).logits
         got = loaded(**batch).logits
     assert torch.allclose(got, expected, atol=1e-5)
@@ -81,15 +82,16 @@ def _sparse_base(factory):
 
 
 @pytest.fixture(scope="module")
-def trained_super_adapter(tiny_llama_factory, tokenizer, tmp_path_factory):
+def trained_super_adapter(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     """A super-adapter from `shears train`'s own code: 3 optimizer steps on a sparse tiny LLaMA."""
     folder = tmp_path_factory.mktemp("nls")
-    result = train_tiny_super_adapter(_sparse_base(tiny_llama_factory), tokenizer, folder)
+    result = train_tiny_super_adapter(_sparse_base(tiny_llama_factory), tiny_tokenizer, folder)
     return folder, result.supernet
 
 
 @pytest.mark.parametrize("ranks", [[16, 12, 8, 8, 16, 12], [8] * 6, [16] * 6, [12] * 6])
-def test_extracted_adapter_on_the_base_gives_the_supernets_logits(trained_super_adapter, tiny_llama_factory, tokenizer, ranks):
+def test_extracted_adapter_on_the_base_gives_the_supernets_logits(trained_super_adapter, tiny_llama_factory,
+                                                                  tiny_tokenizer, ranks):
     folder, supernet = trained_super_adapter
     (folder / "ranks.json").write_text(json.dumps({"ranks": ranks}))
     assert main(["extract", "--super-adapter", str(folder / "super"), "--subnet", str(folder / "ranks.json"),
@@ -100,7 +102,7 @@ def test_extracted_adapter_on_the_base_gives_the_supernets_logits(trained_super_
     vanilla = PeftModel.from_pretrained(_sparse_base(tiny_llama_factory), folder / "sub").eval()
     supernet.activate(ranks)
     supernet.peft_model.eval()
-    batch = _ids(tokenizer)
+    batch = _ids(tiny_tokenizer)
     with torch.no_grad():
         expected = supernet.peft_model(**batch).logits
         got = vanilla(**batch).logits
@@ -154,7 +156,8 @@ def test_nncf_macs_cost_and_adapter_parameters_agree_on_what_a_rank_costs(traine
 
 
 
-def test_evaluate_with_a_super_adapter_subnet_runs_the_same_model_as_the_extracted_adapter(trained_super_adapter, tokenizer, tmp_path):
+def test_evaluate_with_a_super_adapter_subnet_runs_the_same_model_as_the_extracted_adapter(trained_super_adapter,
+                                                                                           tiny_tokenizer, tmp_path):
     from shears_nncf.cli import build_parser
     from shears_nncf.evaluation.stage import _load
 
@@ -163,6 +166,6 @@ def test_evaluate_with_a_super_adapter_subnet_runs_the_same_model_as_the_extract
     common = ["evaluate", "--tasks", "boolq", "--device", "cpu"]
     on_supernet, _, _ = _load(build_parser().parse_args([*common, "--super-adapter", str(folder / "super"), "--subnet", "minimal"]))
     extracted, _, _ = _load(build_parser().parse_args([*common, "--model", str(folder / "sparse"), "--adapter", str(tmp_path / "sub")]))
-    batch = _ids(tokenizer)
+    batch = _ids(tiny_tokenizer)
     with torch.no_grad():
         torch.testing.assert_close(on_supernet(**batch).logits, extracted(**batch).logits, atol=1e-5, rtol=0)

@@ -52,12 +52,12 @@ def test_an_oserror_enospc_is_the_same_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_model_with_a_nan_weight_is_refused_before_any_work(tiny_llama_factory, tokenizer, tmp_path, capsys):
+def test_a_model_with_a_nan_weight_is_refused_before_any_work(tiny_llama_factory, tiny_tokenizer, tmp_path, capsys):
     model = tiny_llama_factory()
     with torch.no_grad():
         model.model.layers[1].mlp.up_proj.weight[3, 5] = float("nan")
     model.save_pretrained(tmp_path / "nan_model")
-    tokenizer.save_pretrained(tmp_path / "nan_model")
+    tiny_tokenizer.save_pretrained(tmp_path / "nan_model")
     assert _sparsify(tmp_path / "nan_model", tmp_path / "sparse", _calibration(tmp_path)) == 2
     assert _one_line(capsys).endswith("has 1 NaN or infinite weights in model.layers.1.mlp.up_proj.weight (128, 64); "
                                       "give a model whose weights are all finite (a damaged or wrongly converted "

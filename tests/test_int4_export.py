@@ -13,10 +13,10 @@ def _decoder(manifest):
 
 
 @pytest.fixture(scope="module")
-def int4_ir(tiny_llama_factory, tokenizer, tmp_path_factory):
+def int4_ir(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     """The tiny LLaMA, 50% magnitude-pruned, exported with --weights int4 (NNCF's defaults)."""
     root = tmp_path_factory.mktemp("int4")
-    save_sparse_tiny_llama(tiny_llama_factory, tokenizer, root / "sparse")
+    save_sparse_tiny_llama(tiny_llama_factory, tiny_tokenizer, root / "sparse")
     assert main(["export", "--model", str(root / "sparse"), "--output", str(root / "ir"), "--weights", "int4"]) == 0
     return root / "ir"
 
@@ -38,11 +38,11 @@ def test_int4_export_puts_decoder_linears_in_u4_and_records_the_settings(int4_ir
     assert all(layer["sparsity"] >= 0.5 for layer in decoder)
 
 
-def test_int4_ir_loads_in_optimum_and_generates(int4_ir, tokenizer):
+def test_int4_ir_loads_in_optimum_and_generates(int4_ir, tiny_tokenizer):
     from optimum.intel import OVModelForCausalLM
 
     model = OVModelForCausalLM.from_pretrained(int4_ir, device="CPU")
-    ids = tokenizer("The quick brown fox", return_tensors="pt")
+    ids = tiny_tokenizer("The quick brown fox", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=4, do_sample=False, min_new_tokens=4)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4
 

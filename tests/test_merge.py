@@ -28,13 +28,13 @@ def _decoder_weights(state: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sparse_and_adapter(tiny_llama_factory, tokenizer, tmp_path_factory):
+def sparse_and_adapter(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     """A 50%-sparse tiny LLaMA folder (with tokenizer) and a random LoRA adapter folder on it (B non-zero)."""
     root = tmp_path_factory.mktemp("merge")
     base = tiny_llama_factory(seed=3)
     magnitude_(base, 0.5)
     base.save_pretrained(root / "sparse")
-    tokenizer.save_pretrained(root / "sparse")
+    tiny_tokenizer.save_pretrained(root / "sparse")
     peft_model = get_peft_model(base, LoraConfig(r=R, lora_alpha=ALPHA, target_modules=TARGETS))
     torch.manual_seed(0)
     with torch.no_grad():
@@ -63,7 +63,7 @@ def _reference(tiny_llama_factory, adapter, masked: bool):
 
 
 def test_masked_merge_keeps_the_zeros_and_gives_the_masked_update_logits(sparse_and_adapter, tiny_llama_factory,
-                                                                         tokenizer, tmp_path):
+                                                                         tiny_tokenizer, tmp_path):
     sparse, adapter = sparse_and_adapter
     manifest = merge_to_folder(sparse, adapter, tmp_path / "merged", {"chosen_by": "test"})
     base = _decoder_weights(load_file(sparse / "model.safetensors"))
@@ -76,7 +76,7 @@ def test_masked_merge_keeps_the_zeros_and_gives_the_masked_update_logits(sparse_
     merged = load_model(tmp_path / "merged")
     masked, lora = _reference(tiny_llama_factory, adapter, masked=True)
     dense, _ = _reference(tiny_llama_factory, adapter, masked=False)
-    batch = _batch(tokenizer)
+    batch = _batch(tiny_tokenizer)
     with torch.no_grad():
         got, expected, unmasked = (m(**batch).logits for m in (merged, masked, dense))
         unmerged = PeftModel.from_pretrained(load_model(sparse), adapter)(**batch).logits
@@ -100,12 +100,12 @@ def test_masked_merge_keeps_the_zeros_and_gives_the_masked_update_logits(sparse_
 
 
 @pytest.fixture(scope="module")
-def super_adapter(tiny_llama_factory, tokenizer, tmp_path_factory):
+def super_adapter(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     """A super-adapter from `shears train`'s own code: 3 optimizer steps on a 50%-sparse tiny LLaMA."""
     folder = tmp_path_factory.mktemp("merge_nls")
     base = tiny_llama_factory(seed=4)
     magnitude_(base, 0.5)
-    train_tiny_super_adapter(base, tokenizer, folder)
+    train_tiny_super_adapter(base, tiny_tokenizer, folder)
     return folder
 
 

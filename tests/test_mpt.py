@@ -46,12 +46,13 @@ def test_preparation_leaves_other_architectures_alone(tiny_llama_factory):
 
 
 @pytest.fixture(scope="module")
-def mpt_run(tokenizer, tmp_path_factory):
+def mpt_run(tiny_tokenizer, tmp_path_factory):
     """A tiny MPT folder, calibration text, training and test records, and a train config made from the paper's."""
     folder = tmp_path_factory.mktemp("mpt")
-    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    _tiny_mpt(len(tokenizer), **ids).save_pretrained(folder / "model")
-    tokenizer.save_pretrained(folder / "model")
+    ids = dict(pad_token_id=tiny_tokenizer.pad_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
+               bos_token_id=tiny_tokenizer.bos_token_id)
+    _tiny_mpt(len(tiny_tokenizer), **ids).save_pretrained(folder / "model")
+    tiny_tokenizer.save_pretrained(folder / "model")
     (folder / "calibration.txt").write_text("Twelve apples and three pears make fifteen pieces of fruit. " * 80)
     # Short answers (BoolQ's 32 new tokens, not GSM8K's 256) keep the generation of the evaluations short.
     records = [{"instruction": f"Is {n} even? Answer format: true/false", "input": "",

@@ -59,15 +59,15 @@ def _tiny_mpt_super_adapter(tokenizer, folder, sparse_adapter: bool):
 
 
 @pytest.fixture(scope="module", params=["llama", "llama-mask-aware", "mpt-mask-aware"])
-def adapted_folder(request, tiny_llama_factory, tokenizer, tmp_path_factory):
+def adapted_folder(request, tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     mask_aware = request.param.endswith("mask-aware")
     if request.param.startswith("mpt"):
-        _tiny_mpt_super_adapter(tokenizer, folder, mask_aware)
+        _tiny_mpt_super_adapter(tiny_tokenizer, folder, mask_aware)
     else:
         base = tiny_llama_factory(seed=3)
         magnitude_(base, 0.5)
-        train_tiny_super_adapter(base, tokenizer, folder, sparse_adapter=mask_aware)
+        train_tiny_super_adapter(base, tiny_tokenizer, folder, sparse_adapter=mask_aware)
     assert main(["extract", "--super-adapter", str(folder / "super"), "--subnet", "heuristic",
                  "--output", str(folder / "sub")]) == 0
     return folder, mask_aware
@@ -113,18 +113,18 @@ def test_giving_both_an_adapter_and_a_super_adapter_is_one_error(adapted_folder,
     assert "not both" in capsys.readouterr().err
 
 
-def test_a_lora_training_is_an_adapter_and_a_super_adapter_is_refused_as_one(tiny_llama_factory, tokenizer, tmp_path,
-                                                                             capsys):
+def test_a_lora_training_is_an_adapter_and_a_super_adapter_is_refused_as_one(tiny_llama_factory, tiny_tokenizer,
+                                                                             tmp_path, capsys):
     """`shears train --lora-only` writes a PEFT LoRA folder: it loads as --adapter, as the trained model. A
     super-adapter holds many sub-adapters: given as --adapter it is one line naming the ways to take one."""
     base = tiny_llama_factory(seed=3)
     magnitude_(base, 0.5)
-    lora = train_tiny_super_adapter(base, tokenizer, tmp_path / "lora", lora_only=True)
+    lora = train_tiny_super_adapter(base, tiny_tokenizer, tmp_path / "lora", lora_only=True)
     trained = _logits(lora.supernet.peft_model.eval())
     np.testing.assert_allclose(_logits(load_adapted(tmp_path / "lora" / "sparse", tmp_path / "lora" / "super").model),
                                trained, atol=1e-6)
 
-    train_tiny_super_adapter(tiny_llama_factory(seed=3), tokenizer, tmp_path / "nls")
+    train_tiny_super_adapter(tiny_llama_factory(seed=3), tiny_tokenizer, tmp_path / "nls")
     assert main(["evaluate", "--model", str(tmp_path / "nls" / "sparse"), "--adapter", str(tmp_path / "nls" / "super"),
                  "--tasks", "piqa", "--limit", "1"]) == 2
     assert "is a super-adapter" in capsys.readouterr().err

@@ -41,9 +41,10 @@ def _lora(model, seed=0, r=8):
 
 @pytest.fixture(scope="module")
 def sparse_with_adapter(tiny_llama_factory, tokenizer, tmp_path_factory):
-    """(sparse model folder, adapter folder, the PyTorch PEFT model) of the tiny LLaMA."""
+    """(sparse model folder, adapter folder, the PyTorch PEFT model) of the tiny LLaMA, sized for the embedded tokenizer
+    itself (not the tiny models' cut of it): its IR carries the real tokenizer's OpenVINO conversion, which GenAI runs."""
     root = tmp_path_factory.mktemp("ov_export")
-    sparse = _sparsify_rows(tiny_llama_factory(seed=1))
+    sparse = _sparsify_rows(tiny_llama_factory(seed=1, tokenizer=tokenizer))
     sparse.save_pretrained(root / "sparse")
     tokenizer.save_pretrained(root / "sparse")
     peft_model = _lora(sparse)

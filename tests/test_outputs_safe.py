@@ -20,10 +20,10 @@ SLOW = ("export", "bench")  # an OpenVINO export, a benchmark subprocess: one re
 
 
 @pytest.fixture(scope="module")
-def inputs(tiny_llama_factory, tokenizer, tmp_path_factory):
+def inputs(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     """What the stages read, made once: a base model, a trained super-adapter, training data, predictions."""
     folder = tmp_path_factory.mktemp("inputs")
-    train_tiny_super_adapter(tiny_llama_factory(), tokenizer, folder)  # folder/sparse (the base), folder/super
+    train_tiny_super_adapter(tiny_llama_factory(), tiny_tokenizer, folder)  # folder/sparse (the base), folder/super
     records = [{"instruction": f"Is {n} even?", "input": "", "output": f"the answer is {str(n % 2 == 0).lower()}",
                 "answer": str(n % 2 == 0).lower()} for n in range(4)]
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -46,19 +46,20 @@ def _record(instruction: str, answer: str, output: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def inputs(tokenizer, tmp_path_factory):
+def inputs(tiny_tokenizer, tmp_path_factory):
     """The working directory of the runs: tiny models, calibration text and the data files the configs name."""
     folder = tmp_path_factory.mktemp("paper")
-    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    ids = dict(pad_token_id=tiny_tokenizer.pad_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
+               bos_token_id=tiny_tokenizer.bos_token_id)
     torch.manual_seed(0)
     models = {
-        "llama": LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **ids, **TINY_LLAMA)),
-        "mpt": MptForCausalLM(MptConfig(vocab_size=len(tokenizer), d_model=64, n_heads=4, n_layers=2, max_seq_len=512,
+        "llama": LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer), **ids, **TINY_LLAMA)),
+        "mpt": MptForCausalLM(MptConfig(vocab_size=len(tiny_tokenizer), d_model=64, n_heads=4, n_layers=2, max_seq_len=512,
                                         expansion_ratio=2, **ids)),
     }
     for name, model in models.items():
         _favour_eos(model.eval()).save_pretrained(folder / name)
-        tokenizer.save_pretrained(folder / name)
+        tiny_tokenizer.save_pretrained(folder / name)
     (folder / "calibration.txt").write_text("Twelve apples and three pears make fifteen pieces of fruit. " * 40)
     math = [_record(f"What is {n} plus {n}?", str(2 * n), f"{n} + {n} = {2 * n}. The answer is {2 * n}")
             for n in range(MATH_RECORDS)]

@@ -275,12 +275,12 @@ def test_harness_under_reference_prompts_and_reads_answers_as_the_reference():
     assert evaluate(Echo(), records)["tasks"]["aqua"]["correct"] == 0  # shears reads "Answer: C" as C
 
 
-def test_reference_decoding_is_beam_search_and_runs(tiny_llama_factory, tokenizer):
-    generator = TorchGenerator(tiny_llama_factory(), tokenizer, batch_size=2, device="cpu", progress=False,
+def test_reference_decoding_is_beam_search_and_runs(tiny_llama_factory, tiny_tokenizer):
+    generator = TorchGenerator(tiny_llama_factory(), tiny_tokenizer, batch_size=2, device="cpu", progress=False,
                                protocol=REFERENCE_PROTOCOL)
     assert generator.decoding == {"do_sample": False, "num_beams": 4, "temperature": 0.1, "top_p": 0.75, "top_k": 40}
     assert len(generator.generate(["Hello there", "A longer prompt than the first"], max_new_tokens=3)) == 2
-    assert TorchGenerator(tiny_llama_factory(), tokenizer, device="cpu").decoding["num_beams"] == 1
+    assert TorchGenerator(tiny_llama_factory(), tiny_tokenizer, device="cpu").decoding["num_beams"] == 1
 
 
 # ---- Threading: config, flags, commands -----------------------------------------------------------------------------

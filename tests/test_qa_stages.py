@@ -44,10 +44,10 @@ def _decoder_paths(model):
 
 
 @pytest.fixture(scope="module")
-def qa(tiny_llama_factory, tokenizer, tmp_path_factory):
+def qa(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     """The sparse base, its data, and the QA stages run through the CLI (train logging its ranks, extract, export)."""
     f = tmp_path_factory.mktemp("qa_stages")
-    base = save_sparse_tiny_llama(tiny_llama_factory, tokenizer, f / "sparse")
+    base = save_sparse_tiny_llama(tiny_llama_factory, tiny_tokenizer, f / "sparse")
     records = [{"instruction": f"Is {n} even? Answer format: true/false", "input": "",
                 "output": f"the correct answer is {str(n % 2 == 0).lower()}", "answer": str(n % 2 == 0).lower()}
                for n in range(12)]
@@ -109,13 +109,13 @@ def test_the_int4_ir_keeps_every_zero_of_the_sparse_base(qa):
     assert exported.manifest["compression"]["ranks"] == [12] * 6
 
 
-def test_ir_logits_match_the_qa_model_at_the_extracted_ranks(qa, tokenizer):
+def test_ir_logits_match_the_qa_model_at_the_extracted_ranks(qa, tiny_tokenizer):
     from optimum.intel import OVModelForCausalLM
 
     f = qa["dir"]
     sub = QASubAdapter.read(f / "sub")
     model, groups = load_qa_model(f / "sparse", sub)  # rebuilt from the folder: sparse base, compress, load state
-    batch = tokenizer(["The quick brown fox", "Once upon a time"], return_tensors="pt", padding=True)
+    batch = tiny_tokenizer(["The quick brown fox", "Once upon a time"], return_tensors="pt", padding=True)
     mask = batch["attention_mask"].numpy().astype(bool)
     got = OVModelForCausalLM.from_pretrained(f / "ov", ov_config=IR_CONFIG, device="CPU")(**batch).logits.numpy()
 
@@ -209,12 +209,12 @@ def _run_config(folder, **pipeline):
     return str(path)
 
 
-def test_shears_run_takes_the_shipped_qa_config_to_one_int4_ir_and_its_summary(qa, tiny_llama_factory, tokenizer):
+def test_shears_run_takes_the_shipped_qa_config_to_one_int4_ir_and_its_summary(qa, tiny_llama_factory, tiny_tokenizer):
     """`shears run` on the shipped quantization-aware config: QA training, the heuristic, the INT4 IR with the
     sub-adapter folded in and every zero of the sparse base kept, scored beside the dense and the sparse model."""
     f = qa["dir"]
     tiny_llama_factory(seed=SEED).save_pretrained(f / "dense")
-    tokenizer.save_pretrained(f / "dense")
+    tiny_tokenizer.save_pretrained(f / "dense")
     out = f / "run"
     assert main(["run", "--config", _run_config(f), "--output", str(out)]) == 0
     assert SuperAdapter.read(out / "super_adapter", quantization_aware=True).quantization["group_size"] == 64
@@ -244,11 +244,12 @@ def _examples(n=12):
             for ids in (torch.randint(5, 300, (12,), generator=g).tolist() for _ in range(n))]
 
 
-def test_qa_training_resumes_from_its_checkpoint_as_if_uninterrupted(tiny_llama_factory, tokenizer, tmp_path, monkeypatch):
+def test_qa_training_resumes_from_its_checkpoint_as_if_uninterrupted(tiny_llama_factory, tiny_tokenizer, tmp_path,
+                                                                     monkeypatch):
     from shears_nncf.nls import qa_training, training
 
     def run(out, **kwargs):
-        return qa_training.train_qa(tiny_llama_factory(), tokenizer, _qa_config(), _examples(), tmp_path / out,
+        return qa_training.train_qa(tiny_llama_factory(), tiny_tokenizer, _qa_config(), _examples(), tmp_path / out,
                                     max_steps=4, save_steps=2, seed=SEED, inputs=TrainingInputs("tiny"), **kwargs)
 
     uninterrupted = run("a")

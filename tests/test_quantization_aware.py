@@ -59,9 +59,9 @@ def _qa_run(factory, tokenizer, folder, mask_update):
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_llama_factory, tokenizer, tmp_path_factory):
+def runs(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     root = tmp_path_factory.mktemp("qa")
-    return {mask: _qa_run(tiny_llama_factory, tokenizer, root / f"ir_mask_{mask}", mask) for mask in (True, False)}
+    return {mask: _qa_run(tiny_llama_factory, tiny_tokenizer, root / f"ir_mask_{mask}", mask) for mask in (True, False)}
 
 
 def _ir_zeros_at_pruned(run):
@@ -86,11 +86,11 @@ def test_nncfs_dense_update_fills_pruned_zeros(runs):
     assert kept < pruned
 
 
-def test_ir_logits_match_the_stripped_qa_model(runs, tokenizer):
+def test_ir_logits_match_the_stripped_qa_model(runs, tiny_tokenizer):
     from optimum.intel import OVModelForCausalLM
 
     run = runs[True]
-    batch = tokenizer(["The quick brown fox", "Once upon a time"], return_tensors="pt", padding=True)
+    batch = tiny_tokenizer(["The quick brown fox", "Once upon a time"], return_tensors="pt", padding=True)
     mask = batch["attention_mask"].numpy().astype(bool)
     with torch.no_grad():
         expected = run["stripped"](**batch).logits.numpy()

@@ -31,12 +31,12 @@ NEW_TOKENS = 10
 
 
 @pytest.fixture(scope="module")
-def deployment(tiny_llama_factory, tokenizer, tmp_path_factory):
+def deployment(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     """The sparse base, two sub-adapters, the runtime IR (both adapters), and each sub-adapter's baked IR."""
     root = tmp_path_factory.mktemp("runtime_adapters")
     base = tiny_llama_factory(seed=3)
     magnitude_(base, 0.5)
-    train_tiny_super_adapter(base, tokenizer, root)
+    train_tiny_super_adapter(base, tiny_tokenizer, root)
     subs = {name: root / name for name in ("maximal", "minimal")}
     for name, folder in subs.items():
         extract(root / "super", ExtractConfig(name), folder)

@@ -248,12 +248,12 @@ def test_population_larger_than_the_budget_is_a_one_line_error():
 
 
 def test_reference_heuristic_search_loads_no_model_evaluates_nothing_and_extract_reads_its_choice(
-        tiny_llama_factory, tokenizer, tmp_path, monkeypatch, capsys):
+        tiny_llama_factory, tiny_tokenizer, tmp_path, monkeypatch, capsys):
     """run_math.py, run_commonsense.py, run_gsm8k.py: `v[(len(v) - 1) // 2]` per group, activated and tested."""
     import shears_nncf.nls.supernet
     from conftest import train_tiny_super_adapter
 
-    trained = train_tiny_super_adapter(tiny_llama_factory(), tokenizer, tmp_path)
+    trained = train_tiny_super_adapter(tiny_llama_factory(), tiny_tokenizer, tmp_path)
 
     def no_model(*args, **kwargs):
         raise AssertionError("the search loaded a model")

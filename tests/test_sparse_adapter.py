@@ -46,16 +46,16 @@ def _masked_reference(model, lora: dict, rank_of: dict, scaling: float):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_llama_factory, tokenizer, tmp_path_factory):
+def trained(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
     """A super-adapter trained mask-aware for 3 steps by `shears train`'s code on a 50%-sparse tiny LLaMA."""
     folder = tmp_path_factory.mktemp("sparse_adapter")
     base = tiny_llama_factory(seed=5)
     magnitude_(base, 0.5)
-    result = train_tiny_super_adapter(base, tokenizer, folder, sparse_adapter=True)
+    result = train_tiny_super_adapter(base, tiny_tokenizer, folder, sparse_adapter=True)
     return folder, result
 
 
-def test_training_masks_the_update_and_the_forward_is_the_masked_weight(trained, tokenizer):
+def test_training_masks_the_update_and_the_forward_is_the_masked_weight(trained, tiny_tokenizer):
     folder, result = trained
     supernet = result.supernet
     lora = load_file(folder / "super" / "adapter_model.safetensors")
@@ -84,14 +84,14 @@ def test_training_masks_the_update_and_the_forward_is_the_masked_weight(trained,
             assert delta.abs().max() > 0, f"{name}: training left no update"
             assert prefix[pruned].abs().max() > 1e-4, f"{name}: B A is zero off the mask, so the mask was not tested"
         reference = _masked_reference(load_model(folder / "sparse"), lora, rank_of, scaling)
-        batch = _batch(tokenizer)
+        batch = _batch(tiny_tokenizer)
         with torch.no_grad(), supernet.untraced() as model:
             got = model.eval()(**batch).logits
             expected = reference(**batch).logits
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
-def test_extract_merge_of_a_mask_aware_super_adapter_is_exact_and_keeps_every_zero(trained, tokenizer, tmp_path,
+def test_extract_merge_of_a_mask_aware_super_adapter_is_exact_and_keeps_every_zero(trained, tiny_tokenizer, tmp_path,
                                                                                   capsys):
     folder, _ = trained
     super_dir, sparse = folder / "super", folder / "sparse"
@@ -109,7 +109,7 @@ def test_extract_merge_of_a_mask_aware_super_adapter_is_exact_and_keeps_every_ze
     # The unmerged mask-aware model, as `shears evaluate --super-adapter` loads it (NNCF's traced forward).
     supernet = load_super_adapter(super_dir)
     supernet.activate_heuristic()
-    batch = _batch(tokenizer)
+    batch = _batch(tiny_tokenizer)
     with torch.no_grad():
         unmerged = supernet.peft_model.eval()(**batch).logits
         merged = load_model(tmp_path / "merged")(**batch).logits
@@ -135,7 +135,7 @@ def test_extract_merge_of_a_mask_aware_super_adapter_is_exact_and_keeps_every_ze
     assert OpenVINOModel.read(tmp_path / "ir").manifest["adapter_merged"] is True
 
 
-def test_plain_lora_with_sparse_adapter_masks_its_update(tiny_llama_factory, tokenizer):
+def test_plain_lora_with_sparse_adapter_masks_its_update(tiny_llama_factory, tiny_tokenizer):
     model = tiny_llama_factory(seed=6)
     magnitude_(model, 0.5)
     reference = copy.deepcopy(model)
@@ -148,7 +148,7 @@ def test_plain_lora_with_sparse_adapter_masks_its_update(tiny_llama_factory, tok
         lora = get_peft_model_state_dict(supernet.peft_model)
         rank_of = {k.removesuffix(".lora_A.weight"): config.lora.r for k in lora if k.endswith(".lora_A.weight")}
         reference = _masked_reference(reference, lora, rank_of, config.lora.alpha / config.lora.r)
-        batch = _batch(tokenizer)
+        batch = _batch(tiny_tokenizer)
         torch.testing.assert_close(supernet.peft_model.eval()(**batch).logits, reference(**batch).logits, atol=1e-5, rtol=0)
     assert not any(MASK in k for k in supernet.peft_model.state_dict())  # the mask is not saved
 

@@ -127,13 +127,14 @@ def test_jsonl_calibration_takes_lines_in_order_truncated(tmp_path, tokenizer):
     assert len(calibration_samples(str(path), tokenizer, nsamples=2, seqlen=6, seed=0)) == 2
 
 
-def test_perplexity_is_exp_of_mean_window_nll(tiny_llama_factory, tokenizer):
+def test_perplexity_is_exp_of_mean_window_nll(tiny_llama_factory, tiny_tokenizer):
     model = tiny_llama_factory(0)
-    ids = torch.tensor(tokenizer(TEXT, add_special_tokens=False)["input_ids"])
+    ids = torch.tensor(tiny_tokenizer(TEXT, add_special_tokens=False)["input_ids"])
     with torch.no_grad():
         losses = [model(input_ids=ids[i * 32 : (i + 1) * 32][None], labels=ids[i * 32 : (i + 1) * 32][None]).loss for i in range(3)]
     expected = math.exp(torch.stack(losses).mean().item())
-    assert perplexity(model, tokenizer, TEXT, seqlen=32, nsamples=3, device="cpu") == pytest.approx(expected, rel=1e-5)
+    assert perplexity(model, tiny_tokenizer, TEXT, seqlen=32, nsamples=3, device="cpu") == \
+        pytest.approx(expected, rel=1e-5)
 
 
 def test_cli_sparsify_writes_model_tokenizer_and_manifest_then_reports(tiny_llama_dir, tmp_path, capsys):
