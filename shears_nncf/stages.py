@@ -23,7 +23,7 @@ from .config import PRECISIONS, TRAINING_OVERRIDES
 from .errors import ShearsError
 from .evaluation import PROMPT_STYLES
 from .evaluation.stage import SCORINGS
-from .export import WEIGHT_FORMATS
+from .export import INT4_MODES, WEIGHT_FORMATS
 from .nls.space import NAMED
 from .protocol import PROTOCOLS
 from .search import COSTS, METRICS, STRATEGIES
@@ -358,6 +358,11 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
                help="with --weights int4: fraction of linears in INT4 (the rest INT8)"),
         option("--group-size", type=group_size, default=128,
                help="with --weights int4: inputs sharing one scale (-1: whole row)"),
+        option("--int4-mode", choices=INT4_MODES, default=INT4_MODES[0],
+               help="with --weights int4: NNCF's INT4 mode, asymmetric (a zero point per group) or symmetric"),
+        option("--int4-all-layers", action="store_true",
+               help="with --weights int4: the embeddings and the output head in INT4 too (NNCF's all_layers; "
+                    "without it they stay INT8)"),
     )),
     Stage("bench", "benchmark inference of OpenVINO IR folders (or a PyTorch model) on CPU",
           "shears_nncf.bench:bench_command", (

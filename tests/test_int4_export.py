@@ -1,4 +1,4 @@
-"""`shears export --weights int4`: NNCF INT4 asymmetric groups on the decoder linears, INT8 for the rest."""
+"""`shears export --weights int4`: NNCF INT4 groups (asymmetric by default) on the decoder linears, INT8 for the rest."""
 
 import pytest
 
@@ -25,7 +25,7 @@ def test_int4_export_puts_decoder_linears_in_u4_and_records_the_settings(int4_ir
     manifest = read_manifest(int4_ir, stage="export")
     assert manifest["weights"] == "int4"
     assert manifest["compression"] == {"mode": "int4_asym", "group_size": 128, "ratio": 1.0, "backup": "int8_asym",
-                                       "group_size_fallback": "adjust"}
+                                       "group_size_fallback": "adjust", "all_layers": False}
     decoder = _decoder(manifest)
     assert len(decoder) == 2 * 7 and all(layer["dtype"] == "u4" for layer in decoder)
     # The tiny LLaMA's 64 inputs are fewer than a group of 128: NNCF fell back to one group of 64 per row.
@@ -54,6 +54,20 @@ def test_int4_ratio_leaves_part_of_the_decoder_in_int8(tiny_llama_dir, tmp_path)
     manifest = read_manifest(out, stage="export")
     dtypes = {layer["dtype"] for layer in _decoder(manifest)}
     assert dtypes == {"u4", "u8"} and manifest["compression"]["ratio"] == 0.5
+
+
+def test_int4_symmetric_with_all_layers_puts_the_head_in_int4_too_and_keeps_the_zeros(tiny_llama_factory, tiny_tokenizer,
+                                                                                    tmp_path):
+    save_sparse_tiny_llama(tiny_llama_factory, tiny_tokenizer, tmp_path / "sparse")
+    assert main(["export", "--model", str(tmp_path / "sparse"), "--output", str(tmp_path / "ir"), "--weights", "int4",
+                 "--int4-mode", "int4_sym", "--int4-all-layers", "--group-size", "32"]) == 0
+    manifest = read_manifest(tmp_path / "ir", stage="export")
+    assert (manifest["compression"]["mode"], manifest["compression"]["all_layers"]) == ("int4_sym", True)
+    decoder = _decoder(manifest)
+    assert all(layer["dtype"] == "i4" and layer["shape"][-1] == 32 for layer in decoder)  # signed, groups of 32
+    lm_head = next(layer for layer in manifest["layers"] if layer["layer"] == "lm_head")
+    assert lm_head["dtype"] == "i4"  # without --int4-all-layers NNCF keeps it in INT8 (the test above)
+    assert all(layer["sparsity"] >= 0.5 for layer in decoder)  # symmetric: q = 0 dequantizes to exactly 0
 
 
 @pytest.mark.parametrize("flags, message", [(["--int4-ratio", "1.5"], "--int4-ratio: expected a number in (0, 1]"),

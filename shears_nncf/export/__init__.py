@@ -15,6 +15,10 @@ WEIGHT_FORMATS = Choices(
     Choice("int8", "INT8 symmetric weight compression (a pruned zero stays an exact zero)"),
     Choice("w8a8", "INT8 weights and activations, calibrated on --calibration (what OpenVINO's CPU sparse-weights "
                    "kernels need)"),
-    Choice("int4", "INT4 asymmetric weights in groups of --group-size inputs on --int4-ratio of the linears, the rest "
-                   "INT8"),
+    Choice("int4", "INT4 weights (--int4-mode) in groups of --group-size inputs on --int4-ratio of the linears, the "
+                   "rest INT8"),
 )
+# NNCF's INT4 weight modes (`nncf.CompressWeightsMode`), by the names NNCF and `shears.quantization` use; the first
+# is the default. Asymmetric dequantizes a pruned zero to exactly 0 (the zero point is an integer); symmetric
+# also does (q = 0), with one level fewer of range.
+INT4_MODES = ("int4_asym", "int4_sym")

@@ -8,5 +8,5 @@ from .stage import ExportConfig, export_model
 def export_command(args) -> None:
     config = ExportConfig(adapter=args.adapter, runtime_adapters=tuple(args.runtime_adapter or ()), weights=args.weights,
                           calibration=args.calibration, int4_ratio=args.int4_ratio, group_size=args.group_size,
-                          dtype=args.dtype)
+                          int4_mode=args.int4_mode, int4_all_layers=args.int4_all_layers, dtype=args.dtype)
     export_model(args.model, config, args.output, overwrite=args.overwrite)

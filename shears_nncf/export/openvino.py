@@ -28,7 +28,7 @@ from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
 from ..models import dtype_name, is_router, load_model_config, num_experts, resolve_dtype, resolve_model
 from ..nls.mpt import prepare_for_adapters
-from . import IR_XML, TOKENIZER_XML, WEIGHT_FORMATS
+from . import INT4_MODES, IR_XML, TOKENIZER_XML, WEIGHT_FORMATS
 from .adapted import load_adapted
 from .optimum_gate import export_configs
 from .runtime_adapters import BASE_ALONE, check_runtime_adapters, write_runtime_adapters
@@ -52,6 +52,8 @@ def export_openvino(
     seqlen: int = 128,
     int4_ratio: float = INT4_RATIO,
     group_size: int = INT4_GROUP_SIZE,
+    int4_mode: str = INT4_MODES[0],
+    int4_all_layers: bool = False,
     dtype: str = "auto",
     runtime_adapters: Sequence[str | os.PathLike] = (),
     overwrite: bool = False,
@@ -64,11 +66,12 @@ def export_openvino(
 
     `weights`: "as-is" (fp32 constants), "int8" (symmetric INT8 weight compression), "w8a8" (INT8
     weights and activations, calibrated on `nsamples` x `seqlen` tokens of `calibration`, read as `shears sparsify` reads it)
-    or "int4" (INT4 asymmetric in groups of `group_size` inputs on `int4_ratio` of the linears, the rest INT8).
+    or "int4" (`int4_mode`, NNCF's int4_asym or int4_sym, in groups of `group_size` inputs on `int4_ratio` of the
+    linears, the rest INT8; `int4_all_layers`: the embeddings and the output head in INT4 too).
     `overwrite`: replace `output` even when shears did not write it.
     """
     WEIGHT_FORMATS[weights]  # an unknown format is a ShearsError naming the known ones
-    int4 = _int4_settings(int4_ratio, group_size) if weights == "int4" else None
+    int4 = _int4_settings(int4_ratio, group_size, int4_mode, int4_all_layers) if weights == "int4" else None
     if weights == "w8a8":
         check_calibration_source(calibration)
     if adapter is not None and runtime_adapters:
@@ -208,16 +211,18 @@ def _is_merged_model(model: str | os.PathLike) -> bool:
         return False
 
 
-def _int4_settings(ratio: float, group_size: int) -> dict:
-    """What the manifest records of an INT4 export; checks the user's ratio and group size first."""
+def _int4_settings(ratio: float, group_size: int, mode: str, all_layers: bool) -> dict:
+    """What the manifest records of an INT4 export; checks the user's mode, ratio and group size first."""
+    if mode not in INT4_MODES:
+        raise ShearsError(f"INT4 mode {mode!r} is not one of NNCF's: {', '.join(INT4_MODES)}")
     if not 0.0 < ratio <= 1.0:
         raise ShearsError(f"--int4-ratio {ratio} is outside (0, 1]; give the fraction of linears in INT4, e.g. 1.0 or 0.8")
     if group_size != -1 and group_size < 2:
         raise ShearsError(f"--group-size {group_size} is not a group size; give e.g. 128, 64, or -1 (one group per row)")
     # Layers whose input size the group size does not divide get the largest power-of-two group (>= 32)
     # that does, else the backup precision: NNCF's ADJUST fallback.
-    return {"mode": "int4_asym", "group_size": group_size, "ratio": ratio, "backup": "int8_asym",
-            "group_size_fallback": "adjust"}
+    return {"mode": mode, "group_size": group_size, "ratio": ratio, "backup": "int8_asym",
+            "group_size_fallback": "adjust", "all_layers": all_layers}
 
 
 def _compress_in_place(xml: Path, weights: str, samples: list | None, int4: dict | None = None) -> None:
@@ -232,8 +237,8 @@ def _compress_in_place(xml: Path, weights: str, samples: list | None, int4: dict
         from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
 
         ov_model = nncf.compress_weights(
-            ov_model, mode=nncf.CompressWeightsMode.INT4_ASYM, ratio=int4["ratio"], group_size=int4["group_size"],
-            backup_mode=nncf.BackupMode.INT8_ASYM,
+            ov_model, mode=nncf.CompressWeightsMode(int4["mode"]), ratio=int4["ratio"], group_size=int4["group_size"],
+            backup_mode=nncf.BackupMode.INT8_ASYM, all_layers=int4["all_layers"],
             advanced_parameters=AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST),
         )
     else:

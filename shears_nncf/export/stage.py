@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ShearsError
-from . import WEIGHT_FORMATS
+from . import INT4_MODES, WEIGHT_FORMATS
 from .openvino import INT4_GROUP_SIZE, INT4_RATIO, OpenVINOModel, export_openvino
 from .sub_adapter import QASubAdapter
 
@@ -29,6 +29,8 @@ class ExportConfig:
     calibration: str = "default"
     int4_ratio: float = INT4_RATIO
     group_size: int = INT4_GROUP_SIZE
+    int4_mode: str = INT4_MODES[0]
+    int4_all_layers: bool = False
     dtype: str = "auto"
 
     def __post_init__(self):
@@ -42,7 +44,7 @@ def export_model(model: str | os.PathLike, config: ExportConfig, output: str | o
         return _export_qa(model, qa, config, output, overwrite)
     out = export_openvino(model, output, adapter=config.adapter, weights=config.weights,
                           calibration=config.calibration, int4_ratio=config.int4_ratio, group_size=config.group_size,
-                          dtype=config.dtype, runtime_adapters=config.runtime_adapters, overwrite=overwrite)
+                          int4_mode=config.int4_mode, int4_all_layers=config.int4_all_layers, dtype=config.dtype, runtime_adapters=config.runtime_adapters, overwrite=overwrite)
     exported = OpenVINOModel.read(out)
     print(f"exported {model}{' + ' + str(config.adapter) if config.adapter else ''} ({config.weights}) to {out}; "
           f"IR base weight sparsity {exported.sparsity['base_sparsity']:.1%}")

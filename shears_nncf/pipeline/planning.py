@@ -133,7 +133,8 @@ def check_quantization_aware(settings: dict, source: str) -> None:
         raise ShearsError(f"{source}: shears.quantization trains a quantization-aware super-adapter, scored as the INT4 "
                           "IR it deploys as (PyTorch evaluation of it is not supported); set shears.pipeline.evaluate_on "
                           "to [\"openvino\"]")
-    fixed = sorted(set(settings.get("export", {})) & {"weights", "int4_ratio", "group_size", "runtime_adapter"})
+    fixed = sorted(set(settings.get("export", {})) & {"weights", "int4_ratio", "group_size", "int4_mode",
+                                                      "int4_all_layers", "runtime_adapter"})
     if fixed:
         raise ShearsError(f"{source}: shears.pipeline.export.{fixed[0]}: a quantization-aware sub-adapter is exported "
                           "as it was trained (shears.quantization sets its format), folded into the integer weights; "
