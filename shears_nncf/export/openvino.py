@@ -28,7 +28,7 @@ from ..data.calibration import calibration_samples, check_calibration_source
 from ..errors import ShearsError
 from ..models import dtype_name, is_router, load_model_config, num_experts, resolve_dtype, resolve_model
 from ..nls.mpt import prepare_for_adapters
-from . import INT4_MODES, IR_XML, TOKENIZER_XML, WEIGHT_FORMATS
+from . import INT4_MODES, IR_BIN, IR_XML, TOKENIZER_XML, WEIGHT_FORMATS
 from .adapted import load_adapted
 from .optimum_gate import export_configs
 from .runtime_adapters import BASE_ALONE, check_runtime_adapters, write_runtime_adapters
@@ -101,10 +101,8 @@ def export_openvino(
         _export_ir(torch_model, tokenizer, tmp, gate, model_path)
         if weights != "as-is":
             _compress_in_place(tmp / IR_XML, weights, samples, int4)
-        layers = ir_weight_sparsity(tmp / IR_XML)
         runtime_entries = write_runtime_adapters(runtime, tmp) if runtime_adapters else []
-        write_manifest(tmp, {
-            "stage": STAGE,
+        OpenVINOModel.write(tmp, torch_model.config, {
             "model": str(model_path),
             "dtype": dtype_name(torch_dtype),
             "adapter": str(adapter) if adapter is not None else None,
@@ -113,10 +111,6 @@ def export_openvino(
             "weights": weights,
             "calibration": {"source": calibration, "nsamples": len(samples), "seqlen": seqlen} if samples else None,
             "compression": int4,
-            "ir_bytes": (tmp / IR_XML).with_suffix(".bin").stat().st_size,
-            "stateful": True,
-            "sparsity": summarize_sparsity(layers, num_experts(torch_model.config)),
-            "layers": layers,
             "runtime_adapters": runtime_entries,
         })
     return Path(output)
@@ -131,13 +125,9 @@ def export_compressed(model, tokenizer, output: str | os.PathLike, compression: 
     with the zeros counted in the IR; `source` names the model it came from, `adapter` the adapter folded in."""
     with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
         _export_ir(model, tokenizer, tmp, export_configs(model.config, TASK), source or "the model")
-        layers = ir_weight_sparsity(tmp / IR_XML)
-        write_manifest(tmp, {
-            "stage": STAGE, "model": source, "dtype": "fp32", "adapter": adapter, "adapter_merged": True,
-            "model_merged": False, "weights": compression["mode"], "calibration": None, "compression": compression,
-            "ir_bytes": (tmp / IR_XML).with_suffix(".bin").stat().st_size, "stateful": True,
-            "sparsity": summarize_sparsity(layers, num_experts(model.config)), "layers": layers,
-            "runtime_adapters": [],
+        OpenVINOModel.write(tmp, model.config, {
+            "model": source, "dtype": "fp32", "adapter": adapter, "adapter_merged": True, "model_merged": False,
+            "weights": compression["mode"], "calibration": None, "compression": compression, "runtime_adapters": [],
         })
     return Path(output)
 
@@ -159,6 +149,16 @@ class OpenVINOModel(StageFolder):
     """An IR folder `shears export` wrote, read back: its weight format, size and the zeros counted in it."""
 
     STAGE = STAGE
+
+    @staticmethod
+    def write(folder: Path, model_config, export: dict) -> None:
+        """The manifest, last in the folder: how it was exported (`export`: the model and adapter it came from, the
+        weight format and compression settings, the run-time adapters), then what the IR itself holds, read from
+        it: its size and the zeros of every weight (`model_config` tells how many experts a weight holds)."""
+        layers = ir_weight_sparsity(folder / IR_XML)
+        write_manifest(folder, {"stage": STAGE, **export, "ir_bytes": (folder / IR_BIN).stat().st_size,
+                                "stateful": True, "sparsity": summarize_sparsity(layers, num_experts(model_config)),
+                                "layers": layers})
 
     @property
     def weights(self) -> str:
