@@ -118,10 +118,7 @@ def atomic_output_dir(path: str | os.PathLike, stage: str | None = None, *, over
         check_output(path, stage, overwrite=overwrite)  # it may have changed while the stage ran
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _disk_full(e):
-            raise ShearsError(f"the disk holding {path.parent} is full (no space left on device) while writing {path}; "
-                              "nothing was left behind: free some space or give an --output on another disk, "
-                              "and run the command again") from None
+        _raise_if_disk_full(e, path)
         raise
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
@@ -132,9 +129,37 @@ def atomic_output_dir(path: str | os.PathLike, stage: str | None = None, *, over
         tmp.rename(path)
 
 
-def _disk_full(error: BaseException) -> bool:
-    """ENOSPC, as an OSError or inside a library's own error (safetensors: `IoError(Os { code: 28, ... })`)."""
-    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
+@contextmanager
+def published_once(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder that becomes `path` unless another process published `path` first.
+
+    For caches whose folder is keyed by what it holds (a converted embedded model, a task folder named by its content
+    digest): two processes filling the same one write the same files, so the first rename wins and the other's copy
+    is dropped; a folder already published is never replaced under a reader, as `atomic_output_dir` would."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _raise_if_disk_full(e, path)
+        raise
+    try:
+        tmp.rename(path)  # atomic; refused when `path` is there already
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not path.is_dir():
+            raise
+
+
+def _raise_if_disk_full(error: BaseException, path: Path) -> None:
+    """ENOSPC, as an OSError or inside a library's own error (safetensors: `IoError(Os { code: 28, ... })`): one line."""
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
+        raise ShearsError(f"the disk holding {path.parent} is full (no space left on device) while writing {path}; "
+                          "nothing was left behind: free some space or give an --output on another disk, "
+                          "and run the command again") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

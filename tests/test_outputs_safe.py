@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import train_tiny_super_adapter
-from shears_nncf.artifacts import MANIFEST, atomic_output_dir, check_output, clear_output, written_by
+from shears_nncf.artifacts import MANIFEST, atomic_output_dir, check_output, clear_output, published_once, written_by
 from shears_nncf.cli import main
 from shears_nncf.config import bundled_config
 from shears_nncf.errors import ShearsError
@@ -155,6 +155,24 @@ def test_atomic_output_dir_itself_never_replaces_a_folder_shears_did_not_write(t
             (fresh / "thesis.txt").write_bytes(THESIS)
     assert [p.name for p in fresh.iterdir()] == ["thesis.txt"]
     assert sorted(p.name for p in fresh.parent.iterdir()) == ["fresh", "precious"]
+
+
+def test_a_cache_folder_published_while_another_process_filled_it_is_kept_and_the_late_copy_dropped(tmp_path):
+    """Two processes converting the same embedded model, or writing the same task folder: the first one published
+    is the one every reader sees; it is never swapped out under them, and nothing partial is left beside it."""
+    cache = tmp_path / "cache" / "lm_eval_tasks" / "0123abcd"
+    reader = None
+    with published_once(cache) as late:
+        (late / "piqa.jsonl").write_text("late\n")
+        with published_once(cache) as first:  # the other process, finishing first
+            (first / "piqa.jsonl").write_text("first\n")
+        reader = (cache / "piqa.jsonl").open()
+    assert reader.read() == "first\n" and (cache / "piqa.jsonl").read_text() == "first\n"
+    assert [p.name for p in cache.parent.iterdir()] == ["0123abcd"]
+    with pytest.raises(ValueError), published_once(tmp_path / "cache" / "failed") as tmp:
+        (tmp / "half").write_text("x")
+        raise ValueError("the conversion failed")
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["0123abcd"]
 
 
 def test_a_run_keeps_its_own_folder_to_resume_it_and_clears_a_foreign_one_only_with_overwrite(tmp_path):

@@ -17,7 +17,7 @@ import json
 from itertools import islice
 from pathlib import Path
 
-from ..artifacts import atomic_output_dir, write_text
+from ..artifacts import published_once, write_text
 from ..errors import ShearsError
 from .tasks import COMMONSENSE, resolve_tasks
 
@@ -65,7 +65,7 @@ def task_folder(documents_by_task: dict[str, list[dict]], prompt_style: str) -> 
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_dir() / "lm_eval_tasks" / digest
     if not folder.is_dir():
-        with atomic_output_dir(folder) as tmp:
+        with published_once(folder) as tmp:
             for name, text in files.items():
                 (tmp / name).write_text(text)
             for task, template in templates.items():
