@@ -32,14 +32,15 @@ it stopped. The report is written after every run, from what is done.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from nls_vs_lora import EQUAL, _same_seeds, judge
+from pruners import CONFIG, _interval, _read
 from pruners import Study as PrunersStudy
-from pruners import _interval, _read
 from reproduce_small import SHORT
 from shears_nncf.artifacts import read_json, write_json, write_text
 from shears_nncf.data.tasks import COMMONSENSE
@@ -113,7 +114,7 @@ class Row:
     @property
     def name(self) -> str:
         return "-".join([self.kind, *([self.setting.name] if self.setting else []),
-                         *([f"s{self.seed}"] if self.seed else [])])
+                         *([f"s{self.seed}"] if self.seed is not None else [])])
 
 
 class Study:
@@ -122,6 +123,7 @@ class Study:
         self.runner = StepRunner(self.out, label="quantization-aware")
         self.config, self.records = self.out / "config.json", self.out / "data" / "lm_eval_train.jsonl"
         self.bench_json = self.out / "bench.json"
+        self._harsh: Setting | None = None
 
     def prepare(self) -> None:
         """The NLS-vs-LoRA study's config and records, written as the pruners study writes them, and beside the
@@ -129,13 +131,12 @@ class Study:
         any step is keyed (their content is part of the keys)."""
         PrunersStudy.prepare_recovery(self)  # writes self.config and self.records
         raw = read_json(self.config, what="config")
-        for setting in SETTINGS.values():
+        for setting in (s for s in SETTINGS.values() if s.trainable):
             for mask in (True, False):
-                if setting.trainable:
-                    qa = {**raw, "shears": {**raw["shears"], "quantization": setting.quantization(mask)}}
-                    path = self.qa_config(setting, mask)
-                    if not path.exists() or read_json(path, what="config") != qa:
-                        write_json(path, qa)
+                qa = {**raw, "shears": {**raw["shears"], "quantization": setting.quantization(mask)}}
+                path = self.qa_config(setting, mask)
+                if not path.exists() or read_json(path, what="config") != qa:
+                    write_json(path, qa)
 
     def qa_config(self, setting: Setting, mask: bool) -> Path:
         return self.out / "configs" / f"qa-{setting.name}-{'mask' if mask else 'nomask'}.json"
@@ -157,10 +158,10 @@ class Study:
                 f"qa-{setting.name}-{'mask' if mask else 'nomask'}{'' if sparse else '-dense'}-s{seed}")
         config = self.config if setting is None else self.qa_config(setting, mask)
         folder = self.out / "train" / name
-        return step_from_argv(["train", "--config", str(config), "--model", self.base(sparse), "--data", str(self.records),
-                               "--tasks", "commonsense", "--limit", str(self.args.train_limit), "--lr", str(LR),
-                               "--max-steps", str(self.args.steps), "--seed", str(seed), "--output", str(folder)],
-                              folder, name=f"train {name}")
+        return step_from_argv(["train", "--config", str(config), "--model", self.base(sparse), "--data",
+                               str(self.records), "--tasks", "commonsense", "--limit", str(self.args.train_limit),
+                               "--lr", str(LR), "--max-steps", str(self.args.steps), "--seed", str(seed),
+                               "--output", str(folder)], folder, name=f"train {name}")
 
     def extract(self, training: Step, merge: bool = False) -> Step:
         folder = self.out / ("merged" if merge else "adapter") / training.product.name
@@ -227,29 +228,40 @@ class Study:
 
     # ---- the plan
 
+    def pilot(self) -> dict[float, tuple[str, ...]]:
+        """The pilot's settings by Wanda ratio: PILOT, narrowed by --pilot-ratios and --pilot-settings."""
+        return {ratio: tuple(n for n in names if n in self.args.pilot_settings) for ratio, names in PILOT.items()
+                if ratio in self.args.pilot_ratios}
+
+    def candidates(self) -> list[str]:
+        """The harsh setting's candidates the pilot tries, in HARSH_CANDIDATES' order."""
+        return [name for name in HARSH_CANDIDATES if name in self.pilot().get(0.5, ())]
+
     def pilot_steps(self) -> list[Step]:
         steps = []
-        for ratio, names in PILOT.items():
+        for ratio, names in self.pilot().items():
             steps += [self.sparsify(ratio), self.pilot_score(ratio, None)]
             for name in names:
                 steps += [self.pilot_export(ratio, SETTINGS[name]), self.pilot_score(ratio, SETTINGS[name])]
         return steps
 
-    def pilot_drops(self) -> dict[str, dict | None]:
-        """Each Wanda-50% setting minus fp32 (paired over the pilot's documents); None where not scored yet."""
+    def pilot_drops(self) -> dict[str, float | None]:
+        """Points lost from fp32 by each setting on the Wanda-50% model; None where not scored yet."""
         fp32 = _read(self.pilot_score(0.5, None).product, whole=True)
-        drops = {}
-        for name in PILOT[0.5]:
-            result = _read(self.pilot_score(0.5, SETTINGS[name]).product, whole=True)
-            drops[name] = compare.paired_difference(result, fp32, self.args.tasks) if result and fp32 else None
-        return drops
+        results = {name: _read(self.pilot_score(0.5, SETTINGS[name]).product, whole=True)
+                   for name in self.pilot().get(0.5, ())}
+        return {name: compare.average(fp32, self.args.tasks) - compare.average(result, self.args.tasks)
+                if fp32 and result else None for name, result in results.items()}
 
     def harsh(self) -> Setting | None:
-        """The rule of the module docstring applied; None until its candidates are scored."""
-        drops = self.pilot_drops()
-        if any(drops[name] is None for name in HARSH_CANDIDATES):
-            return None
-        return SETTINGS[max(HARSH_CANDIDATES, key=lambda n: (-drops[n]["diff"], HARSH_CANDIDATES.index(n)))]
+        """The rule of the module docstring applied; None until its candidates are scored. Once chosen it is kept
+        for the process (the pilot's steps run before anything asks)."""
+        if self._harsh is None:
+            drops, candidates = self.pilot_drops(), self.candidates()
+            if candidates and all(drops[name] is not None for name in candidates):
+                chosen = max(candidates, key=lambda n: (drops[n], HARSH_CANDIDATES.index(n)))
+                self._harsh = SETTINGS[chosen]
+        return self._harsh
 
     def settings(self) -> list[Setting]:
         """The default, and the harsh setting once the pilot chose it (the same one: the default alone)."""
@@ -291,6 +303,8 @@ class Study:
         self.runner.plan_keys(self.plan())
         irs = [step for step in [*(self.ir_of(r) for r in self.rows()), *map(self.reference, REFERENCES)]
                if step and self.runner.up_to_date(step)]
+        if not irs:
+            return print("[quantization-aware] bench: no IR is exported yet; run the cells first")
         self.runner.run(step_from_argv(["bench", *(str(s.product) for s in irs), "--json", str(self.bench_json),
                                         "--max-new-tokens", "32", "--rounds", str(self.args.bench_rounds)],
                                        self.bench_json, name="bench"))
@@ -309,7 +323,7 @@ class Study:
         return found
 
     def planned_seeds(self, kind: str) -> list[int]:
-        return sorted({row.seed for row in self.rows() if row.kind == kind and row.seed})
+        return sorted({row.seed for row in self.rows() if row.kind == kind and row.seed is not None})
 
 
 def kind_has_ir(kind: str) -> bool:
@@ -325,19 +339,22 @@ def report(study: Study) -> str:
              f"Written by `python benchmarks/quantization_aware.py`; models, results and step records under "
              f"`{args.output}`.", "",
              "## Settings and the rule, fixed before the numbers", "",
-             f"- Training (every adapter): `{study.config}` (the NLS-vs-LoRA study's config, 120 records held out), "
+             f"- Training (every adapter): `{CONFIG.relative_to(ROOT)}` as the pruners study prepares it (120 records "
+             f"held out; `{study.config}`), "
              f"{args.train_limit} lm-eval-worded commonsense train records (500 documents of each task), "
              f"{args.steps} steps at lr {LR:g}, seeds {', '.join(map(str, args.seeds))}; the QA trainings add "
              "`shears.quantization` (ratio 1.0, `mask_update` true or false). Wanda: "
              f"{args.nsamples} x {args.seqlen} calibration tokens.",
              f"- Scoring: log-likelihood (lm-eval wording, acc_norm where lm-eval defines it, else acc) on the first "
              f"{args.eval_limit} validation documents of {', '.join(SHORT.get(t, t) for t in args.tasks)} (the pilot: "
-             f"{args.pilot_limit}); PyTorch rows in fp32, IRs through OpenVINO with an f32 precision hint.",
+             f"{args.pilot_limit}); PyTorch rows in fp32, IRs as OpenVINO's CPU plugin runs them (`evaluate --openvino`: "
+             "an f32 precision hint, the plugin's dynamic quantization of activations at its default, group size 32 "
+             "on this CPU): the deployed model's accuracy, the same for every IR row.",
              "- INT4 settings (`shears export --weights int4`): NNCF's mode and group size, the layers a group size "
              "does not divide adjusted (asym g128 is NNCF's default; SmolLM2's 576-wide inputs get 64), the embeddings "
              "and head INT8 unless + all layers. The QA IRs keep the embeddings and head as trained: float.",
              "- The harsh setting: among those `shears.quantization` can train ("
-             + ", ".join(SETTINGS[n].label for n in HARSH_CANDIDATES) + "), the one with the largest drop from fp32 "
+             + ", ".join(SETTINGS[n].label for n in study.candidates()) + "), the one with the largest drop from fp32 "
              f"on the Wanda-50% pilot; a tie goes to the later one listed.",
              "- Interval: `compare.seeded_difference` over the seeds both rows have (unpaired: different trainings), "
              f"documents and seeds resampled, {compare.BOOTSTRAP_SAMPLES} resamples, 95% percentile interval. "
@@ -347,14 +364,14 @@ def report(study: Study) -> str:
     lines += pilot_section(study, harsh) + rows_section(study) + questions_section(study) + ir_section(study)
     lines += training_section(study)
     command = shlex.join(["python", "benchmarks/quantization_aware.py", *args.argv])
-    lines += ["## Resume", "", "The cells (a rerun skips what is done), then the decode speed alone on the machine:", "",
-              "```", command, command + " --bench-only", "```", ""]
+    lines += ["## Resume", "", "The cells (a rerun skips what is done), then the decode speed alone on the machine:",
+              "", "```", command, command + " --bench-only", "```", ""]
     return "\n".join(lines)
 
 
 def pilot_section(study: Study, harsh: Setting | None) -> list[str]:
     args, rows = study.args, []
-    for ratio, names in PILOT.items():
+    for ratio, names in study.pilot().items():
         fp32 = _read(study.pilot_score(ratio, None).product, whole=True)
         rows.append([f"Wanda {ratio:.0%}", "fp32 (PyTorch)", "-", _average(fp32, args.tasks), "-", "-"])
         for name in names:
@@ -365,7 +382,7 @@ def pilot_section(study: Study, harsh: Setting | None) -> list[str]:
             rows.append([f"Wanda {ratio:.0%}", setting.label, "yes" if setting.trainable else "no",
                          _average(result, args.tasks), _interval(diff) if diff else "pending", _megabytes(ir)])
     drops = study.pilot_drops()
-    chosen = (f"**{harsh.label}** (drop {-drops[harsh.name]['diff']:.1f} points)" if harsh else
+    chosen = (f"**{harsh.label}** (drop {drops[harsh.name] + 0.0:.1f} points)" if harsh else
               "pending: the pilot's trainable settings are not all scored yet (until then only the default's rows run)")
     return [f"## Pilot: INT4 PTQ of the sparse model alone ({args.pilot_limit} documents of each task)", "",
             *markdown_table(["model", "setting", "QA can train it", "avg ± se", "minus fp32 (95% interval)", "IR MB"],
@@ -383,7 +400,7 @@ def rows_section(study: Study) -> list[str]:
             if not runs:
                 rows.append([label, "pending", *("-" for _ in args.tasks), "pending"])
                 continue
-            done = [r["seed"] for r in runs if r["seed"]]
+            done = [r["seed"] for r in runs if r["seed"] is not None]
             seeds = ", ".join(map(str, done)) or "-"
             seeds += f" (of {', '.join(map(str, planned))})" if len(done) < len(planned) else ""
             per_task = [f"{100 * sum(compare.document_scores(r['loglik'], t).mean() for r in runs) / len(runs):.1f}"
@@ -392,7 +409,8 @@ def rows_section(study: Study) -> list[str]:
             average = f"**{sum(per_seed) / len(per_seed):.1f}**" + (
                 f" ({' '.join(f'{a:.1f}' for a in per_seed)})" if len(runs) > 1 else "")
             rows.append([label, seeds, *per_task, average])
-        lines += [f"## Rows at {setting.label}{' (default)' if setting == DEFAULT else ' (harsh)'}: mean over seeds", "",
+        which = "default" if setting == DEFAULT else "harsh"
+        lines += [f"## Rows at {setting.label} ({which}): mean over seeds", "",
                   *markdown_table(["row", "seeds", *(SHORT.get(t, t) for t in args.tasks), "avg (per seed)"], rows), ""]
     return lines
 
@@ -409,7 +427,7 @@ def questions_section(study: Study) -> list[str]:
                 continue
             c = compare.seeded_difference([r["loglik"] for r in a], [r["loglik"] for r in b], args.tasks)
             spread = "; ".join(" ".join(f"{v:.1f}" for v in c["seed_spread"][k]) for k in ("first", "second"))
-            seeds = ", ".join(str(r["seed"]) for r in a if r["seed"]) or "-"
+            seeds = ", ".join(str(r["seed"]) for r in a if r["seed"] is not None) or "-"
             rows.append([question, setting.label, seeds, f"{c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]",
                          spread, f"**{judge(c, claim)}**" if claim else "- (no claim)"])
     return ["## The questions", "",
@@ -425,21 +443,27 @@ def ir_section(study: Study) -> list[str]:
     irs = [(row.name, study.ir_of(row)) for row in study.rows() if kind_has_ir(row.kind)]
     rows = []
     for name, step in [*irs, *((name, study.reference(name)) for name in REFERENCES)]:
-        if not (step.product / "manifest.json").exists():
-            rows.append([name, "pending", "-", "-", "-", "-", "-", "-"])
+        if not step.product.exists():  # stages write atomically: the folder is there once complete
+            rows.append([name, "pending", *("-" for _ in range(7))])
             continue
         ir, tokens = OpenVINOModel.read(step.product), speed.get(step.product)
-        rows.append([name, ir.weights, f"{ir.ir_bytes / 2**20:.1f}", f"{ir.sparsity['base_zeros']:,}",
+        c = ir.manifest["compression"]
+        head = {layer["dtype"] for layer in ir.layers
+                if not layer["adapter"] and not re.search(r"\.\d+\.", layer["layer"])}  # outside the decoder blocks
+        rows.append([name, f"{c['mode']} g{c['group_size']}" if c else ir.weights, ", ".join(sorted(head)),
+                     f"{ir.ir_bytes / 2**20:.1f}", f"{ir.sparsity['base_zeros']:,}",
                      f"{ir.sparsity['base_sparsity']:.1%}", f"{tokens:.1f}" if tokens else "pending (--bench-only)",
                      *(f"{tokens / ref:.2f}x" if tokens and ref else "-" for ref in references.values())])
     measured = (f"`shears bench`, {bench['max_new_tokens']} new tokens, median of {bench['rounds']} interleaved rounds "
                 f"on {bench['cpu']['model']} ({bench['cpu']['cores']} cores), load average {bench['load_average']} "
                 "before it" if bench["rows"] else "not measured yet: run the --bench-only command below, alone")
     return ["## The IRs: size, zeros kept, decode speed", "",
-            f"Size of `openvino_model.bin` (MB = 2^20 bytes), zeros and sparsity of the decoder's base linears as "
-            f"counted in the IR (export manifest); decode tokens/s: {measured}.", "",
-            *markdown_table(["IR", "weights", "MB", "base zeros", "base sparsity", "decode tok/s", "vs dense INT8",
-                             "vs dense FP32"], rows), ""]
+            "Weights as exported (group size as asked; NNCF adjusts it where it does not divide a layer), the output "
+            "head's weights (INT8 after PTQ, float in the QA IRs: NNCF's QA path leaves the embeddings and head "
+            "float), size of `openvino_model.bin` (MB = 2^20 bytes), zeros and sparsity of the decoder's base "
+            f"linears as counted in the IR (export manifest); decode tokens/s: {measured}.", "",
+            *markdown_table(["IR", "weights", "head", "MB", "base zeros", "base sparsity", "decode tok/s",
+                             "vs dense INT8", "vs dense FP32"], rows), ""]
 
 
 def training_section(study: Study) -> list[str]:
@@ -460,10 +484,10 @@ def _average(result: dict | None, tasks: list[str]) -> str:
 
 
 def _megabytes(folder: Path) -> str:
-    return f"{OpenVINOModel.read(folder).ir_bytes / 2**20:.1f}" if (folder / "manifest.json").exists() else "-"
+    return f"{OpenVINOModel.read(folder).ir_bytes / 2**20:.1f}" if folder.exists() else "-"
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="/work/runs/quantization_aware", help="models, results, step records")
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="the dense model: a name or an HF folder")
@@ -477,17 +501,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", default=",".join(COMMONSENSE), help="commonsense tasks scored")
     parser.add_argument("--eval-limit", type=int, default=300, help="first N validation documents of each task (rows)")
     parser.add_argument("--pilot-limit", type=int, default=100, help="first N validation documents (pilot)")
+    parser.add_argument("--pilot-settings", default=",".join(SETTINGS),
+                        help=f"the pilot's INT4 settings (of {', '.join(SETTINGS)})")
+    parser.add_argument("--pilot-ratios", default=",".join(map(str, PILOT)), help="the pilot's Wanda ratios")
     parser.add_argument("--bench-rounds", type=int, default=3, help="interleaved rounds of the decode benchmark")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "QUANTIZATION.md"))
     parser.add_argument("--report-only", action="store_true", help="write the report from what is done; run nothing")
     parser.add_argument("--bench-only", action="store_true",
                         help="run only the decode benchmark of the finished IRs, which the cells' run leaves out: run "
                              "it alone on the machine, after the cells or while they are paused")
-    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    args.argv = [a for a in argv if a not in ("--bench-only", "--report-only")]
+    args.argv = [a for a in argv if a not in ("--bench-only", "--report-only")]  # the command to resume
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.tasks = args.tasks.split(",")
+    args.pilot_settings = args.pilot_settings.split(",")
+    args.pilot_ratios = [float(r) for r in args.pilot_ratios.split(",")]
+    if unknown := set(args.pilot_settings) - set(SETTINGS) or set(args.pilot_ratios) - set(PILOT):
+        parser.error(f"--pilot-settings names {', '.join(SETTINGS)}; --pilot-ratios {', '.join(map(str, PILOT))}; "
+                     f"got {', '.join(map(str, sorted(unknown, key=str)))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     study = Study(args)
     study.prepare()
     if args.bench_only:

@@ -69,8 +69,8 @@ def pytest_unconfigure(config):
 # the two xdist workers (pytest.ini: --dist loadfile, --no-loadscope-reorder) end together. Any other module runs after
 # them in the usual order; a module missing from this list only runs later.
 LONGEST_FIRST = (
-    "test_architectures.py", "test_qa_stages.py", "test_nls_vs_lora.py", "test_loglik.py", "test_distributed.py",
-    "test_steps.py", "test_pipeline.py", "test_training.py", "test_gguf_tokenizer.py", "test_openvino_export.py",
+    "test_architectures.py", "test_quantization_study.py", "test_qa_stages.py", "test_nls_vs_lora.py", "test_loglik.py",
+    "test_distributed.py", "test_steps.py", "test_pipeline.py", "test_training.py", "test_gguf_tokenizer.py", "test_openvino_export.py",
     "test_paper_configs_run.py", "test_distributed_evaluate.py", "test_pruners_study.py", "test_pruners.py",
     "test_evaluation_slow.py", "test_sparsity_slow.py", "test_runtime_adapters.py",
 )
