@@ -352,7 +352,8 @@ def report(study: Study) -> str:
              "on this CPU): the deployed model's accuracy, the same for every IR row.",
              "- INT4 settings (`shears export --weights int4`): NNCF's mode and group size, the layers a group size "
              "does not divide adjusted (asym g128 is NNCF's default; SmolLM2's 576-wide inputs get 64), the embeddings "
-             "and head INT8 unless + all layers. The QA IRs keep the embeddings and head as trained: float.",
+             "and head INT8 unless + all layers. The QA IRs compress the embeddings and head to INT8 at export as well "
+             "(`shears.quantization.backup`, its default), so every INT4 IR has the same head.",
              "- The harsh setting: among those `shears.quantization` can train ("
              + ", ".join(SETTINGS[n].label for n in study.candidates()) + "), the one with the largest drop from fp32 "
              f"on the Wanda-50% pilot; a tie goes to the later one listed.",
@@ -459,8 +460,8 @@ def ir_section(study: Study) -> list[str]:
                 "before it" if bench["rows"] else "not measured yet: run the --bench-only command below, alone")
     return ["## The IRs: size, zeros kept, decode speed", "",
             "Weights as exported (group size as asked; NNCF adjusts it where it does not divide a layer), the output "
-            "head's weights (INT8 after PTQ, float in the QA IRs: NNCF's QA path leaves the embeddings and head "
-            "float), size of `openvino_model.bin` (MB = 2^20 bytes), zeros and sparsity of the decoder's base "
+            "head's weights (INT8 after PTQ and in the QA IRs, whose float remainder the export compresses as PTQ's "
+            "backup mode does), size of `openvino_model.bin` (MB = 2^20 bytes), zeros and sparsity of the decoder's base "
             f"linears as counted in the IR (export manifest); decode tokens/s: {measured}.", "",
             *markdown_table(["IR", "weights", "head", "MB", "base zeros", "base sparsity", "decode tok/s",
                              "vs dense INT8", "vs dense FP32"], rows), ""]

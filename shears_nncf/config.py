@@ -103,6 +103,9 @@ class QuantizationSettings:
     group_size: int = 128
     ratio: float = 1.0
     mask_update: bool = True  # Q(W + M ⊙ B A): the merged integer weights keep every zero of the sparse base
+    # The weights the INT4 fake quantizers leave float (embeddings, output head), at export: INT8 as NNCF's
+    # backup_mode compresses them after training (`shears export --weights int4` does the same), or "none": float.
+    backup: str = "int8_asym"
 
 
 # The settings a `shears train` flag (and load_config's keyword of the same name) overrides, by name.

@@ -53,7 +53,9 @@ def qa(tiny_llama_factory, tiny_tokenizer, tmp_path_factory):
                for n in range(12)]
     (f / "train.json").write_text(json.dumps(records))
     (f / "test.json").write_text(json.dumps(records[:2]))
-    config = _config(f, "qa", {"mode": "int4_asym", "group_size": GROUP_SIZE})
+    # backup "none": the embeddings and head float, as trained, so that the IR's logits are the QA model's (the
+    # shipped config's run below takes the default, INT8 for them)
+    config = _config(f, "qa", {"mode": "int4_asym", "group_size": GROUP_SIZE, "backup": "none"})
     mp = pytest.MonkeyPatch()
     mp.setenv(SUB_ADAPTER_LOG, str(f / "qa_log"))
     assert main(["train", "--config", config, "--model", str(f / "sparse"), "--data", str(f / "train.json"),
@@ -107,6 +109,7 @@ def test_the_int4_ir_keeps_every_zero_of_the_sparse_base(qa):
     layers = {layer["layer"]: layer for layer in exported.layers}
     assert all(layers[path]["dtype"] == "u4" for path in qa["base_zeros"])
     assert exported.manifest["compression"]["ranks"] == [12] * 6
+    assert layers["lm_head"]["dtype"] == "f32"  # backup "none": as trained
 
 
 def test_ir_logits_match_the_qa_model_at_the_extracted_ranks(qa, tiny_tokenizer):
@@ -221,6 +224,8 @@ def test_shears_run_takes_the_shipped_qa_config_to_one_int4_ir_and_its_summary(q
     ir = OpenVINOModel.read(out / "openvino")
     sparse_zeros = json.loads((out / "sparse" / "shears_manifest.json").read_text())["sparsity"]
     assert ir.manifest["compression"]["quantization_aware"] and ir.manifest["compression"]["mode"] == "int4_asym"
+    head = next(layer for layer in ir.layers if layer["layer"] == "lm_head")
+    assert ir.manifest["compression"]["backup"] == "int8_asym" and head["dtype"] == "u8"  # the default, as PTQ
     assert ir.sparsity["base_zeros"] >= sparse_zeros["decoder_parameters"] - sparse_zeros["decoder_nonzero"] > 0
     summary = json.loads((out / "summary.json").read_text())
     rows = {row["model"] for row in summary["comparison"]["rows"]}

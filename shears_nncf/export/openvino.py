@@ -121,10 +121,14 @@ def export_compressed(model, tokenizer, output: str | os.PathLike, compression: 
     """Export a PyTorch causal LM whose weights NNCF already compressed, as it is: e.g. the quantization-aware path's
     model after `nls.quantization_aware.strip_to_int4` (packed integers and a decompressor per weight, the chosen
     sub-adapter folded in). OpenVINO's conversion keeps NNCF's decompression as u4 / u8 constants with zero points
-    and scales, so nothing is compressed again. `compression` (its mode, group size, ...) goes into the manifest,
-    with the zeros counted in the IR; `source` names the model it came from, `adapter` the adapter folded in."""
+    and scales, so those are not compressed again; with `compression["backup"]` "int8_asym" the weights NNCF left
+    float (the embeddings, the output head) are then compressed to INT8, as post-training INT4 does. `compression`
+    (its mode, group size, ...) goes into the manifest, with the zeros counted in the IR; `source` names the model it
+    came from, `adapter` the adapter folded in."""
     with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
         _export_ir(model, tokenizer, tmp, export_configs(model.config, TASK), source or "the model")
+        if compression.get("backup") == "int8_asym":
+            _compress_float_weights(tmp / IR_XML)
         OpenVINOModel.write(tmp, model.config, {
             "model": source, "dtype": "fp32", "adapter": adapter, "adapter_merged": True, "model_merged": False,
             "weights": compression["mode"], "calibration": None, "compression": compression, "runtime_adapters": [],
@@ -246,6 +250,21 @@ def _compress_in_place(xml: Path, weights: str, samples: list | None, int4: dict
         ov_model = nncf.quantize(
             ov_model, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(inputs)
         )
+    _save_in_place(xml, ov_model)
+
+
+def _compress_float_weights(xml: Path) -> None:
+    """INT8 asymmetric, per output channel, on the weights still float (the embeddings, the output head): NNCF's
+    backup mode applied after a quantization-aware strip, whose u4 / u8 weights NNCF leaves as they are."""
+    import nncf
+    import openvino as ov
+
+    _save_in_place(xml, nncf.compress_weights(ov.Core().read_model(xml), mode=nncf.CompressWeightsMode.INT8_ASYM))
+
+
+def _save_in_place(xml: Path, ov_model) -> None:
+    import openvino as ov
+
     staged = xml.with_name("compressed_" + xml.name)
     ov.save_model(ov_model, staged, compress_to_fp16=False)
     del ov_model

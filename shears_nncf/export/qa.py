@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..config import QuantizationSettings
 from .openvino import export_compressed
 from .sub_adapter import QASubAdapter
 
@@ -27,7 +28,8 @@ def export_qa(model: str | os.PathLike, adapter: QASubAdapter, output: str | os.
     ranks = set_group_ranks(qa_model, groups, adapter.ranks)
     q = adapter.quantization
     compression = {"mode": q["mode"], "group_size": q["group_size"], "ratio": q["ratio"],
-                   "mask_update": q["mask_update"], "quantization_aware": True, "ranks": ranks,
+                   "mask_update": q["mask_update"], "backup": q.get("backup", QuantizationSettings.backup),
+                   "quantization_aware": True, "ranks": ranks,
                    "chosen_by": adapter.chosen_by}
     out = export_compressed(strip_to_int4(qa_model), load_tokenizer(model), output, compression, source=str(model),
                             adapter=str(Path(adapter.path).resolve()), overwrite=overwrite)
