@@ -462,7 +462,8 @@ def ir_section(study: Study) -> list[str]:
             "Weights as exported (group size as asked; NNCF adjusts it where it does not divide a layer), the output "
             "head's weights (INT8 after PTQ and in the QA IRs, whose float remainder the export compresses as PTQ's "
             "backup mode does), size of `openvino_model.bin` (MB = 2^20 bytes), zeros and sparsity of the decoder's base "
-            f"linears as counted in the IR (export manifest); decode tokens/s: {measured}.", "",
+            f"linears as counted in the IR (export manifest: every zero, so a dense model's INT4 weights count those "
+            f"that round to their group's zero point too); decode tokens/s: {measured}.", "",
             *markdown_table(["IR", "weights", "head", "MB", "base zeros", "base sparsity", "decode tok/s",
                              "vs dense INT8", "vs dense FP32"], rows), ""]
 
