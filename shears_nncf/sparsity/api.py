@@ -36,6 +36,13 @@ class SparseModel(StageFolder):
 
     STAGE = STAGE
 
+    @staticmethod
+    def write(folder: Path, model: nn.Module, tokenizer, manifest: dict) -> None:
+        """The pruned model and its tokenizer as an HF folder, and the manifest last: how it was pruned."""
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        write_manifest(folder, manifest)
+
     @property
     def pruning_seconds(self) -> float | None:
         """The pruner's own time (no load, no save); None for a folder written before it was recorded."""
@@ -136,9 +143,7 @@ def sparsify_to_folder(model: str, config: SparsifyConfig, output: str | Path, *
     manifest["seconds"] = round(time.perf_counter() - start, 2)
     manifest["sparsity"] = model_sparsity(net)
     with atomic_output_dir(output, STAGE, overwrite=overwrite) as tmp:
-        net.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_manifest(tmp, manifest)
+        SparseModel.write(tmp, net, tokenizer, manifest)
     print(f"sparsified {model} ({config.method}, {config.pattern}, ratio {config.ratio}, {config.allocation} "
           f"allocation) in {manifest['seconds']} s: decoder weight sparsity "
           f"{manifest['sparsity']['decoder_sparsity']:.2%} -> {output}")
