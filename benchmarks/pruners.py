@@ -185,13 +185,13 @@ def report(study: Study) -> str:
              f"{args.timing_rounds} interleaved rounds (`timing.json`); a fresh dense model for each, loaded outside "
              "the clock.", ""]
     for model in args.models:
-        dense = _read(study.perplexity(model, None, None).product)
+        dense = finished(study.runner, study.perplexity(model, None, None), "perplexity")
         timing = timings.get(model)
         header = ["method"] + [f"{r:.0%}" for r in args.ratios] + [
             f"time / forward ({timing['ratio']:.0%})" if timing else "time / forward"]
         rows = []
         for label, *_ in METHODS:
-            ppl = [_read(study.perplexity(model, label, r).product) for r in args.ratios]
+            ppl = [finished(study.runner, study.perplexity(model, label, r), "perplexity") for r in args.ratios]
             cost = (f"{timing['median_seconds'][label] / timing['median_seconds']['plain forward']:.1f}x" if timing
                     else "-")
             rows.append([label] + [f"{p:.1f}" if p is not None else "-" for p in ppl] + [cost])
@@ -203,7 +203,7 @@ def report(study: Study) -> str:
 
 def loglik_section(study: Study) -> list[str]:
     model = study.args.models[0]
-    results = {(label, r): _read(study.loglik(model, label, r).product, whole=True)
+    results = {(label, r): finished(study.runner, study.loglik(model, label, r))
                for r in study.loglik_ratios() for label in LOGLIK_METHODS}
     if not any(results.values()):
         return ["## Log-likelihood on the commonsense tasks: not scored yet", ""]
@@ -226,13 +226,13 @@ def loglik_section(study: Study) -> list[str]:
 
 def recovery_section(study: Study) -> list[str]:
     model, ratio, tasks = study.args.models[0], RECOVERY_RATIO, study.args.tasks
-    recovered = {label: _read(study.loglik(model, label, ratio, recovered=True).product, whole=True)
+    recovered = {label: finished(study.runner, study.loglik(model, label, ratio, recovered=True))
                  for label in study.recovered()}
     if not any(recovered.values()):
         return ["## Recovery (a Shears sub-adapter on each 50% model): not scored yet", ""]
     rows = []
     for label, result in recovered.items():
-        sparse, wanda = _read(study.loglik(model, label, ratio).product, whole=True), recovered["Wanda"]
+        sparse, wanda = finished(study.runner, study.loglik(model, label, ratio)), recovered["Wanda"]
         if result is None:
             rows.append([label, "-", "-", "-", "-"])
             continue
@@ -254,11 +254,13 @@ def _interval(c: dict) -> str:
     return f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"
 
 
-def _read(path: Path, key: str = "perplexity", whole: bool = False):
-    if not Path(path).is_file():
+def finished(runner: StepRunner, step, key: str | None = None):
+    """A completed step's JSON result (or its `key`), None until the step has completed: an evaluation writes its
+    results file task by task as it goes (to resume), so the file alone may be a partial one."""
+    if not runner.record(step.name).get("complete") or not step.product.is_file():
         return None
-    data = json.loads(Path(path).read_text())
-    return data if whole else data.get(key)
+    data = json.loads(step.product.read_text())
+    return data.get(key) if key else data
 
 
 def plot(study: Study, path: Path) -> None:
@@ -270,7 +272,8 @@ def plot(study: Study, path: Path) -> None:
     fig, axes = plt.subplots(1, len(study.args.models), figsize=(6 * len(study.args.models), 4), squeeze=False)
     for ax, model in zip(axes[0], study.args.models):
         for label, *_ in METHODS:
-            points = [(r, _read(study.perplexity(model, label, r).product)) for r in study.args.ratios]
+            points = [(r, finished(study.runner, study.perplexity(model, label, r), "perplexity"))
+                      for r in study.args.ratios]
             points = [(r, p) for r, p in points if p is not None]
             if points:
                 ax.plot([100 * r for r, _ in points], [p for _, p in points], marker="o", label=label)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nls_vs_lora import EQUAL, _same_seeds, judge
-from pruners import CONFIG, _interval, _read
+from pruners import CONFIG, _interval, finished
 from pruners import Study as PrunersStudy
 from reproduce_small import SHORT
 from shears_nncf.artifacts import read_json, write_json, write_text
@@ -247,8 +247,8 @@ class Study:
 
     def pilot_drops(self) -> dict[str, float | None]:
         """Points lost from fp32 by each setting on the Wanda-50% model; None where not scored yet."""
-        fp32 = _read(self.pilot_score(0.5, None).product, whole=True)
-        results = {name: _read(self.pilot_score(0.5, SETTINGS[name]).product, whole=True)
+        fp32 = finished(self.runner, self.pilot_score(0.5, None))
+        results = {name: finished(self.runner, self.pilot_score(0.5, SETTINGS[name]))
                    for name in self.pilot().get(0.5, ())}
         return {name: compare.average(fp32, self.args.tasks) - compare.average(result, self.args.tasks)
                 if fp32 and result else None for name, result in results.items()}
@@ -317,7 +317,7 @@ class Study:
         found = []
         for row in self.rows():
             if row.kind == kind and row.setting == setting:
-                result = _read(self.row_steps(row)[-1].product, whole=True)
+                result = finished(self.runner, self.row_steps(row)[-1])
                 if result:
                     found.append({"seed": row.seed, "loglik": result})
         return found
@@ -373,11 +373,11 @@ def report(study: Study) -> str:
 def pilot_section(study: Study, harsh: Setting | None) -> list[str]:
     args, rows = study.args, []
     for ratio, names in study.pilot().items():
-        fp32 = _read(study.pilot_score(ratio, None).product, whole=True)
+        fp32 = finished(study.runner, study.pilot_score(ratio, None))
         rows.append([f"Wanda {ratio:.0%}", "fp32 (PyTorch)", "-", _average(fp32, args.tasks), "-", "-"])
         for name in names:
             setting = SETTINGS[name]
-            result = _read(study.pilot_score(ratio, setting).product, whole=True)
+            result = finished(study.runner, study.pilot_score(ratio, setting))
             ir = study.pilot_export(ratio, setting).product
             diff = compare.paired_difference(result, fp32, args.tasks) if result and fp32 else None
             rows.append([f"Wanda {ratio:.0%}", setting.label, "yes" if setting.trainable else "no",
