@@ -385,6 +385,9 @@ def pilot_section(study: Study, harsh: Setting | None) -> list[str]:
     drops = study.pilot_drops()
     chosen = (f"**{harsh.label}** (drop {drops[harsh.name] + 0.0:.1f} points)" if harsh else
               "pending: the pilot's trainable settings are not all scored yet (until then only the default's rows run)")
+    if harsh == DEFAULT:
+        chosen += ("; that is the default itself, so the rows run at it alone (no trainable setting lost more than it "
+                   "did on these documents)")
     return [f"## Pilot: INT4 PTQ of the sparse model alone ({args.pilot_limit} documents of each task)", "",
             *markdown_table(["model", "setting", "QA can train it", "avg ± se", "minus fp32 (95% interval)", "IR MB"],
                             rows),
