@@ -16,7 +16,7 @@ from shears_nncf.evaluation import PROMPT_STYLES
 from shears_nncf.evaluation.stage import SCORINGS
 from shears_nncf.export import WEIGHT_FORMATS
 from shears_nncf.nls.space import NAMED
-from shears_nncf.nls.quantization_aware import MODES as QUANTIZATION_MODES
+from shears_nncf.nls.quantization_aware import BACKUP_MODES, MODES as QUANTIZATION_MODES
 from shears_nncf.pipeline import EVALUATE_ON
 from shears_nncf.protocol import PROTOCOLS
 from shears_nncf.search import COSTS, METRICS, STRATEGIES
@@ -39,6 +39,7 @@ SCHEMA_ENUMS = {
     "shears/training/truncation": TRUNCATIONS,
     "shears/training/precision": PRECISIONS,
     "shears/quantization/mode": QUANTIZATION_MODES,  # NNCF's CompressWeightsMode names (quantization-aware NLS)
+    "shears/quantization/backup": BACKUP_MODES,
     "shears/pipeline/dtype": PRECISIONS,
     "shears/pipeline/evaluate_on/anyOf/0": EVALUATE_ON,
     "shears/pipeline/evaluate_on/anyOf/1/items": EVALUATE_ON,

@@ -46,6 +46,9 @@ from .mpt import prepare_for_adapters
 from .space import SearchSpace, sub_adapter_rng
 
 MODES = ("int4_asym", "int4_sym", "int8_asym")  # NNCF's CompressWeightsMode names this path takes
+# shears.quantization.backup: the weights the fake quantizers leave float (embeddings, head) at export, INT8 as NNCF's
+# BackupMode.INT8_ASYM (the default, config.QuantizationSettings) or float
+BACKUP_MODES = ("int8_asym", "none")
 GROUP_SIZE = 128  # NNCF's INT4 default; a layer it does not divide gets the largest power of two (>= 32) that does
 MASK = "sparse_mask"  # the buffer holding the base's non-zero mask on every masked quantizer
 _LEGACY_TRACING = "NNCF_TORCH_LEGACY_TRACING"
