@@ -44,7 +44,8 @@ def export_model(model: str | os.PathLike, config: ExportConfig, output: str | o
         return _export_qa(model, qa, config, output, overwrite)
     out = export_openvino(model, output, adapter=config.adapter, weights=config.weights,
                           calibration=config.calibration, int4_ratio=config.int4_ratio, group_size=config.group_size,
-                          int4_mode=config.int4_mode, int4_all_layers=config.int4_all_layers, dtype=config.dtype, runtime_adapters=config.runtime_adapters, overwrite=overwrite)
+                          int4_mode=config.int4_mode, int4_all_layers=config.int4_all_layers, dtype=config.dtype,
+                          runtime_adapters=config.runtime_adapters, overwrite=overwrite)
     exported = OpenVINOModel.read(out)
     print(f"exported {model}{' + ' + str(config.adapter) if config.adapter else ''} ({config.weights}) to {out}; "
           f"IR base weight sparsity {exported.sparsity['base_sparsity']:.1%}")
