@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import distributed
 from .errors import ShearsError
 from .stages import STAGES
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except ShearsError as e:
         print(f"shears {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.leave()
     return 0
 
 

@@ -27,6 +27,14 @@ def join(device: torch.device | str) -> torch.device:
     return state.device if device.type == "cuda" else device
 
 
+def leave() -> None:
+    """Leave the process group before the interpreter shuts down. A process that exits still in it can abort
+    (SIGABRT, "terminate called without an active exception"): gloo's worker threads outlive the interpreter's
+    teardown (pytorch/pytorch#190489). A no-op in a plain run."""
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def world_size() -> int:
     return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
