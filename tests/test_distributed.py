@@ -209,3 +209,14 @@ def test_an_accelerate_mixed_precision_that_contradicts_the_config_is_an_error(t
         training.train(tiny_llama_factory(), tiny_tokenizer, config, examples, tmp_path / "out", max_steps=1,
                        device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_every_command_leaves_its_process_group_the_failing_ones_too(tmp_path):
+    """A process that exits still in its gloo group can abort at the interpreter's teardown (`distributed.leave`)."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(["evaluate", "--model", str(tmp_path / "missing"), "--tasks", "boolq"]) == 2
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
