@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (label, --method, --allocation)
 METHODS = [("magnitude", "magnitude", "uniform"), ("Wanda", "wanda", "uniform"), ("SparseGPT", "sparsegpt", "uniform"),
            ("OWL + Wanda", "wanda", "owl"), ("OWL + SparseGPT", "sparsegpt", "owl")]
-LOGLIK_METHODS, LOGLIK_RATIOS = ("Wanda", "SparseGPT", "OWL + Wanda"), (0.5, 0.7)
+LOGLIK_METHODS, LOGLIK_RATIOS = ("Wanda", "OWL + Wanda", "SparseGPT"), (0.5, 0.7)
 RECOVERY_RATIO, RECOVERY_SEED, RECOVERY_LR = 0.5, 1, 0.003  # the NLS-vs-LoRA study's chosen NLS rate, its first seed
 CONFIG = ROOT / "nncf_configs" / "studies" / "smollm2_commonsense.json"
 
