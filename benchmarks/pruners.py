@@ -205,15 +205,16 @@ def loglik_section(study: Study) -> list[str]:
     model = study.args.models[0]
     results = {(label, r): finished(study.runner, study.loglik(model, label, r))
                for r in study.loglik_ratios() for label in LOGLIK_METHODS}
-    if not any(results.values()):
+    dense = finished(study.runner, study.loglik(model, None, None))
+    if not dense and not any(results.values()):
         return ["## Log-likelihood on the commonsense tasks: not scored yet", ""]
-    rows = []
+    rows = [["dense", "0%", _mean(dense, study.args.tasks), "-", "-"]] if dense else []
     for (label, ratio), result in results.items():
         wanda = results[("Wanda", ratio)]
         if result is None:
             rows.append([label, f"{ratio:.0%}", "-", "-", "-"])
             continue
-        avg = f"{compare.average(result, study.args.tasks):.1f} ± {compare.standard_error(result, study.args.tasks):.1f}"
+        avg = _mean(result, study.args.tasks)
         if label == "Wanda" or wanda is None:
             rows.append([label, f"{ratio:.0%}", avg, "-", "-"])
             continue
@@ -221,7 +222,33 @@ def loglik_section(study: Study) -> list[str]:
         rows.append([label, f"{ratio:.0%}", avg, f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]", compare.verdict(c)])
     return [f"## {model}: log-likelihood on {', '.join(study.args.tasks)} ({study.args.eval_limit} documents each; "
             "acc_norm where lm-eval defines it, else acc)", "",
-            *markdown_table(["method", "sparsity", "avg ± se", "minus Wanda (95% interval)", "better than Wanda?"], rows), ""]
+            *markdown_table(["method", "sparsity", "avg ± se", "minus Wanda (95% interval)", "better than Wanda?"], rows), "",
+            *owl_verdict(study, results), ""]
+
+
+def owl_verdict(study: Study, results: dict) -> list[str]:
+    """The published ordering (OWL ahead of uniform Wanda at 70% in the OWL paper), said in plain words either way
+    at the highest ratio scored, from the paired interval; perplexity beside it, which has no interval here."""
+    model, ratio, tasks = study.args.models[0], max(study.loglik_ratios()), study.args.tasks
+    owl, wanda = results[("OWL + Wanda", ratio)], results[("Wanda", ratio)]
+    if owl is None or wanda is None:
+        return [f"OWL + Wanda against Wanda at {ratio:.0%}: not both scored yet."]
+    c = compare.paired_difference(owl, wanda, tasks)
+    said = {"holds": "is **confirmed** at this size: OWL + Wanda scores above uniform Wanda, the whole interval "
+                     "above zero",
+            "refuted": "is **refuted** at this size: OWL + Wanda scores below uniform Wanda, the whole interval "
+                       "below zero"}.get(compare.verdict(c), "is **neither confirmed nor refuted** at this size: the "
+                                                             "interval spans zero")
+    ppl = {label: finished(study.runner, study.perplexity(model, label, ratio), "perplexity")
+           for label in ("Wanda", "OWL + Wanda")}
+    beside = (f" Held-out perplexity, which carries no interval here, goes {ppl['Wanda']:.1f} -> "
+              f"{ppl['OWL + Wanda']:.1f} with OWL." if None not in ppl.values() else "")
+    return [f"In plain words: the published ordering, OWL ahead of uniform Wanda (OWL paper, 70% on LLaMA-7B), {said} "
+            f"({ratio:.0%}: {_interval(c)} points on {len(tasks)} x {study.args.eval_limit} documents).{beside}"]
+
+
+def _mean(result: dict, tasks: list[str]) -> str:
+    return f"{compare.average(result, tasks):.1f} ± {compare.standard_error(result, tasks):.1f}"
 
 
 def recovery_section(study: Study) -> list[str]:
@@ -236,7 +263,7 @@ def recovery_section(study: Study) -> list[str]:
         if result is None:
             rows.append([label, "-", "-", "-", "-"])
             continue
-        cells = [label, f"{compare.average(result, tasks):.1f} ± {compare.standard_error(result, tasks):.1f}"]
+        cells = [label, _mean(result, tasks)]
         cells.append(_interval(compare.paired_difference(result, sparse, tasks)) if sparse else "-")
         if label == "Wanda" or wanda is None:
             rows.append(cells + ["-", "-"])

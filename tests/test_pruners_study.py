@@ -21,7 +21,8 @@ def test_the_pruners_study_runs_every_cell_once_and_reports_them(tiny_llama_dir,
     for label, *_ in pruners.METHODS:
         row = next(line for line in report.splitlines() if line.startswith(f"| {label} |"))
         assert "| - |" not in row, row  # every ratio has its perplexity and its time
-    assert report.count("| OWL + Wanda | 50% |") == 1 and "minus Wanda" in report
+    assert report.count("| OWL + Wanda | 50% |") == 1 and "minus Wanda" in report and "| dense | 0% |" in report
+    assert "In plain words: the published ordering" in report and "Held-out perplexity" in report
     recovery = report.split("recovered by a Shears sub-adapter")[1]
     for label in pruners.LOGLIK_METHODS:  # each recovered row scored, and set against its own sparse model
         row = next(line for line in recovery.splitlines() if line.startswith(f"| {label} |"))
