@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import distributed
 from .errors import ShearsError
 from .stages import STAGES
 
@@ -37,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shears {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:
-        distributed.leave()
+        if "torch" in sys.modules:  # only a command that imported torch can have joined a process group
+            from .distributed import leave
+
+            leave()
     return 0
 
 
