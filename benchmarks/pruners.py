@@ -93,11 +93,11 @@ class Study:
 
     def train(self, model: str, label: str, ratio: float):
         """The Shears recovery of one sparse model: NLS with the NLS-vs-LoRA study's config, records, steps and rate."""
-        folder = self.out / "train" / Path(model).name / f"{slug(label)}-{ratio:.2f}"
+        folder = self.out / "train" / Path(model).name / f"{slug(label)}-{ratio:.2f}"  # saved every 25 steps, to resume
         return step_from_argv(["train", "--config", str(self.config), "--model", str(self.sparsify(model, label, ratio).product),
                                "--data", str(self.records), "--tasks", "commonsense", "--limit", "2000",
                                "--lr", str(RECOVERY_LR), "--max-steps", str(self.args.recovery_steps),
-                               "--seed", str(RECOVERY_SEED), "--output", str(folder)],
+                               "--seed", str(RECOVERY_SEED), "--save-steps", "25", "--output", str(folder)],
                               folder, name=f"train {model} {slug(label)} {ratio}")
 
     def extract(self, model: str, label: str, ratio: float):

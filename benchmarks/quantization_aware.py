@@ -157,11 +157,11 @@ class Study:
         name = (f"float-s{seed}" if setting is None else
                 f"qa-{setting.name}-{'mask' if mask else 'nomask'}{'' if sparse else '-dense'}-s{seed}")
         config = self.config if setting is None else self.qa_config(setting, mask)
-        folder = self.out / "train" / name
+        folder = self.out / "train" / name  # saved every 25 steps: a training cut short resumes
         return step_from_argv(["train", "--config", str(config), "--model", self.base(sparse), "--data",
                                str(self.records), "--tasks", "commonsense", "--limit", str(self.args.train_limit),
                                "--lr", str(LR), "--max-steps", str(self.args.steps), "--seed", str(seed),
-                               "--output", str(folder)], folder, name=f"train {name}")
+                               "--save-steps", "25", "--output", str(folder)], folder, name=f"train {name}")
 
     def extract(self, training: Step, merge: bool = False) -> Step:
         folder = self.out / ("merged" if merge else "adapter") / training.product.name

@@ -305,6 +305,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
         option("--limit", type=positive_int, default=None, help="use at most N training examples"),
         option("--lora-only", action="store_true", help="plain LoRA baseline: elasticity off"),
         option("--resume", action="store_true", help="resume from the last checkpoint in --output"),
+        option("--save-steps", type=positive_int, default=200,
+               help="save a checkpoint every N optimizer steps (only the last is kept), for --resume"),
         option("--seed", type=non_negative_int, default=42),
         protocol_option("the config's shears.protocol, else shears"),
         option("--dry-run", action="store_true",

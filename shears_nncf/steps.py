@@ -73,7 +73,7 @@ class StepRunner:
 
     def key(self, step: Step) -> str:
         options = {k: v for k, v in sorted(vars(step.args).items())
-                   if k != "command" and not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
+                   if k not in ("command", *HOW_IT_RUNS) and not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
         digest = hashlib.sha256(json.dumps(options, default=str).encode())
         for path, producer in self._inputs(step):
             if producer:  # known before the earlier step has run: a plan's keys are known at once
@@ -171,6 +171,9 @@ def _paths(value) -> list[Path]:
     return [Path(v) for v in values if isinstance(v, (str, Path)) and str(v)]
 
 
+# Options that change how a step runs, not what it writes: never part of its key (how often a training saves a
+# checkpoint to resume from).
+HOW_IT_RUNS = ("save_steps",)
 # Options added to a stage after results were recorded under its keys, with the value at which the stage does what it
 # did before they existed: left out of the key at that value, so that those results stay valid (a study continues
 # instead of redoing them). Any other value is keyed as usual.

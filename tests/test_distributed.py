@@ -26,13 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS, ACCUM = 4, 2  # optimizer steps, micro-batches per step: 8 micro-batches per run
 
 # Rank 1 of a run launched through this wrapper dies (as if killed) at the micro-batch KILL_AT, after the
-# checkpoint of step 2; checkpoints are saved every 2 steps (the CLI keeps the default of 200).
+# checkpoint of step 2 (the run saves every 2 steps: --save-steps 2).
 KILLED_WORKER = """
-import functools, os, sys
+import os, sys
 from shears_nncf.cli import main
 from shears_nncf.nls import training
 
-training.train = functools.partial(training.train, save_steps=2)
 step, seen = training.NLSTrainer.training_step, []
 
 def training_step(self, *args, **kwargs):
@@ -145,8 +144,8 @@ def test_two_processes_with_batch_b_match_one_process_with_batch_2b(two_processe
 
 def test_a_killed_distributed_run_resumed_through_accelerate_ends_with_the_uninterrupted_adapter(two_processes, inputs, tmp_path):
     out = tmp_path / "out"
-    killed = launch(torchrun(("--no-python", sys.executable, "-c", KILLED_WORKER)), train_args(inputs, out, 2),
-                    tmp_path / "log", check=False, KILL_AT="6")
+    killed = launch(torchrun(("--no-python", sys.executable, "-c", KILLED_WORKER)),
+                    train_args(inputs, out, 2, "--save-steps", "2"), tmp_path / "log", check=False, KILL_AT="6")
     assert killed.returncode != 0
     assert not out.exists() and (training.checkpoint_dir(out) / "checkpoint-2").is_dir()
 

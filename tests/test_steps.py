@@ -51,6 +51,16 @@ def test_a_step_reading_an_earlier_product_is_keyed_by_that_steps_key(tmp_path):
     assert runner.key(later) != key
 
 
+def test_how_often_a_training_saves_a_checkpoint_is_not_part_of_its_key(tmp_path):
+    """A study may pass --save-steps to resume its trainings across sessions: the results it recorded stay valid."""
+    from shears_nncf.steps import step_from_argv
+
+    train = ["train", "--config", "c.json", "--model", "m", "--output", str(tmp_path / "out")]
+    key = StepRunner(tmp_path).key(step_from_argv(train, tmp_path / "out"))
+    assert StepRunner(tmp_path).key(step_from_argv([*train, "--save-steps", "25"], tmp_path / "out")) == key
+    assert StepRunner(tmp_path).key(step_from_argv([*train, "--seed", "7"], tmp_path / "out")) != key
+
+
 def test_a_study_killed_after_its_first_step_resumes_without_redoing_it(tiny_llama_dir, tmp_path):
     """benchmarks/reproduce_small.py on the tiny LLaMA: killed while its second step runs, then run again."""
     out = tmp_path / "study"

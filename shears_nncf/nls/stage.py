@@ -33,6 +33,7 @@ class TrainConfig:
     seed: int = 42
     lora_only: bool = False
     resume: bool = False
+    save_steps: int = 200
     protocol: str | None = None
     dtype: str = "auto"
     overrides: dict = field(default_factory=dict)
@@ -80,7 +81,7 @@ def train_super_adapter(model: str, config: TrainConfig, output: str | os.PathLi
                             config_file=str(config.config), data=config.data, tasks=config.tasks, limit=config.limit,
                             truncated_examples=truncated, protocol=shears.protocol.name, dtype=dtype_name(dtype))
     run = dict(eval_examples=held_out, max_steps=config.max_steps, resume=config.resume, seed=config.seed,
-               overwrite=overwrite, inputs=inputs)
+               save_steps=config.save_steps, overwrite=overwrite, inputs=inputs)
     if shears.quantization:
         from .qa_training import train_qa
 
