@@ -412,3 +412,18 @@ def test_optimum_gate_is_lifted_for_checked_families_only_and_refuses_others_bef
     assert not (tmp_path / "ov").exists()
     with pytest.raises(ShearsError, match="has no OpenVINO export of 't5' models"):
         optimum_gate.export_configs(transformers.T5Config(), "text-generation-with-past")
+
+
+def test_search_and_bench_run_on_a_mixture_of_experts_model(runs, tmp_path):
+    """The two stages the matrix does not run per family, on one MoE: a search over its adapter groups (its experts
+    carry none) and the bench of its IR beside the sparse model in PyTorch."""
+    run = runs("mixtral")
+    cli("search", "--super-adapter", run.super_adapter, "--strategy", "hill-climbing", "--budget", 3, "--metric", "loss",
+        "--tasks", "piqa", "--limit", 2, "--output", tmp_path / "search")
+    found = read_json(tmp_path / "search" / "search.json")
+    groups = read_json(run.super_adapter / "shears_manifest.json")["groups"]
+    assert len(found["chosen"]["ranks"]) == len(groups) and set(found["chosen"]["ranks"]) <= set(RANKS)
+    cli("bench", run.ir, run.sparse, "--max-new-tokens", 4, "--rounds", 1, "--json", tmp_path / "bench.json")
+    rows = {row["backend"]: row for row in read_json(tmp_path / "bench.json")["rows"]}
+    assert rows.keys() == {"openvino", "pytorch"} and all(row["status"] == "ok" for row in rows.values())
+    assert rows["openvino"]["route"] == "baked" and rows["openvino"]["decode_tokens_per_s"] > 0
