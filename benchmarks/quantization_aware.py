@@ -299,13 +299,16 @@ class Study:
 
     def bench(self) -> None:
         """Decode speed of every finished IR of the rows and of the references, in interleaved rounds of one
-        `shears bench`; a step too, so it reruns only when an IR changed or was added."""
+        `shears bench`; a step too, so it reruns only when an IR changed or was added. The references (the dense
+        INT8 and FP32 IRs every ratio is taken against) are exported first if the cells have not reached them."""
         self.runner.plan_keys(self.plan())
-        irs = [step for step in [*(self.ir_of(r) for r in self.rows()), *map(self.reference, REFERENCES)]
-               if step and self.runner.up_to_date(step)]
-        if not irs:
-            return print("[quantization-aware] bench: no IR is exported yet; run the cells first")
-        self.runner.run(step_from_argv(["bench", *(str(s.product) for s in irs), "--json", str(self.bench_json),
+        exported = [step for row in self.rows() if (step := self.ir_of(row)) and self.runner.up_to_date(step)]
+        if not exported:
+            return print("[quantization-aware] bench: no IR of a row is exported yet; run the cells first")
+        references = [self.reference(name) for name in REFERENCES]
+        for step in references:
+            self.runner.run(step)
+        self.runner.run(step_from_argv(["bench", *(str(s.product) for s in exported + references), "--json", str(self.bench_json),
                                         "--max-new-tokens", "32", "--rounds", str(self.args.bench_rounds)],
                                        self.bench_json, name="bench"))
 
@@ -479,7 +482,9 @@ def training_section(study: Study) -> list[str]:
             record = study.runner.record(step.name)
             minutes = f"{record['seconds'] / 60:.1f}" if record.get("complete") else "pending"
             rows.append([step.product.name, minutes])
-    return ["## Trainings", "", *markdown_table(["training", "minutes"], rows), ""]
+    return ["## Trainings", "", "Wall minutes of each training step, on cores other work may have shared (a paused or "
+            "resumed training counts its whole time): a record of the run, not a cost comparison.", "",
+            *markdown_table(["training", "wall minutes"], rows), ""]
 
 
 def _average(result: dict | None, tasks: list[str]) -> str:
