@@ -219,7 +219,7 @@ def loglik_section(study: Study) -> list[str]:
             rows.append([label, f"{ratio:.0%}", avg, "-", "-"])
             continue
         c = compare.paired_difference(result, wanda, study.args.tasks)
-        rows.append([label, f"{ratio:.0%}", avg, f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]", compare.verdict(c)])
+        rows.append([label, f"{ratio:.0%}", avg, _interval(c), compare.verdict(c)])
     return [f"## {model}: log-likelihood on {', '.join(study.args.tasks)} ({study.args.eval_limit} documents each; "
             "acc_norm where lm-eval defines it, else acc)", "",
             *markdown_table(["method", "sparsity", "avg ± se", "minus Wanda (95% interval)", "better than Wanda?"], rows), "",
