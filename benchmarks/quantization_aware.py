@@ -308,8 +308,9 @@ class Study:
         references = [self.reference(name) for name in REFERENCES]
         for step in references:
             self.runner.run(step)
-        self.runner.run(step_from_argv(["bench", *(str(s.product) for s in exported + references), "--json", str(self.bench_json),
-                                        "--max-new-tokens", "32", "--rounds", str(self.args.bench_rounds)],
+        self.runner.run(step_from_argv(["bench", *(str(s.product) for s in exported + references),
+                                        "--json", str(self.bench_json), "--max-new-tokens", "32",
+                                        "--rounds", str(self.args.bench_rounds)],
                                        self.bench_json, name="bench"))
 
     # ---- results

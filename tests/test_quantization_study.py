@@ -1,7 +1,7 @@
 """benchmarks/quantization_aware.py at toy size on the tiny LLaMA: the pilot (two of its settings, on the 50% model;
 they tie at the toy's scores, so the rule keeps the default, as the real pilot did) and every row run once, the decode
-benchmark runs alone, the report has the pilot's choice, every row, question and IR filled, and a second run skips every step (the
-study resumes row by row)."""
+benchmark runs alone, the report has the pilot's choice, every row, question and IR filled, and a second run skips
+every step (the study resumes row by row)."""
 
 import sys
 from pathlib import Path
