@@ -19,8 +19,9 @@ by log-likelihood (lm-eval wording) on the eight commonsense tasks:
    rows have, unpaired: different trainings): Q1 QA (mask) beats merged + PTQ; Q2 QA (mask) equals the float
    sub-adapter in PyTorch within +-1 point (the INT4 model keeps the trained accuracy); Q3 the mask costs nothing
    (mask equals no mask); Q4, for information, dense QAT + NLS minus dense PTQ.
-4. Beside accuracy, each IR's size and the zeros counted in it (its export manifest), and decode tokens/s against the
-   dense INT8 and FP32 IRs, measured in a separate --bench-only pass, alone on the machine.
+4. Beside accuracy, each IR's size, the zeros counted in it (its export manifest) and how many of the sparse base's
+   zeros it no longer holds, and decode tokens/s against the dense INT8 and FP32 IRs, measured in a separate
+   --bench-only pass, alone on the machine.
 
 Every cell is a `shears` command run through the step machinery (`steps.py`): rerun the script and it continues where
 it stopped. The report is written after every run, from what is done.
@@ -38,6 +39,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from nls_vs_lora import EQUAL, _same_seeds, judge
 from pruners import CONFIG, _interval, finished
 from pruners import Study as PrunersStudy
@@ -45,7 +47,7 @@ from reproduce_small import SHORT
 from shears_nncf.artifacts import read_json, write_json, write_text
 from shears_nncf.data.tasks import COMMONSENSE
 from shears_nncf.evaluation import compare
-from shears_nncf.export.openvino import OpenVINOModel  # before any training: it imports nncf_torch first
+from shears_nncf.export.openvino import IR_XML, OpenVINOModel, ir_zero_masks  # before any training: nncf_torch first
 from shears_nncf.models import EMBEDDED_MODEL
 from shears_nncf.steps import Step, StepRunner, step_from_argv
 from shears_nncf.tables import markdown_table
@@ -448,11 +450,14 @@ def ir_section(study: Study) -> list[str]:
     bench = read_json(study.bench_json, what="bench results") if study.bench_json.exists() else {"rows": []}
     speed = {Path(r["folder"]): r.get("decode_tokens_per_s") for r in bench["rows"] if r.get("status") == "ok"}
     references = {name: speed.get(study.reference(name).product) for name in REFERENCES}
-    irs = [(row.name, study.ir_of(row)) for row in study.rows() if kind_has_ir(row.kind)]
+    irs = [(row.name, study.ir_of(row), not row.kind.startswith("dense")) for row in study.rows()
+           if kind_has_ir(row.kind)]
+    sparse = Path(study.base(True))
+    pruned = base_zero_masks(sparse) if any(on and step.product.exists() for _, step, on in irs) else {}
     rows = []
-    for name, step in [*irs, *((name, study.reference(name)) for name in REFERENCES)]:
+    for name, step, on_sparse in [*irs, *((name, study.reference(name), False) for name in REFERENCES)]:
         if not step.product.exists():  # stages write atomically: the folder is there once complete
-            rows.append([name, "pending", *("-" for _ in range(7))])
+            rows.append([name, "pending", *("-" for _ in range(8))])
             continue
         ir, tokens = OpenVINOModel.read(step.product), speed.get(step.product)
         c = ir.manifest["compression"]
@@ -460,7 +465,8 @@ def ir_section(study: Study) -> list[str]:
                 if not layer["adapter"] and not re.search(r"\.\d+\.", layer["layer"])}  # outside the decoder blocks
         rows.append([name, f"{c['mode']} g{c['group_size']}" if c else ir.weights, ", ".join(sorted(head)),
                      f"{ir.ir_bytes / 2**20:.1f}", f"{ir.sparsity['base_zeros']:,}",
-                     f"{ir.sparsity['base_sparsity']:.1%}", f"{tokens:.1f}" if tokens else "pending (--bench-only)",
+                     f"{ir.sparsity['base_sparsity']:.1%}", zeros_lost(step.product, pruned) if on_sparse else "-",
+                     f"{tokens:.1f}" if tokens else "pending (--bench-only)",
                      *(f"{tokens / ref:.2f}x" if tokens and ref else "-" for ref in references.values())])
     measured = (f"`shears bench`, {bench['max_new_tokens']} new tokens, median of {bench['rounds']} interleaved rounds "
                 f"on {bench['cpu']['model']} ({bench['cpu']['cores']} cores), load average {bench['load_average']} "
@@ -470,9 +476,31 @@ def ir_section(study: Study) -> list[str]:
             "head's weights (INT8 after PTQ and in the QA IRs, whose float remainder the export compresses as PTQ's "
             "backup mode does), size of `openvino_model.bin` (MB = 2^20 bytes), zeros and sparsity of the decoder's base "
             f"linears as counted in the IR (export manifest: every zero, so a dense model's INT4 weights count those "
-            f"that round to their group's zero point too); decode tokens/s: {measured}.", "",
-            *markdown_table(["IR", "weights", "head", "MB", "base zeros", "base sparsity", "decode tok/s",
-                             "vs dense INT8", "vs dense FP32"], rows), ""]
+            f"that round to their group's zero point too); of the zeros the sparse base has (Wanda 50%, in PyTorch), "
+            f"those that are not zero in the IR: what the adapter's update filled in (`{sparse.name}`'s decoder "
+            f"linears against the IR's dequantized weights); decode tokens/s: {measured}.", "",
+            *markdown_table(["IR", "weights", "head", "MB", "base zeros", "base sparsity", "the sparse base's zeros lost",
+                             "decode tok/s", "vs dense INT8", "vs dense FP32"], rows), ""]
+
+
+def base_zero_masks(folder: Path) -> dict[str, np.ndarray]:
+    """Where the sparse base's decoder linears are zero, by module path (as `ir_zero_masks` names an IR's weights)."""
+    import torch
+
+    from shears_nncf.models import architecture, load_model
+
+    model = load_model(folder)
+    blocks = architecture(model).blocks + "."
+    return {name: (module.weight == 0).numpy() for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.startswith(blocks)}
+
+
+def zeros_lost(ir: Path, pruned: dict[str, np.ndarray]) -> str:
+    """How many of the sparse base's zeros the IR holds as non-zero weights, of how many the base has."""
+    found = ir_zero_masks(ir / IR_XML)
+    total = sum(int(zeros.sum()) for zeros in pruned.values())
+    lost = total - sum(int(found[path].reshape(zeros.shape)[zeros].sum()) for path, zeros in pruned.items())
+    return f"{lost:,} of {total:,}" + (f" ({lost / total:.2%})" if lost else "")
 
 
 def training_section(study: Study) -> list[str]:

@@ -3,6 +3,7 @@ they tie at the toy's scores, so the rule keeps the default, as the real pilot d
 benchmark runs alone, the report has the pilot's choice, every row, question and IR filled, and a second run skips
 every step (the study resumes row by row)."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def test_the_quantization_study_runs_every_row_once_and_reports_them(tiny_llama_
         assert all(v.startswith(("**holds", "**refuted", "**inconclusive")) if claim else v == "- (no claim)"
                    for v in verdicts), verdicts
     assert "| 1.00x |" in next(line for line in lines if line.startswith("| dense-int8 |"))
+    lost = next(line for line in lines if line.startswith("| qa-mask-")).split("|")[7].strip()
+    assert re.fullmatch(r"0 of [1-9][\d,]*", lost), lost  # the masked update leaves every zero of the base a zero
     capsys.readouterr()
     qa.main(argv)
     assert capsys.readouterr().out.count("up to date, skipped") == len(study.plan())
