@@ -273,6 +273,16 @@ def test_the_readme_headline_quotes_deployment_md():
     assert "sparsity buys no speed" in " ".join(report.split()) and "sparsity buys no speed" in _readme_results()
 
 
+def test_the_readme_headline_quotes_quantization_md():
+    report = (BENCHMARKS / "QUANTIZATION.md").read_text()
+    questions = {r[0]: r for r in _table(report, "| question |")}
+    trained_vs_ptq = questions["Q1. QA-NLS (mask) beats merged + INT4 PTQ"]
+    headline = _readme_results()
+    said = re.search(r"scores as INT4 after training \((\S+ \[[^]]+\]), two seeds, (\w+)\)", headline)
+    assert said.group(1) == trained_vs_ptq[3] and trained_vs_ptq[2] == "1, 2"
+    assert trained_vs_ptq[5].startswith(f"**{said.group(2)}")  # the report's verdict
+
+
 def test_every_interval_the_readme_and_docs_quote_is_one_a_benchmark_report_gives():
     reports = "\n".join(p.read_text() for p in BENCHMARKS.glob("*.md"))
     for page in PAGES:
