@@ -228,7 +228,8 @@ def loglik_section(study: Study) -> list[str]:
 
 def owl_verdict(study: Study, results: dict) -> list[str]:
     """The published ordering (OWL ahead of uniform Wanda at 70% in the OWL paper), said in plain words either way
-    at the highest ratio scored, from the paired interval; perplexity beside it, which has no interval here."""
+    at the highest ratio scored, from the paired interval; every model's perplexity beside it, which has no interval
+    here."""
     model, ratio, tasks = study.args.models[0], max(study.loglik_ratios()), study.args.tasks
     owl, wanda = results[("OWL + Wanda", ratio)], results[("Wanda", ratio)]
     if owl is None or wanda is None:
@@ -239,10 +240,14 @@ def owl_verdict(study: Study, results: dict) -> list[str]:
             "refuted": "is **refuted** at this size: OWL + Wanda scores below uniform Wanda, the whole interval "
                        "below zero"}.get(compare.verdict(c), "is **neither confirmed nor refuted** at this size: the "
                                                              "interval spans zero")
-    ppl = {label: finished(study.runner, study.perplexity(model, label, ratio), "perplexity")
-           for label in ("Wanda", "OWL + Wanda")}
-    beside = (f" Held-out perplexity, which carries no interval here, goes {ppl['Wanda']:.1f} -> "
-              f"{ppl['OWL + Wanda']:.1f} with OWL." if None not in ppl.values() else "")
+    moves = []
+    for each in study.args.models:  # every model's perplexity, the second model's too
+        wanda_ppl, owl_ppl = (finished(study.runner, study.perplexity(each, label, ratio), "perplexity")
+                              for label in ("Wanda", "OWL + Wanda"))
+        if wanda_ppl is not None and owl_ppl is not None:
+            moves.append(f"{wanda_ppl:.1f} -> {owl_ppl:.1f} on {Path(each).name}")
+    beside = (f" Held-out perplexity, which carries no interval here, goes from Wanda to OWL + Wanda "
+              f"{' and '.join(moves)}." if moves else "")
     return [f"In plain words: the published ordering, OWL ahead of uniform Wanda (OWL paper, 70% on LLaMA-7B), {said} "
             f"({ratio:.0%}: {_interval(c)} points on {len(tasks)} x {study.args.eval_limit} documents).{beside}"]
 
