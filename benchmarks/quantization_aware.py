@@ -215,7 +215,7 @@ class Study:
             merged = self.extract(train, merge=True)
             ir = self.export(row.name, str(merged.product), setting.export_flags)
             return [self.sparsify(0.5), train, merged, ir, self.score(row.name, ["--openvino", str(ir.product)])]
-        on_sparse = kind != "dense-qat"  # QA rows: deployed as trained, no --weights
+        on_sparse = kind_on_sparse(kind)  # QA rows: deployed as trained, no --weights
         train = self.train(seed, setting, mask=kind != "qa-nomask", sparse=on_sparse)
         sub = self.extract(train)
         ir = self.export(row.name, self.base(on_sparse), [], adapter=sub)
@@ -336,6 +336,11 @@ def kind_has_ir(kind: str) -> bool:
     return kind not in ("dense", "float")
 
 
+def kind_on_sparse(kind: str) -> bool:
+    """Whether a row's model is the Wanda-50% base (else the dense model)."""
+    return not kind.startswith("dense")
+
+
 # ---- the report
 
 
@@ -450,8 +455,7 @@ def ir_section(study: Study) -> list[str]:
     bench = read_json(study.bench_json, what="bench results") if study.bench_json.exists() else {"rows": []}
     speed = {Path(r["folder"]): r.get("decode_tokens_per_s") for r in bench["rows"] if r.get("status") == "ok"}
     references = {name: speed.get(study.reference(name).product) for name in REFERENCES}
-    irs = [(row.name, study.ir_of(row), not row.kind.startswith("dense")) for row in study.rows()
-           if kind_has_ir(row.kind)]
+    irs = [(row.name, study.ir_of(row), kind_on_sparse(row.kind)) for row in study.rows() if kind_has_ir(row.kind)]
     sparse = Path(study.base(True))
     pruned = base_zero_masks(sparse) if any(on and step.product.exists() for _, step, on in irs) else {}
     rows = []
