@@ -488,15 +488,13 @@ def ir_section(study: Study) -> list[str]:
 
 
 def base_zero_masks(folder: Path) -> dict[str, np.ndarray]:
-    """Where the sparse base's decoder linears are zero, by module path (as `ir_zero_masks` names an IR's weights)."""
-    import torch
-
-    from shears_nncf.models import architecture, load_model
+    """Where the sparse base's pruned linears are zero, by module path (as `ir_zero_masks` names an IR's weights)."""
+    from shears_nncf.models import architecture, block_linears, decoder_blocks, load_model
 
     model = load_model(folder)
-    blocks = architecture(model).blocks + "."
-    return {name: (module.weight == 0).numpy() for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and name.startswith(blocks)}
+    arch = architecture(model)
+    return {f"{arch.blocks}.{i}.{name}": (linear.weight == 0).numpy()
+            for i, block in enumerate(decoder_blocks(model)) for name, linear in block_linears(block, arch).items()}
 
 
 def zeros_lost(ir: Path, pruned: dict[str, np.ndarray]) -> str:
