@@ -30,6 +30,7 @@ from shears_nncf.data.calibration import heldout_text
 from shears_nncf.data.tasks import COMMONSENSE
 from shears_nncf.evaluation import compare
 from shears_nncf.models import EMBEDDED, EMBEDDED_MODEL
+from shears_nncf.nls.folder import SuperAdapter
 from shears_nncf.steps import StepRunner, step_from_argv
 from shears_nncf.tables import markdown_table
 
@@ -266,9 +267,10 @@ def recovery_section(study: Study) -> list[str]:
     for label, result in recovered.items():
         sparse, wanda = finished(study.runner, study.loglik(model, label, ratio)), recovered["Wanda"]
         if result is None:
-            rows.append([label, "-", "-", "-", "-"])
+            rows.append([label, "-", "-", "-", "-", "-"])
             continue
-        cells = [label, _mean(result, tasks)]
+        trained = SuperAdapter.read(study.train(model, label, ratio).product).summary
+        cells = [label, f"{trained['first_loss']:.3f} -> {trained['last_loss']:.3f}", _mean(result, tasks)]
         cells.append(_interval(compare.paired_difference(result, sparse, tasks)) if sparse else "-")
         if label == "Wanda" or wanda is None:
             rows.append(cells + ["-", "-"])
@@ -278,8 +280,31 @@ def recovery_section(study: Study) -> list[str]:
     return [f"## {model} at {ratio:.0%}: recovered by a Shears sub-adapter (heuristic; {study.args.recovery_steps} "
             f"steps, lr {RECOVERY_LR}, seed {RECOVERY_SEED}: the NLS-vs-LoRA study's settings; one training seed, so "
             "the intervals hold the documents' noise, not the seeds')", "",
-            *markdown_table(["method", "avg ± se", "minus the same sparse model", "minus Wanda + sub-adapter",
-                             "better than Wanda + sub-adapter?"], rows), ""]
+            *markdown_table(["method", "training loss, first -> last step", "avg ± se", "minus the same sparse model",
+                             "minus Wanda + sub-adapter", "better than Wanda + sub-adapter?"], rows), "",
+            *recovery_verdict(study, recovered), ""]
+
+
+def recovery_verdict(study: Study, recovered: dict) -> list[str]:
+    """Whether a better pruner still matters once an adapter is trained on top, said in plain words: each pruner's
+    paired difference from Wanda before the recovery and after it, and what the intervals allow one to say."""
+    model, ratio, tasks = study.args.models[0], RECOVERY_RATIO, study.args.tasks
+    before = {label: finished(study.runner, study.loglik(model, label, ratio)) for label in recovered}
+    pairs = [(label, compare.paired_difference(before[label], before["Wanda"], tasks),
+              compare.paired_difference(recovered[label], recovered["Wanda"], tasks))
+             for label in recovered if label != "Wanda"
+             and None not in (before[label], before["Wanda"], recovered[label], recovered["Wanda"])]
+    if not pairs:
+        return []
+    said = "; ".join(f"{label} {_interval(b)} before, {_interval(a)} after" for label, b, a in pairs)
+    verdicts = {compare.verdict(c).split(" (")[0] for _, b, a in pairs for c in (b, a)}
+    answer = ("it cannot be told at this size: every interval spans zero, before the recovery and after it"
+              if verdicts == {"inconclusive"} else
+              "the intervals tell some pruners apart: " + ", ".join(
+                  f"{label} {compare.verdict(b).split(' (')[0]} before and {compare.verdict(a).split(' (')[0]} after"
+                  for label, b, a in pairs))
+    return [f"In plain words: whether a better pruner still matters once a sub-adapter is trained on top, {answer} "
+            f"(each minus Wanda at {ratio:.0%}, {len(tasks)} x {study.args.eval_limit} documents: {said})."]
 
 
 def _interval(c: dict) -> str:

@@ -1,6 +1,6 @@
 """benchmarks/pruners.py at toy size on the tiny LLaMA: every cell runs once (the recovery trainings included), the
-side-by-side timing runs alone, the report has every row and the plot, and a second run skips every cell (the study
-resumes row by row)."""
+side-by-side timing runs alone, the report has every row, the plot and the recovery's answer in plain words, and a
+second run skips every cell (the study resumes row by row)."""
 
 import sys
 from pathlib import Path
@@ -24,9 +24,11 @@ def test_the_pruners_study_runs_every_cell_once_and_reports_them(tiny_llama_dir,
     assert report.count("| OWL + Wanda | 50% |") == 1 and "minus Wanda" in report and "| dense | 0% |" in report
     assert "In plain words: the published ordering" in report and "Held-out perplexity" in report
     recovery = report.split("recovered by a Shears sub-adapter")[1]
-    for label in pruners.LOGLIK_METHODS:  # each recovered row scored, and set against its own sparse model
-        row = next(line for line in recovery.splitlines() if line.startswith(f"| {label} |"))
-        assert row.split("|")[3].strip() != "-", row
+    for label in pruners.LOGLIK_METHODS:  # each recovered row trained, scored, and set against its own sparse model
+        row = next(line for line in recovery.splitlines() if line.startswith(f"| {label} |")).split("|")
+        assert " -> " in row[2] and row[4].strip() != "-", row
+    assert "whether a better pruner still matters once a sub-adapter is trained on top" in recovery
+    assert recovery.count(" before, ") == len(pruners.LOGLIK_METHODS) - 1  # each pruner against Wanda, before and after
     assert (tmp_path / "pruners_perplexity.png").stat().st_size > 0
     capsys.readouterr()
     pruners.main(argv)

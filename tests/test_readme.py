@@ -283,6 +283,24 @@ def test_the_readme_headline_quotes_quantization_md():
     assert trained_vs_ptq[5].startswith(f"**{said.group(2)}")  # the report's verdict
 
 
+def test_the_readme_headline_quotes_pruners_md():
+    report = (BENCHMARKS / "PRUNERS.md").read_text()
+    headline = _readme_results()
+    sections = report.split("\n## ")[1:]
+    perplexity = [section for section in sections if ": held-out perplexity" in section.split("\n", 1)[0]]
+    assert len(perplexity) == 2 and "of both models" in headline
+    for section in perplexity:  # SparseGPT, with OWL or not, is the lowest at every ratio
+        rows = _table(section, "| method |")
+        for column in range(1, len(rows[0]) - 1):
+            lowest = min(rows, key=lambda row: float(row[column]))
+            assert lowest[0] in ("SparseGPT", "OWL + SparseGPT"), (section.split("\n", 1)[0], column, lowest)
+    loglik = {(r[0], r[1]): r for r in _table(report, "| method | sparsity |")}
+    assert re.search(r"OWL 70%: (\S+ \[[^]]+\])", headline).group(1) == loglik[("OWL + Wanda", "70%")][3]
+    recovered = _table(report, "| method | training loss")
+    verdicts = [r[4] for r in loglik.values() if r[3] != "-"] + [r[-1] for r in recovered if r[-2] != "-"]
+    assert len(verdicts) == 6 and all(v.startswith("inconclusive") for v in verdicts)  # no pruner told apart
+
+
 def test_every_interval_the_readme_and_docs_quote_is_one_a_benchmark_report_gives():
     reports = "\n".join(p.read_text() for p in BENCHMARKS.glob("*.md"))
     for page in PAGES:
