@@ -297,14 +297,17 @@ def recovery_verdict(study: Study, recovered: dict) -> list[str]:
     if not pairs:
         return []
     said = "; ".join(f"{label} {_interval(b)} before, {_interval(a)} after" for label, b, a in pairs)
-    verdicts = {compare.verdict(c).split(" (")[0] for _, b, a in pairs for c in (b, a)}
     answer = ("it cannot be told at this size: every interval spans zero, before the recovery and after it"
-              if verdicts == {"inconclusive"} else
+              if {_verdict_word(c) for _, b, a in pairs for c in (b, a)} == {"inconclusive"} else
               "the intervals tell some pruners apart: " + ", ".join(
-                  f"{label} {compare.verdict(b).split(' (')[0]} before and {compare.verdict(a).split(' (')[0]} after"
-                  for label, b, a in pairs))
+                  f"{label} {_verdict_word(b)} before and {_verdict_word(a)} after" for label, b, a in pairs))
     return [f"In plain words: whether a better pruner still matters once a sub-adapter is trained on top, {answer} "
             f"(each minus Wanda at {ratio:.0%}, {len(tasks)} x {study.args.eval_limit} documents: {said})."]
+
+
+def _verdict_word(c: dict) -> str:
+    """holds, refuted or inconclusive: the verdict without the difference the study would detect."""
+    return compare.verdict(c).split(" (")[0]
 
 
 def _interval(c: dict) -> str:
