@@ -263,37 +263,35 @@ def recovery_section(study: Study) -> list[str]:
                  for label in study.recovered()}
     if not any(recovered.values()):
         return ["## Recovery (a Shears sub-adapter on each 50% model): not scored yet", ""]
+    sparse = {label: finished(study.runner, study.loglik(model, label, ratio)) for label in recovered}
+    wanda = recovered["Wanda"]
+    against_wanda = {label: compare.paired_difference(result, wanda, tasks) for label, result in recovered.items()
+                     if label != "Wanda" and result is not None and wanda is not None}
     rows = []
     for label, result in recovered.items():
-        sparse, wanda = finished(study.runner, study.loglik(model, label, ratio)), recovered["Wanda"]
         if result is None:
             rows.append([label, "-", "-", "-", "-", "-"])
             continue
         trained = SuperAdapter.read(study.train(model, label, ratio).product).summary
         cells = [label, f"{trained['first_loss']:.3f} -> {trained['last_loss']:.3f}", _mean(result, tasks)]
-        cells.append(_interval(compare.paired_difference(result, sparse, tasks)) if sparse else "-")
-        if label == "Wanda" or wanda is None:
-            rows.append(cells + ["-", "-"])
-            continue
-        c = compare.paired_difference(result, wanda, tasks)
-        rows.append(cells + [_interval(c), compare.verdict(c)])
+        cells.append(_interval(compare.paired_difference(result, sparse[label], tasks)) if sparse[label] else "-")
+        c = against_wanda.get(label)
+        rows.append(cells + ([_interval(c), compare.verdict(c)] if c else ["-", "-"]))
     return [f"## {model} at {ratio:.0%}: recovered by a Shears sub-adapter (heuristic; {study.args.recovery_steps} "
             f"steps, lr {RECOVERY_LR}, seed {RECOVERY_SEED}: the NLS-vs-LoRA study's settings; one training seed, so "
             "the intervals hold the documents' noise, not the seeds')", "",
             *markdown_table(["method", "training loss, first -> last step", "avg ± se", "minus the same sparse model",
                              "minus Wanda + sub-adapter", "better than Wanda + sub-adapter?"], rows), "",
-            *recovery_verdict(study, recovered), ""]
+            *recovery_verdict(study, sparse, against_wanda), ""]
 
 
-def recovery_verdict(study: Study, recovered: dict) -> list[str]:
+def recovery_verdict(study: Study, sparse: dict, recovered_against_wanda: dict) -> list[str]:
     """Whether a better pruner still matters once an adapter is trained on top, said in plain words: each pruner's
-    paired difference from Wanda before the recovery and after it, and what the intervals allow one to say."""
-    model, ratio, tasks = study.args.models[0], RECOVERY_RATIO, study.args.tasks
-    before = {label: finished(study.runner, study.loglik(model, label, ratio)) for label in recovered}
-    pairs = [(label, compare.paired_difference(before[label], before["Wanda"], tasks),
-              compare.paired_difference(recovered[label], recovered["Wanda"], tasks))
-             for label in recovered if label != "Wanda"
-             and None not in (before[label], before["Wanda"], recovered[label], recovered["Wanda"])]
+    paired difference from Wanda before the recovery (on the sparse models' scores) and after it (the recovery
+    table's own comparisons), and what the intervals allow one to say."""
+    ratio, tasks = RECOVERY_RATIO, study.args.tasks
+    pairs = [(label, compare.paired_difference(sparse[label], sparse["Wanda"], tasks), after)
+             for label, after in recovered_against_wanda.items() if None not in (sparse[label], sparse["Wanda"])]
     if not pairs:
         return []
     said = "; ".join(f"{label} {_interval(b)} before, {_interval(a)} after" for label, b, a in pairs)
